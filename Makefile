@@ -1,0 +1,35 @@
+# The two commands of the README: `make run` and `make test`. Each does its own set-up.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+
+.PHONY: run test venv dev-venv lint bench
+
+# Reinstall only when a requirements file changed.
+$(VENV)/.runtime-installed: requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+$(VENV)/.dev-installed: requirements.txt requirements-dev.txt $(VENV)/.runtime-installed
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+venv: $(VENV)/.runtime-installed
+dev-venv: $(VENV)/.dev-installed
+
+run: venv
+	$(PY) manage.py migrate --noinput
+	PORT=$(PORT) $(PY) -m minoots_project.runall
+
+test: dev-venv
+	@bash scripts/test-services.sh
+	bash scripts/test.sh
+
+lint: dev-venv
+	$(VENV)/bin/ruff check .
+
+bench: dev-venv
+	@bash scripts/test-services.sh
+	$(PY) bench/timers.py

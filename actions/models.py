@@ -1,0 +1,92 @@
+"""Action runs (one per action of a fired timer) and their attempts."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+
+from timers.models import Timer
+
+
+class RunStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class ActionRun(models.Model):
+    """One action of a timer's bundle. ``id`` doubles as the stable Standard Webhooks ``webhook-id``."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    timer = models.ForeignKey(Timer, on_delete=models.CASCADE, related_name="action_runs")
+    action_id = models.CharField(max_length=100)
+    kind = models.CharField(max_length=32)
+    parameters = models.JSONField(default=dict)
+    position = models.PositiveIntegerField(default=0)
+    escalation_level = models.PositiveSmallIntegerField(default=0)
+    escalated_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="escalations"
+    )
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    result_summary = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["timer", "escalation_level", "position"]
+        indexes = [
+            models.Index(fields=["timer", "position"], name="actionrun_timer_position"),
+            models.Index(
+                fields=["next_attempt_at"],
+                name="actionrun_pending_next",
+                condition=Q(status="pending"),
+            ),
+            models.Index(
+                fields=["lease_expires_at"],
+                name="actionrun_running_lease",
+                condition=Q(status="running"),
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=[s.value for s in RunStatus]), name="actionrun_status_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action_id} ({self.kind}) of {self.timer_id}"
+
+
+class AttemptOutcome(models.TextChoices):
+    SUCCEEDED = "succeeded"
+    TRANSIENT = "transient_failure"
+    PERMANENT = "permanent_failure"
+
+
+class ActionAttempt(models.Model):
+    run = models.ForeignKey(ActionRun, on_delete=models.CASCADE, related_name="attempt_records")
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=20, choices=AttemptOutcome.choices, blank=True)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    output_excerpt = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["run", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "number"], name="actionattempt_run_number_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of {self.run_id}"

@@ -1,0 +1,251 @@
+"""MINOOTS settings: one module, every knob an environment variable (see .env.example).
+
+With no DATABASE_URL and no CELERY_BROKER_URL the service runs in its *embedded default*:
+SQLite and kombu's filesystem transport under MINOOTS_DATA_DIR, so `make run` needs nothing.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+from timers.durations import parse_duration_setting
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DATA_DIR = Path(env.str("MINOOTS_DATA_DIR", default=str(BASE_DIR / ".data"))).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+DEBUG = env.bool("DEBUG", default=False)
+EMBEDDED_DATABASE = "DATABASE_URL" not in env
+EMBEDDED_BROKER = "CELERY_BROKER_URL" not in env
+
+
+def _embedded_secret_key() -> str:
+    """Generate one key on first start and keep it, so sessions survive restarts."""
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not (EMBEDDED_DATABASE or DEBUG):
+        raise ImproperlyConfigured("SECRET_KEY must be set when DATABASE_URL is set (production).")
+    SECRET_KEY = _embedded_secret_key()
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "timers",
+    "actions",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "minoots_project.middleware.ApiErrorMiddleware",
+]
+
+ROOT_URLCONF = "minoots_project.urls"
+WSGI_APPLICATION = "minoots_project.wsgi.application"
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+# --- Database -------------------------------------------------------------------------------
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'minoots.sqlite3'}")
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL + busy timeout + IMMEDIATE transactions let web, worker and beat write side by side.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_TZ = True
+USE_I18N = False
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(DATA_DIR / "static")))
+
+# --- REST framework -------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "timers.api.authentication.ApiKeyAuthentication",
+        "timers.api.authentication.JwtAuthentication",
+        "timers.api.authentication.StaffSessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["timers.api.permissions.HasTenant"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "timers.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "MINOOTS API",
+    "DESCRIPTION": "Durable timers: create, list, inspect and cancel timers that fire actions.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+JWT_PUBLIC_KEY = env.str("JWT_PUBLIC_KEY", default="").replace("\\n", "\n")
+JWT_AUDIENCE = env.str("JWT_AUDIENCE", default="") or None
+JWT_ISSUER = env.str("JWT_ISSUER", default="") or None
+
+# --- MINOOTS knobs --------------------------------------------------------------------------
+MINOOTS_ARM_HORIZON: timedelta = parse_duration_setting(
+    "MINOOTS_ARM_HORIZON", env.str("MINOOTS_ARM_HORIZON", default="60s")
+)
+MINOOTS_TICK: timedelta = parse_duration_setting("MINOOTS_TICK", env.str("MINOOTS_TICK", default="10ms"))
+MINOOTS_RECONCILE_INTERVAL: timedelta = parse_duration_setting(
+    "MINOOTS_RECONCILE_INTERVAL", env.str("MINOOTS_RECONCILE_INTERVAL", default="5s")
+)
+MINOOTS_REPAIR_GRACE: timedelta = parse_duration_setting(
+    "MINOOTS_REPAIR_GRACE", env.str("MINOOTS_REPAIR_GRACE", default="2s")
+)
+MINOOTS_MAX_HORIZON: timedelta = parse_duration_setting(
+    "MINOOTS_MAX_HORIZON", env.str("MINOOTS_MAX_HORIZON", default="365d")
+)
+MINOOTS_MAX_BACKOFF: timedelta = parse_duration_setting(
+    "MINOOTS_MAX_BACKOFF", env.str("MINOOTS_MAX_BACKOFF", default="1h")
+)
+MINOOTS_ACTION_LEASE: timedelta = parse_duration_setting(
+    "MINOOTS_ACTION_LEASE", env.str("MINOOTS_ACTION_LEASE", default="5m")
+)
+MINOOTS_CLAIM_BATCH = env.int("MINOOTS_CLAIM_BATCH", default=1000)
+MINOOTS_RECONCILE_BATCH = env.int("MINOOTS_RECONCILE_BATCH", default=5000)
+MINOOTS_DEFAULT_MAX_ACTIVE_TIMERS = env.int("MINOOTS_DEFAULT_MAX_ACTIVE_TIMERS", default=1_000_000)
+MINOOTS_DEFAULT_MAX_CREATES_PER_DAY = env.int("MINOOTS_DEFAULT_MAX_CREATES_PER_DAY", default=5_000_000)
+MINOOTS_IDEMPOTENCY_TTL = timedelta(hours=24)
+MINOOTS_COMMAND_ALLOWLIST = [p for p in env.list("MINOOTS_COMMAND_ALLOWLIST", default=[]) if p]
+MINOOTS_FILE_ROOT = env.str("MINOOTS_FILE_ROOT", default="")
+MINOOTS_WEBHOOK_ALLOW_PRIVATE = env.bool("MINOOTS_WEBHOOK_ALLOW_PRIVATE", default=False)
+ACTION_WEBHOOK_TIMEOUT_MS = env.int("ACTION_WEBHOOK_TIMEOUT_MS", default=10_000)
+
+# --- Celery ---------------------------------------------------------------------------------
+if EMBEDDED_BROKER:
+    _broker_dir = DATA_DIR / "broker"
+    (_broker_dir / "queue").mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "store_processed": False,
+        # kombu polls the folder; 1 s by default would delay every immediate task.
+        "polling_interval": 0.05,
+    }
+else:
+    CELERY_BROKER_URL = env.str("CELERY_BROKER_URL")
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # Redis re-delivers unacked messages after this; it must stay far above the arm
+        # horizon plus the longest action, or ETA ticks get delivered twice (kombu #337).
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=6 * 3600),
+    }
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TIMEZONE = "UTC"
+CELERY_ENABLE_UTC = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=4)
+CELERY_TASK_SOFT_TIME_LIMIT = 300
+CELERY_TASK_TIME_LIMIT = 360
+CELERY_TASK_DEFAULT_QUEUE = "timers"
+CELERY_TASK_ROUTES = {
+    "timers.*": {"queue": "timers"},
+    "actions.*": {"queue": "actions"},
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE = {
+    "reconcile": {
+        "task": "timers.reconcile",
+        "schedule": MINOOTS_RECONCILE_INTERVAL.total_seconds(),
+        "options": {"expires": MINOOTS_RECONCILE_INTERVAL.total_seconds() * 2},
+    },
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+
+# --- Cache: tick de-duplication markers ------------------------------------------------------
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CELERY_BROKER_URL,
+            "KEY_PREFIX": "minoots",
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(DATA_DIR / "cache"),
+        }
+    }
+
+# --- Logging --------------------------------------------------------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+LOG_FORMAT = env.str("LOG_FORMAT", default="text").lower()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "text"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

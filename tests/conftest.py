@@ -1,0 +1,48 @@
+"""Shared fixtures: tenants, keys and API clients against real Postgres and Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from timers import keys
+from timers.models import Tenant
+
+
+@pytest.fixture(autouse=True)
+def _clear_tick_markers() -> Iterator[None]:
+    """Each test starts with an empty tick-marker cache (Redis db of the tests)."""
+    cache.clear()
+    yield
+
+
+@pytest.fixture
+def tenant(db: Any) -> Tenant:
+    return Tenant.objects.create(id="acme", name="Acme")
+
+
+@pytest.fixture
+def other_tenant(db: Any) -> Tenant:
+    return Tenant.objects.create(id="globex", name="Globex")
+
+
+@pytest.fixture
+def api_key(tenant: Tenant) -> str:
+    _, raw = keys.api_key_create(tenant=tenant, name="test")
+    return raw
+
+
+@pytest.fixture
+def client(api_key: str) -> APIClient:
+    c = APIClient()
+    c.credentials(HTTP_X_API_KEY=api_key)
+    return c
+
+
+@pytest.fixture
+def anon_client() -> APIClient:
+    return APIClient()

@@ -1,0 +1,93 @@
+"""Operator dashboard: tenants, keys (never the secret), timers with their history, events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from timers.models import ApiKey, Tenant, Timer, TimerEvent
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Tenant)
+class TenantAdmin(admin.ModelAdmin):
+    list_display = ["id", "name", "max_active_timers", "max_creates_per_day", "created_at"]
+    search_fields = ["id", "name"]
+    readonly_fields = ["webhook_secret_rotated_at", "created_at"]
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ["prefix", "tenant", "name", "roles", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["tenant"]
+    search_fields = ["prefix", "name", "tenant__id"]
+    # key_hash is not listed anywhere: even the hash stays out of the UI.
+    fields = ["tenant", "name", "prefix", "roles", "created_at", "last_used_at", "revoked_at"]
+    readonly_fields = ["prefix", "created_at", "last_used_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # keys are created with `manage.py create_api_key`, which shows the raw key once
+
+
+class TimerEventInline(ReadOnlyInline):
+    model = TimerEvent
+    fields = ["occurred_at", "kind", "state_version", "data"]
+    readonly_fields = fields
+    ordering = ["id"]
+
+
+@admin.register(Timer)
+class TimerAdmin(admin.ModelAdmin):
+    list_display = ["id", "name", "tenant", "status", "fire_at", "fired_at", "lateness_ms", "created_at"]
+    list_filter = ["status", "tenant"]
+    search_fields = ["=id", "name"]
+    date_hierarchy = "fire_at"
+    inlines = [TimerEventInline]
+    list_select_related = ["tenant"]
+    show_full_result_count = False
+
+    def get_inlines(self, request: HttpRequest, obj: Any) -> list[Any]:
+        from actions.admin import ActionRunInline
+
+        return [ActionRunInline, TimerEventInline]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # timers are created through the API, which validates and arms them
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # status changes only through services (cancel from the API)
+
+    def get_search_results(self, request: HttpRequest, queryset: Any, search_term: str) -> Any:
+        import uuid
+
+        try:
+            uuid.UUID(search_term)
+        except ValueError:
+            return queryset.filter(name__icontains=search_term), False
+        return queryset.filter(id=search_term), False
+
+
+@admin.register(TimerEvent)
+class TimerEventAdmin(admin.ModelAdmin):
+    list_display = ["occurred_at", "timer", "kind", "state_version"]
+    list_filter = ["kind"]
+    search_fields = ["=timer__id"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

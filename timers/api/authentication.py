@@ -1,0 +1,97 @@
+"""API authentication: X-API-Key, Bearer JWT (RS256), and staff sessions for the browsable API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jwt
+from django.conf import settings
+from rest_framework import authentication, exceptions
+from rest_framework.request import Request
+
+from timers import keys
+from timers.api.principal import ALL_ROLES, Principal
+from timers.models import Tenant, default_roles
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    def authenticate(self, request: Request) -> tuple[Principal, Any] | None:
+        raw = request.headers.get("X-API-Key")
+        if raw is None:
+            return None
+        api_key = keys.api_key_verify(raw=raw.strip())
+        if api_key is None:
+            raise exceptions.AuthenticationFailed("Invalid or revoked API key")
+        principal = Principal(
+            tenant=api_key.tenant,
+            subject=f"apikey:{api_key.prefix}",
+            roles=frozenset(api_key.roles),
+            via="api_key",
+        )
+        return principal, api_key
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'ApiKey header="X-API-Key"'
+
+
+class JwtAuthentication(authentication.BaseAuthentication):
+    """RS256 tokens verified with JWT_PUBLIC_KEY; ``tenant`` claim, ``sub`` becomes requestedBy."""
+
+    def authenticate(self, request: Request) -> tuple[Principal, Any] | None:
+        header = request.headers.get("Authorization", "")
+        if not header.lower().startswith("bearer "):
+            return None
+        token = header[7:].strip()
+        if not settings.JWT_PUBLIC_KEY:
+            raise exceptions.AuthenticationFailed("Bearer tokens are not enabled (JWT_PUBLIC_KEY is unset)")
+        options = {"require": ["exp", "sub"], "verify_aud": settings.JWT_AUDIENCE is not None}
+        try:
+            claims = jwt.decode(
+                token,
+                settings.JWT_PUBLIC_KEY,
+                algorithms=["RS256"],
+                audience=settings.JWT_AUDIENCE,
+                issuer=settings.JWT_ISSUER,
+                options=options,
+            )
+        except jwt.PyJWTError as exc:
+            raise exceptions.AuthenticationFailed(f"Invalid bearer token: {exc}") from exc
+        tenant_id = claims.get("tenant")
+        if not isinstance(tenant_id, str) or not tenant_id:
+            raise exceptions.AuthenticationFailed("Bearer token has no 'tenant' claim")
+        tenant = Tenant.objects.filter(pk=tenant_id).first()
+        if tenant is None:
+            raise exceptions.AuthenticationFailed(f"Unknown tenant '{tenant_id}'")
+        roles = claims.get("roles")
+        if not isinstance(roles, list):
+            roles = default_roles()
+        principal = Principal(
+            tenant=tenant,
+            subject=str(claims["sub"]),
+            roles=frozenset(str(r) for r in roles if r in ALL_ROLES),
+            via="jwt",
+        )
+        return principal, token
+
+
+class StaffSessionAuthentication(authentication.SessionAuthentication):
+    """A logged-in staff user (Django admin) acting on the tenant named by ``x-tenant-id``
+    or ``?tenant=``; without one, a read-only operator view over every tenant."""
+
+    def authenticate(self, request: Request) -> tuple[Principal, Any] | None:
+        result = super().authenticate(request)
+        if result is None:
+            return None
+        user = result[0]
+        if not user.is_staff:
+            raise exceptions.PermissionDenied("Only staff users may use the API with a session")
+        tenant_id = request.headers.get("x-tenant-id") or request.query_params.get("tenant")
+        tenant = None
+        if tenant_id:
+            tenant = Tenant.objects.filter(pk=tenant_id).first()
+            if tenant is None:
+                raise exceptions.NotFound(f"Unknown tenant '{tenant_id}'")
+        principal = Principal(
+            tenant=tenant, subject=f"staff:{user.get_username()}", roles=ALL_ROLES, via="session", is_staff=True
+        )
+        return principal, None

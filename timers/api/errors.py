@@ -1,0 +1,59 @@
+"""One error shape for the whole API: ``{"message": ..., "details": ...}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from timers.services import ServiceError
+
+log = logging.getLogger(__name__)
+
+
+def _first_message(detail: Any, path: str = "") -> str:
+    """The first error as 'field: message', with a dotted path for nested fields."""
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            key_path = path if key == "non_field_errors" else (f"{path}.{key}" if path else str(key))
+            return _first_message(value, key_path)
+    if isinstance(detail, list) and detail:
+        return _first_message(detail[0], path)
+    text = str(detail)
+    return f"{path}: {text}" if path else text
+
+
+def error_body(message: str, details: Any = None, **extra: Any) -> dict[str, Any]:
+    return {"message": message, "details": details, **extra}
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, ServiceError):
+        return Response(error_body(exc.message, exc.details, **exc.extra), status=exc.status_code)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None  # unexpected: ApiErrorMiddleware renders the 500 in the same shape
+    if isinstance(exc, exceptions.ValidationError):
+        response.data = error_body(_first_message(exc.detail), exc.detail)
+    elif isinstance(exc, exceptions.APIException):
+        detail = exc.detail
+        response.data = error_body(str(detail) if not isinstance(detail, (dict, list)) else _first_message(detail), None)
+    return response
+
+
+def json_error(message: str, code: int, details: Any = None) -> JsonResponse:
+    return JsonResponse(error_body(message, details), status=code)
+
+
+def not_found_view(request: Any, exception: Exception | None = None) -> JsonResponse:
+    return json_error("Not found", status.HTTP_404_NOT_FOUND)
+
+
+def server_error_view(request: Any) -> JsonResponse:
+    return json_error("Internal server error", status.HTTP_500_INTERNAL_SERVER_ERROR)

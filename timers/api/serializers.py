@@ -1,0 +1,219 @@
+"""Wire format (camelCase) of timers, events and action runs, and the create-body validation."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+from rest_framework import serializers
+
+from actions.bundle import BundleError, iter_specs, parse_bundle
+from actions.runners import ParameterError, get_runner
+from timers.durations import DurationError, parse_duration
+from timers.models import Timer, TimerEvent
+from timers.services import TimerSpec
+
+MAX_NAME = 200
+MAX_METADATA_BYTES = 64 * 1024
+MAX_LABELS = 64
+MAX_LABEL_KEY = 100
+MAX_LABEL_VALUE = 500
+
+
+def parse_rfc3339(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise serializers.ValidationError("must be an RFC 3339 timestamp string, e.g. 2030-01-01T14:00:00Z")
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise serializers.ValidationError(
+            f"'{value}' is not an RFC 3339 timestamp, e.g. 2030-01-01T14:00:00Z"
+        ) from exc
+    if parsed.tzinfo is None:
+        raise serializers.ValidationError("must include a UTC offset (e.g. 'Z' or '+02:00')")
+    return parsed.astimezone(timezone.UTC)
+
+
+class AnyJSONField(serializers.Field):
+    """Pass-through for fields whose type we check ourselves (to give precise messages)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        return data
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class TimerCreateInput(serializers.Serializer):
+    """Body of POST /api/timers, as the original MINOOTS clients send it."""
+
+    tenantId = serializers.CharField(required=False, max_length=64)
+    requestedBy = serializers.CharField(required=False, max_length=200, allow_blank=True)
+    name = serializers.CharField(max_length=MAX_NAME)
+    duration = AnyJSONField(required=False, help_text="'500ms', '30s', '5m', '1h30m', 'PT15M' or milliseconds")
+    fireAt = AnyJSONField(required=False, help_text="RFC 3339 timestamp with offset")
+    metadata = AnyJSONField(required=False)
+    labels = AnyJSONField(required=False)
+    actionBundle = AnyJSONField(required=False, allow_null=True)
+    agentBinding = AnyJSONField(required=False, allow_null=True)
+
+    def __init__(self, *args: Any, tenant_id: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tenant_id = tenant_id
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"non_field_errors": ["The body must be a JSON object"]})
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError(
+                {unknown[0]: [f"unknown field; allowed fields: {', '.join(self.fields)}"]}
+            )
+        return super().to_internal_value(data)
+
+    def validate_metadata(self, value: Any) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("must be a JSON object")
+        if len(json.dumps(value).encode()) > MAX_METADATA_BYTES:
+            raise serializers.ValidationError(f"must be at most {MAX_METADATA_BYTES // 1024} KiB as JSON")
+        return value
+
+    def validate_labels(self, value: Any) -> dict[str, str]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("must be an object of string keys to string values")
+        if len(value) > MAX_LABELS:
+            raise serializers.ValidationError(f"at most {MAX_LABELS} labels")
+        for key, item in value.items():
+            if not key or len(key) > MAX_LABEL_KEY or ":" in key:
+                raise serializers.ValidationError(
+                    f"label key '{key[:40]}' must be 1-{MAX_LABEL_KEY} characters without ':'"
+                )
+            if not isinstance(item, str):
+                raise serializers.ValidationError(f"label '{key}' must have a string value")
+            if len(item) > MAX_LABEL_VALUE:
+                raise serializers.ValidationError(f"label '{key}' value exceeds {MAX_LABEL_VALUE} characters")
+        return value
+
+    def validate_agentBinding(self, value: Any) -> dict[str, Any] | None:
+        if value is not None and not isinstance(value, dict):
+            raise serializers.ValidationError("must be a JSON object")
+        return value
+
+    def validate_actionBundle(self, value: Any) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        try:
+            bundle = parse_bundle(value)
+            for path, spec in iter_specs(bundle):
+                try:
+                    get_runner(spec.kind).validate(spec.parameters, tenant_id=self.tenant_id)
+                except ParameterError as exc:
+                    where = f"{path}.kind" if exc.field == "kind" else f"{path}.parameters.{exc.field}"
+                    raise BundleError(where, f"(action '{spec.id}') {exc.message}") from exc
+        except BundleError as exc:
+            # Prefix with actionBundle's own key removed: the error handler adds the field name.
+            raise serializers.ValidationError(f"{exc.field.removeprefix('actionBundle.')}: {exc.message}") from exc
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        has_duration = "duration" in attrs and attrs["duration"] is not None
+        has_fire_at = "fireAt" in attrs and attrs["fireAt"] is not None
+        if has_duration == has_fire_at:
+            raise serializers.ValidationError({"duration": ["give exactly one of 'duration' or 'fireAt'"]})
+        now = timezone.now()
+        if has_duration:
+            try:
+                delta = parse_duration(attrs["duration"])
+            except DurationError as exc:
+                raise serializers.ValidationError({"duration": [str(exc)]}) from exc
+            if delta <= timedelta(0):
+                raise serializers.ValidationError({"duration": ["must be positive"]})
+            field = "duration"
+            try:
+                fire_at = now + delta
+            except OverflowError as exc:
+                raise serializers.ValidationError({"duration": ["is too large"]}) from exc
+        else:
+            try:
+                fire_at = parse_rfc3339(attrs["fireAt"])
+            except serializers.ValidationError as exc:
+                raise serializers.ValidationError({"fireAt": exc.detail}) from exc
+            if fire_at <= now:
+                raise serializers.ValidationError({"fireAt": ["must be in the future"]})
+            field = "fireAt"
+            delta = fire_at - now
+        if delta > settings.MINOOTS_MAX_HORIZON:
+            raise serializers.ValidationError(
+                {field: [f"must be at most {settings.MINOOTS_MAX_HORIZON.days} days ahead (MINOOTS_MAX_HORIZON)"]}
+            )
+        attrs["_fire_at"] = fire_at
+        attrs["_duration_ms"] = int(delta.total_seconds() * 1000)
+        return attrs
+
+    def to_spec(self, *, requested_by: str) -> TimerSpec:
+        data = self.validated_data
+        return TimerSpec(
+            name=data["name"],
+            fire_at=data["_fire_at"],
+            duration_ms=data["_duration_ms"],
+            requested_by=data.get("requestedBy") or requested_by,
+            metadata=data.get("metadata") or {},
+            labels=data.get("labels") or {},
+            action_bundle=data.get("actionBundle"),
+            agent_binding=data.get("agentBinding"),
+        )
+
+
+class TimerCancelInput(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=500)
+
+
+class TimerOutput(serializers.ModelSerializer):
+    tenantId = serializers.CharField(source="tenant_id")
+    durationMs = serializers.IntegerField(source="duration_ms")
+    createdAt = serializers.DateTimeField(source="created_at")
+    fireAt = serializers.DateTimeField(source="fire_at")
+    requestedBy = serializers.CharField(source="requested_by")
+    actionBundle = serializers.JSONField(source="action_bundle")
+    agentBinding = serializers.JSONField(source="agent_binding")
+    firedAt = serializers.DateTimeField(source="fired_at")
+    settledAt = serializers.DateTimeField(source="settled_at")
+    cancelledAt = serializers.DateTimeField(source="cancelled_at")
+    cancelReason = serializers.SerializerMethodField()
+    cancelledBy = serializers.SerializerMethodField()
+    failureReason = serializers.SerializerMethodField()
+    stateVersion = serializers.IntegerField(source="state_version")
+    latenessMs = serializers.IntegerField(source="lateness_ms")
+
+    class Meta:
+        model = Timer
+        fields = [
+            "id", "tenantId", "name", "status", "durationMs", "createdAt", "fireAt", "requestedBy",
+            "metadata", "labels", "actionBundle", "agentBinding", "firedAt", "settledAt", "cancelledAt",
+            "cancelReason", "cancelledBy", "failureReason", "stateVersion", "latenessMs",
+        ]
+
+    def get_cancelReason(self, obj: Timer) -> str | None:
+        return obj.cancel_reason or None
+
+    def get_cancelledBy(self, obj: Timer) -> str | None:
+        return obj.cancelled_by or None
+
+    def get_failureReason(self, obj: Timer) -> str | None:
+        return obj.failure_reason or None
+
+
+class TimerEventOutput(serializers.ModelSerializer):
+    occurredAt = serializers.DateTimeField(source="occurred_at")
+    stateVersion = serializers.IntegerField(source="state_version")
+
+    class Meta:
+        model = TimerEvent
+        fields = ["id", "kind", "occurredAt", "stateVersion", "data"]

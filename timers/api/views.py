@@ -1,0 +1,193 @@
+"""Timer endpoints: validate with an input serializer, call one service, render with an output serializer."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import exceptions, serializers, status
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from actions.serializers import ActionRunOutput
+from timers import selectors, services
+from timers.api.principal import Principal
+from timers.api.serializers import (
+    TimerCancelInput,
+    TimerCreateInput,
+    TimerEventOutput,
+    TimerOutput,
+    parse_rfc3339,
+)
+from timers.models import Role, Tenant, Timer, TimerStatus
+
+MAX_IDEMPOTENCY_KEY = 200
+
+
+class TimerPagination(CursorPagination):
+    ordering = ("-created_at", "-id")
+    page_size = 50
+    page_size_query_param = "limit"
+    max_page_size = 500
+
+    def get_paginated_response(self, data: Any) -> Response:
+        return Response({"timers": data, "next": self.get_next_link(), "previous": self.get_previous_link()})
+
+
+def _principal(request: Request) -> Principal:
+    principal = request.user
+    assert isinstance(principal, Principal)  # guaranteed by HasTenant
+    return principal
+
+
+def _get_timer_or_404(request: Request, timer_id: UUID) -> Timer:
+    timer = selectors.timer_get(tenant=_principal(request).tenant, timer_id=timer_id)
+    if timer is None:
+        raise exceptions.NotFound(f"Timer {timer_id} not found")
+    return timer
+
+
+class TimerDetailOutput(TimerOutput):
+    actionRuns = ActionRunOutput(source="action_runs", many=True, read_only=True)
+
+    class Meta(TimerOutput.Meta):
+        fields = [*TimerOutput.Meta.fields, "actionRuns"]
+
+
+class TimerListInput(serializers.Serializer):
+    status = serializers.CharField(required=False)
+    name = serializers.CharField(required=False, max_length=200)
+    fireAfter = serializers.CharField(required=False)
+    fireBefore = serializers.CharField(required=False)
+
+    def validate_status(self, value: str) -> list[str]:
+        statuses = [s.strip() for s in value.split(",") if s.strip()]
+        unknown = sorted(set(statuses) - set(TimerStatus.values))
+        if unknown:
+            raise serializers.ValidationError(f"unknown status '{unknown[0]}'; use one of {', '.join(TimerStatus.values)}")
+        return statuses
+
+    def validate_fireAfter(self, value: str) -> Any:
+        return parse_rfc3339(value)
+
+    def validate_fireBefore(self, value: str) -> Any:
+        return parse_rfc3339(value)
+
+
+def _labels_filter(values: list[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for raw in values:
+        key, sep, value = raw.partition(":")
+        if not sep or not key:
+            raise exceptions.ValidationError({"label": [f"'{raw}' must look like key:value"]})
+        pairs.append((key, value))
+    return pairs
+
+
+class TimerListCreateApi(APIView):
+    pagination_class = TimerPagination
+
+    def get_required_role(self) -> str:
+        return Role.TIMER_WRITE if self.request.method == "POST" else Role.TIMER_READ
+
+    @property
+    def required_role(self) -> str:
+        return self.get_required_role()
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", str, description="Comma-separated statuses"),
+            OpenApiParameter("name", str),
+            OpenApiParameter("label", str, many=True, description="key:value, repeatable (all must match)"),
+            OpenApiParameter("fireAfter", str, description="RFC 3339, inclusive"),
+            OpenApiParameter("fireBefore", str, description="RFC 3339, exclusive"),
+            OpenApiParameter("limit", int),
+            OpenApiParameter("cursor", str),
+        ],
+        responses=inline_serializer(
+            "TimerPage",
+            {"timers": TimerOutput(many=True), "next": serializers.CharField(allow_null=True), "previous": serializers.CharField(allow_null=True)},
+        ),
+    )
+    def get(self, request: Request) -> Response:
+        params = TimerListInput(data=request.query_params.dict())
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        qs = selectors.timers_list(
+            tenant=_principal(request).tenant,
+            status=data.get("status"),
+            name=data.get("name"),
+            labels=_labels_filter(request.query_params.getlist("label")),
+            fire_after=data.get("fireAfter"),
+            fire_before=data.get("fireBefore"),
+        )
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        return paginator.get_paginated_response(TimerOutput(page, many=True).data)
+
+    @extend_schema(request=TimerCreateInput, responses={201: TimerOutput, 200: TimerOutput})
+    def post(self, request: Request) -> Response:
+        principal = _principal(request)
+        tenant = self._tenant_for_create(principal, request.data)
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+            raise exceptions.ValidationError({"Idempotency-Key": [f"must be 1-{MAX_IDEMPOTENCY_KEY} characters"]})
+        body = TimerCreateInput(data=request.data, tenant_id=tenant.id)
+        body.is_valid(raise_exception=True)
+        requested_by = body.validated_data.get("requestedBy")
+        if principal.via == "jwt" and requested_by and requested_by != principal.subject:
+            raise exceptions.PermissionDenied("requestedBy does not match the token's subject")
+        timer, created = services.timer_create(
+            tenant=tenant,
+            spec=body.to_spec(requested_by=principal.subject),
+            idempotency_key=key,
+            fingerprint=services.request_fingerprint(request.data),
+        )
+        return Response(TimerOutput(timer).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    @staticmethod
+    def _tenant_for_create(principal: Principal, data: Any) -> Tenant:
+        body_tenant = data.get("tenantId") if isinstance(data, dict) else None
+        if principal.tenant is not None:
+            if body_tenant not in (None, principal.tenant.id):
+                raise exceptions.PermissionDenied("tenantId does not match the credential's tenant")
+            return principal.tenant
+        # A staff session without a chosen tenant names it in the body.
+        tenant = Tenant.objects.filter(pk=body_tenant).first() if isinstance(body_tenant, str) else None
+        if tenant is None:
+            raise exceptions.ValidationError({"tenantId": ["staff sessions must name an existing tenant"]})
+        return tenant
+
+
+class TimerDetailApi(APIView):
+    required_role = Role.TIMER_READ
+
+    @extend_schema(responses=TimerDetailOutput)
+    def get(self, request: Request, timer_id: UUID) -> Response:
+        return Response(TimerDetailOutput(_get_timer_or_404(request, timer_id)).data)
+
+
+class TimerCancelApi(APIView):
+    required_role = Role.TIMER_CANCEL
+
+    @extend_schema(request=TimerCancelInput, responses=TimerOutput)
+    def post(self, request: Request, timer_id: UUID) -> Response:
+        body = TimerCancelInput(data=request.data if isinstance(request.data, dict) else {})
+        body.is_valid(raise_exception=True)
+        timer = _get_timer_or_404(request, timer_id)
+        timer = services.timer_cancel(
+            timer=timer, reason=body.validated_data.get("reason", ""), by=_principal(request).subject
+        )
+        return Response(TimerOutput(timer).data)
+
+
+class TimerEventsApi(APIView):
+    required_role = Role.TIMER_READ
+
+    @extend_schema(responses=inline_serializer("TimerEvents", {"events": TimerEventOutput(many=True)}))
+    def get(self, request: Request, timer_id: UUID) -> Response:
+        timer = _get_timer_or_404(request, timer_id)
+        return Response({"events": TimerEventOutput(selectors.timer_events(timer=timer), many=True).data})

@@ -1,0 +1,310 @@
+"""The scheduling steps: arm, claim (fire), repair and the reconcile pass that drives them.
+
+Each step is one unit of work a test can call directly. Postgres is the truth: every step is
+a conditional UPDATE (``FOR UPDATE SKIP LOCKED`` on Postgres; SQLite serialises writers with
+IMMEDIATE transactions), so duplicates, races and concurrent reconcilers never double-arm
+or double-fire.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from timers import metrics, ticks
+from timers.models import Timer, TimerEvent, TimerStatus
+
+log = logging.getLogger(__name__)
+
+# How many claim batches one fire_due task runs before handing over to a fresh task.
+MAX_BATCHES_PER_TICK = 20
+
+
+@dataclass(frozen=True)
+class ClaimedTimer:
+    id: UUID
+    tenant_id: str
+    fired_at: datetime
+    lateness_ms: int
+    state_version: int
+    action_bundle: Any
+
+
+def _pg() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def _lock_clause() -> str:
+    return "FOR UPDATE SKIP LOCKED" if _pg() else ""
+
+
+def _as_uuid(value: Any) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
+def _as_datetime(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if timezone.is_aware(value) else timezone.make_aware(value, timezone.UTC)
+    return datetime.fromisoformat(str(value)).replace(tzinfo=timezone.UTC)
+
+
+def _as_json(value: Any) -> Any:
+    import json
+
+    return json.loads(value) if isinstance(value, str) else value
+
+
+# --- claim ---------------------------------------------------------------------------------
+
+
+def _claim_rows(limit: int) -> list[tuple[Any, ...]]:
+    table = Timer._meta.db_table
+    with connection.cursor() as cur:
+        if _pg():
+            cur.execute(
+                f"""
+                UPDATE {table} t
+                   SET status = 'fired', fired_at = statement_timestamp(),
+                       state_version = t.state_version + 1,
+                       lateness_ms = GREATEST(0, FLOOR(EXTRACT(EPOCH FROM (statement_timestamp() - t.fire_at)) * 1000))::bigint
+                 WHERE t.id IN (SELECT id FROM {table}
+                                 WHERE status = 'armed' AND fire_at <= statement_timestamp()
+                                 ORDER BY fire_at LIMIT %s FOR UPDATE SKIP LOCKED)
+                RETURNING t.id, t.tenant_id, t.fired_at, t.lateness_ms, t.state_version, t.action_bundle
+                """,
+                [limit],
+            )
+        else:
+            now = timezone.now()
+            cur.execute(
+                f"""
+                UPDATE {table}
+                   SET status = 'fired', fired_at = %s, state_version = state_version + 1,
+                       lateness_ms = MAX(0, CAST((julianday(%s) - julianday(fire_at)) * 86400000 AS INTEGER))
+                 WHERE id IN (SELECT id FROM {table}
+                               WHERE status = 'armed' AND fire_at <= %s ORDER BY fire_at LIMIT %s)
+                RETURNING id, tenant_id, fired_at, lateness_ms, state_version, action_bundle
+                """,
+                [now, now, now, limit],
+            )
+        return list(cur.fetchall())
+
+
+def timers_claim_due(*, limit: int | None = None) -> list[ClaimedTimer]:
+    """Claim up to ``limit`` due armed timers: armed -> fired, exactly once, and hand them on.
+
+    Timers without actions settle at once; the others get their action runs, published after
+    commit.
+    """
+    from actions import services as action_services
+
+    limit = limit or settings.MINOOTS_CLAIM_BATCH
+    with transaction.atomic():
+        rows = _claim_rows(limit)
+        if not rows:
+            return []
+        claimed = [
+            ClaimedTimer(
+                id=_as_uuid(r[0]), tenant_id=r[1], fired_at=_as_datetime(r[2]), lateness_ms=int(r[3]),
+                state_version=int(r[4]), action_bundle=_as_json(r[5]),
+            )
+            for r in rows
+        ]
+        TimerEvent.objects.bulk_create(
+            [
+                TimerEvent(
+                    timer_id=c.id, kind="fired", occurred_at=c.fired_at, state_version=c.state_version,
+                    data={"latenessMs": c.lateness_ms},
+                )
+                for c in claimed
+            ]
+        )
+        with_actions = [c for c in claimed if c.action_bundle and c.action_bundle.get("actions")]
+        without = [c for c in claimed if not (c.action_bundle and c.action_bundle.get("actions"))]
+        _settle_without_actions(without)
+        run_ids = action_services.runs_create_for_fired(timers=with_actions)
+        if run_ids:
+            transaction.on_commit(lambda: action_services.runs_publish(run_ids))
+    for c in claimed:
+        metrics.timer_transition(c.tenant_id, "fired")
+        metrics.FIRE_LATENESS.observe(c.lateness_ms / 1000)
+    for c in without:
+        metrics.timer_transition(c.tenant_id, "settled")
+    return claimed
+
+
+def _settle_without_actions(claimed: Sequence[ClaimedTimer]) -> None:
+    if not claimed:
+        return
+    now = timezone.now()
+    ids = [c.id for c in claimed]
+    Timer.objects.filter(id__in=ids, status=TimerStatus.FIRED).update(
+        status=TimerStatus.SETTLED, settled_at=now, state_version=F("state_version") + 1
+    )
+    TimerEvent.objects.bulk_create(
+        [
+            TimerEvent(timer_id=c.id, kind="settled", occurred_at=now, state_version=c.state_version + 1, data={})
+            for c in claimed
+        ]
+    )
+
+
+def _next_armed_fire_at(until: datetime) -> datetime | None:
+    return (
+        Timer.objects.filter(status=TimerStatus.ARMED, fire_at__lte=until)
+        .order_by("fire_at")
+        .values_list("fire_at", flat=True)
+        .first()
+    )
+
+
+def fire_due(*, bucket: int | None) -> int:
+    """The tick: claim every due timer in bounded batches; re-publish for the bucket's later timers."""
+    batch = settings.MINOOTS_CLAIM_BATCH
+    total = 0
+    for _ in range(MAX_BATCHES_PER_TICK):
+        claimed = timers_claim_due(limit=batch)
+        total += len(claimed)
+        if len(claimed) < batch:
+            break
+    else:
+        # More is due than one task should hold on to: continue in a fresh task.
+        ticks.publish_tick(bucket=bucket, eta=None)
+        return total
+    if bucket is not None:
+        # Forget first, then look: a timer created in this bucket meanwhile either sees no
+        # marker and publishes its own tick, or is committed and found here.
+        ticks.forget_tick(bucket)
+        upcoming = _next_armed_fire_at(ticks.bucket_end(bucket))
+        if upcoming is not None:
+            # The tick ran early (clock skew, or a later timer of the same bucket).
+            now = timezone.now()
+            ticks.publish_tick(bucket=bucket, eta=max(upcoming, now + settings.MINOOTS_TICK))
+    return total
+
+
+# --- arm -----------------------------------------------------------------------------------
+
+
+def timers_arm_due(*, horizon_end: datetime, limit: int) -> int:
+    """scheduled -> armed for timers due before ``horizon_end``; publish one tick per bucket."""
+    table = Timer._meta.db_table
+    with transaction.atomic():
+        with connection.cursor() as cur:
+            cur.execute(
+                f"""
+                UPDATE {table} SET status = 'armed', state_version = state_version + 1
+                 WHERE id IN (SELECT id FROM {table}
+                               WHERE status = 'scheduled' AND fire_at <= %s
+                               ORDER BY fire_at LIMIT %s {_lock_clause()})
+                RETURNING id, fire_at, state_version
+                """,
+                [horizon_end, limit],
+            )
+            rows = cur.fetchall()
+        if not rows:
+            return 0
+        now = timezone.now()
+        TimerEvent.objects.bulk_create(
+            [
+                TimerEvent(timer_id=_as_uuid(r[0]), kind="armed", occurred_at=now, state_version=int(r[2]), data={})
+                for r in rows
+            ]
+        )
+        firsts: dict[int, datetime] = {}
+        for r in rows:
+            fire_at = _as_datetime(r[1])
+            b = ticks.bucket_of(fire_at)
+            if b not in firsts or fire_at < firsts[b]:
+                firsts[b] = fire_at
+        transaction.on_commit(lambda: ticks.ensure_ticks(list(firsts.values())))
+    return len(rows)
+
+
+# --- repair --------------------------------------------------------------------------------
+
+
+def ticks_refresh(*, horizon_end: datetime, limit: int) -> int:
+    """Re-publish ticks whose markers vanished (Redis flushed or restarted). Return how many.
+
+    The marker and the message live in the same Redis, so a lost marker means a lost tick.
+    """
+    fire_ats = (
+        Timer.objects.filter(status=TimerStatus.ARMED, fire_at__lte=horizon_end)
+        .order_by("fire_at")
+        .values_list("fire_at", flat=True)[:limit]
+    )
+    firsts: dict[int, datetime] = {}
+    for fire_at in fire_ats:
+        firsts.setdefault(ticks.bucket_of(fire_at), fire_at)
+    return ticks.ensure_ticks(list(firsts.values()))
+
+
+def timers_repair_overdue(*, now: datetime) -> int:
+    """Armed timers overdue by more than the grace mean a lost tick: publish one now."""
+    overdue = Timer.objects.filter(
+        status=TimerStatus.ARMED, fire_at__lt=now - settings.MINOOTS_REPAIR_GRACE
+    ).exists()
+    if overdue and ticks.publish_tick(bucket=None, eta=None):
+        return 1
+    return 0
+
+
+# --- reconcile ------------------------------------------------------------------------------
+
+
+@dataclass
+class ReconcileReport:
+    armed: int = 0
+    ticks_republished: int = 0
+    repaired: int = 0
+    runs_recovered: int = 0
+    duration_ms: float = 0.0
+    extra: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "armed": self.armed,
+            "ticksRepublished": self.ticks_republished,
+            "repaired": self.repaired,
+            "runsRecovered": self.runs_recovered,
+            "durationMs": round(self.duration_ms, 2),
+        }
+
+
+def reconcile(*, now: datetime | None = None) -> ReconcileReport:
+    """One reconciler pass: arm, refresh lost ticks, repair overdue timers, recover action runs."""
+    from actions import services as action_services
+
+    started = time.perf_counter()
+    now = now or timezone.now()
+    horizon_end = now + settings.MINOOTS_ARM_HORIZON
+    budget = settings.MINOOTS_RECONCILE_BATCH
+    report = ReconcileReport()
+    report.armed = timers_arm_due(horizon_end=horizon_end, limit=budget)
+    report.ticks_republished = ticks_refresh(horizon_end=horizon_end, limit=budget)
+    report.repaired = timers_repair_overdue(now=now)
+    report.runs_recovered = action_services.runs_recover(now=now, limit=budget)
+    report.duration_ms = (time.perf_counter() - started) * 1000
+    metrics.RECONCILE_RUNS.inc()
+    for kind, count in (
+        ("armed", report.armed),
+        ("tick_republished", report.ticks_republished),
+        ("repaired", report.repaired),
+        ("run_recovered", report.runs_recovered),
+    ):
+        if count:
+            metrics.RECONCILE_ACTIONS.labels(kind=kind).inc(count)
+    if report.armed or report.ticks_republished or report.repaired or report.runs_recovered:
+        log.info("reconcile %s", report.as_dict(), extra={"event": "reconcile"})
+    return report

@@ -1,0 +1,150 @@
+"""Tenants, API keys, timers and their append-only event log.
+
+Status changes happen only in ``timers.services`` (conditional UPDATE + event); nothing
+else assigns ``Timer.status``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from base64 import b64encode
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+def new_webhook_secret() -> str:
+    """A Standard Webhooks signing secret: ``whsec_`` + base64 of 32 random bytes."""
+    return "whsec_" + b64encode(secrets.token_bytes(32)).decode()
+
+
+def _default_max_active() -> int:
+    return settings.MINOOTS_DEFAULT_MAX_ACTIVE_TIMERS
+
+
+def _default_max_daily() -> int:
+    return settings.MINOOTS_DEFAULT_MAX_CREATES_PER_DAY
+
+
+class Tenant(models.Model):
+    id = models.SlugField(primary_key=True, max_length=64)
+    name = models.CharField(max_length=200, blank=True)
+    webhook_secret = models.CharField(max_length=100, default=new_webhook_secret, editable=False)
+    previous_webhook_secret = models.CharField(max_length=100, blank=True, editable=False)
+    webhook_secret_rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
+    max_active_timers = models.PositiveIntegerField(default=_default_max_active)
+    max_creates_per_day = models.PositiveIntegerField(default=_default_max_daily)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class Role(models.TextChoices):
+    TIMER_READ = "timer.read"
+    TIMER_WRITE = "timer.write"
+    TIMER_CANCEL = "timer.cancel"
+    TENANT_ADMIN = "tenant.admin"
+
+
+def default_roles() -> list[str]:
+    return [Role.TIMER_READ, Role.TIMER_WRITE, Role.TIMER_CANCEL]
+
+
+class ApiKey(models.Model):
+    """An API key; the raw key is ``mk_<prefix>_<secret>`` and only a SHA-256 of it is kept."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    key_hash = models.CharField(max_length=64, editable=False)
+    roles = models.JSONField(default=default_roles)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}/{self.name or self.prefix}"
+
+
+class TimerStatus(models.TextChoices):
+    SCHEDULED = "scheduled"
+    ARMED = "armed"
+    FIRED = "fired"
+    SETTLED = "settled"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+PENDING_STATUSES = (TimerStatus.SCHEDULED, TimerStatus.ARMED)
+TERMINAL_STATUSES = (TimerStatus.SETTLED, TimerStatus.FAILED, TimerStatus.CANCELLED)
+
+
+class Timer(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="timers")
+    name = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=TimerStatus.choices, default=TimerStatus.SCHEDULED)
+    duration_ms = models.BigIntegerField()
+    created_at = models.DateTimeField()
+    fire_at = models.DateTimeField()
+    requested_by = models.CharField(max_length=200, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    labels = models.JSONField(default=dict, blank=True)
+    action_bundle = models.JSONField(null=True, blank=True)
+    agent_binding = models.JSONField(null=True, blank=True)
+    fired_at = models.DateTimeField(null=True, blank=True)
+    lateness_ms = models.BigIntegerField(null=True, blank=True)
+    settled_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    cancel_reason = models.CharField(max_length=500, blank=True)
+    cancelled_by = models.CharField(max_length=200, blank=True)
+    failure_reason = models.TextField(blank=True)
+    state_version = models.PositiveIntegerField(default=1)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    request_hash = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["tenant", "-created_at", "-id"], name="timer_tenant_created"),
+            models.Index(fields=["tenant", "status", "-created_at"], name="timer_tenant_status"),
+            # The reconciler and the claim only ever look at pending timers by fire_at: this
+            # keeps their cost proportional to what is due, not to the whole table.
+            models.Index(
+                fields=["fire_at"],
+                name="timer_pending_fire_at",
+                condition=Q(status__in=["scheduled", "armed"]),
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=[s.value for s in TimerStatus]), name="timer_status_valid"
+            ),
+            models.UniqueConstraint(
+                fields=["tenant", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="timer_idempotency_key_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})"
+
+
+class TimerEvent(models.Model):
+    """Append-only history of a timer: one row per transition or action outcome."""
+
+    timer = models.ForeignKey(Timer, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=40)
+    occurred_at = models.DateTimeField()
+    state_version = models.PositiveIntegerField()
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["timer", "id"], name="timerevent_timer_id")]
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} @ {self.occurred_at:%Y-%m-%d %H:%M:%S}"

@@ -1,0 +1,60 @@
+"""Reads on timers, always scoped to the caller's tenant."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from django.db.models import Prefetch, QuerySet
+from django.db.models.fields.json import KeyTextTransform
+
+from timers.models import Tenant, Timer, TimerEvent
+
+
+def timers_visible(*, tenant: Tenant | None) -> QuerySet[Timer]:
+    """Timers of ``tenant``; every tenant's for a staff operator without one (tenant None)."""
+    qs = Timer.objects.all()
+    return qs if tenant is None else qs.filter(tenant=tenant)
+
+
+def timers_list(
+    *,
+    tenant: Tenant | None,
+    status: list[str] | None = None,
+    name: str | None = None,
+    labels: list[tuple[str, str]] | None = None,
+    fire_after: datetime | None = None,
+    fire_before: datetime | None = None,
+) -> QuerySet[Timer]:
+    qs = timers_visible(tenant=tenant)
+    if status:
+        qs = qs.filter(status__in=status)
+    if name:
+        qs = qs.filter(name=name)
+    for i, (key, value) in enumerate(labels or []):
+        # KeyTextTransform works on Postgres and SQLite alike (jsonb ->> / json_extract).
+        alias = f"_label_{i}"
+        qs = qs.annotate(**{alias: KeyTextTransform(key, "labels")}).filter(**{alias: value})
+    if fire_after:
+        qs = qs.filter(fire_at__gte=fire_after)
+    if fire_before:
+        qs = qs.filter(fire_at__lt=fire_before)
+    return qs.order_by("-created_at", "-id")
+
+
+def timer_get(*, tenant: Tenant | None, timer_id: UUID) -> Timer | None:
+    from actions.models import ActionAttempt, ActionRun
+
+    runs = ActionRun.objects.select_related("escalated_from").prefetch_related(
+        Prefetch("attempt_records", queryset=ActionAttempt.objects.order_by("number"))
+    )
+    return (
+        timers_visible(tenant=tenant)
+        .prefetch_related(Prefetch("action_runs", queryset=runs))
+        .filter(pk=timer_id)
+        .first()
+    )
+
+
+def timer_events(*, timer: Timer) -> QuerySet[TimerEvent]:
+    return TimerEvent.objects.filter(timer=timer).order_by("id")
