@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -54,8 +54,8 @@ def _as_uuid(value: Any) -> UUID:
 
 def _as_datetime(value: Any) -> datetime:
     if isinstance(value, datetime):
-        return value if timezone.is_aware(value) else timezone.make_aware(value, timezone.UTC)
-    return datetime.fromisoformat(str(value)).replace(tzinfo=timezone.UTC)
+        return value if timezone.is_aware(value) else timezone.make_aware(value, UTC)
+    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
 
 
 def _as_json(value: Any) -> Any:

@@ -9,7 +9,7 @@ reconciler's repair step publishes a fresh tick.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.core.cache import cache
@@ -29,7 +29,7 @@ def bucket_of(moment: datetime) -> int:
 
 
 def bucket_end(bucket: int) -> datetime:
-    return datetime.fromtimestamp(((bucket + 1) * tick_ms() - 1) / 1000, tz=timezone.UTC)
+    return datetime.fromtimestamp(((bucket + 1) * tick_ms() - 1) / 1000, tz=UTC)
 
 
 def _marker_ttl() -> int:
