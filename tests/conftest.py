@@ -46,3 +46,15 @@ def client(api_key: str) -> APIClient:
 @pytest.fixture
 def anon_client() -> APIClient:
     return APIClient()
+
+
+from tests.processes import processes  # noqa: E402,F401  (fixture for end-to-end tests)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Expose the call outcome to fixtures (``processes`` prints logs of a failed test)."""
+    report = yield
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]
+    return report

@@ -1,0 +1,181 @@
+"""Real worker, beat and web processes for end-to-end tests.
+
+Each process runs in its own session (process group) and is killed as a group when the test
+ends, pass or fail, so no stray worker survives to steal the next run's tasks. Output goes to
+a log file per process, printed when a test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+CELERY = str(Path(PYTHON).with_name("celery"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def database_url() -> str:
+    """The URL of the database this test session uses (pytest-django's test database)."""
+    s = connection.settings_dict
+    if s["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{s['NAME']}"
+    user = s.get("USER") or "postgres"
+    password = f":{s['PASSWORD']}" if s.get("PASSWORD") else ""
+    return f"postgres://{user}{password}@{s.get('HOST') or '127.0.0.1'}:{s.get('PORT') or 5432}/{s['NAME']}"
+
+
+def service_env(data_dir: Path, **overrides: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "DATABASE_URL": database_url(),
+            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+            "SECRET_KEY": settings.SECRET_KEY,
+            "MINOOTS_DATA_DIR": str(data_dir),
+            "MINOOTS_RECONCILE_INTERVAL": "1s",
+            "MINOOTS_REPAIR_GRACE": "1s",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.popen.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, timeout: float = 15) -> int | None:
+        """SIGTERM the group, then SIGKILL whatever is left."""
+        if self.alive():
+            self.signal_group(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        self.signal_group(signal.SIGKILL)
+        try:
+            self.popen.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
+    """Poll until ``predicate()`` is truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Processes:
+    """Starts project processes; ``stop_all`` kills every group it started."""
+
+    workdir: Path
+    env: dict[str, str]
+    started: list[Proc] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str], *, ready: str | None = None, timeout: float = 30,
+              env: dict[str, str] | None = None) -> Proc:
+        log_path = self.workdir / f"{name}-{len(self.started)}.log"
+        with open(log_path, "wb") as out:
+            popen = subprocess.Popen(
+                argv, cwd=ROOT, env=env or self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        proc = Proc(name, popen, log_path)
+        self.started.append(proc)
+        if ready:
+            def is_ready() -> bool:
+                if not proc.alive():
+                    raise AssertionError(f"{name} exited early:\n{proc.log()[-3000:]}")
+                return ready in proc.log()
+
+            wait_for(is_ready, timeout=timeout, what=f"{name} to be ready")
+        return proc
+
+    def worker(self, name: str = "worker", *, queues: str = "timers,actions", concurrency: int = 8,
+               pool: str = "threads", extra: list[str] | None = None) -> Proc:
+        return self.start(
+            name,
+            [CELERY, "-A", "minoots_project", "worker", "-Q", queues, "--pool", pool,
+             "--concurrency", str(concurrency), "--without-gossip", "--without-mingle", "--without-heartbeat",
+             "-n", f"{name}-{len(self.started)}@%h", "--loglevel", "INFO", *(extra or [])],
+            ready=" ready.",
+        )
+
+    def beat(self, name: str = "beat") -> Proc:
+        schedule = self.workdir / f"{name}-{len(self.started)}-schedule"
+        return self.start(
+            name,
+            [CELERY, "-A", "minoots_project", "beat", "--loglevel", "INFO", "--schedule", str(schedule)],
+            ready="beat: Starting",
+        )
+
+    def web(self, name: str = "web") -> tuple[Proc, str]:
+        port = free_port()
+        proc = self.start(
+            name,
+            [PYTHON, "-m", "gunicorn", "minoots_project.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+             "--threads", "4", "--access-logfile", "-"],
+            ready="Booting worker",
+        )
+        return proc, f"http://127.0.0.1:{port}"
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.started):
+            proc.kill()
+
+
+@pytest.fixture
+def processes(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Processes]:
+    procs = Processes(workdir=tmp_path, env=service_env(tmp_path / "data"))
+    try:
+        yield procs
+    finally:
+        procs.stop_all()
+        failed = getattr(request.node, "rep_call", None)
+        if failed is not None and failed.failed:
+            for proc in procs.started:
+                sys.stderr.write(f"\n----- {proc.name} log -----\n{proc.log()[-4000:]}\n")

@@ -1,0 +1,192 @@
+"""Fault tests: real worker and beat subprocesses on the real broker and database.
+
+Waits are bounded ("eventually, within N seconds"); nothing here asserts how fast.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import redis
+import requests
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from timers import keys, services, ticks
+from timers.models import Tenant, Timer, TimerEvent, TimerStatus
+from timers.services import Conflict, TimerSpec
+from timers.tasks import fire_due
+from tests.processes import Processes, wait_for
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
+
+
+@pytest.fixture
+def broker() -> redis.Redis:
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client.flushdb()
+    return client
+
+
+def create_timers(tenant: Tenant, count: int, *, in_: timedelta) -> list[Timer]:
+    fire_at = timezone.now() + in_
+    return [
+        services.timer_create(
+            tenant=tenant, spec=TimerSpec(name=f"f{i}", fire_at=fire_at, duration_ms=int(in_.total_seconds() * 1000))
+        )[0]
+        for i in range(count)
+    ]
+
+
+def fired_counts() -> Counter[Any]:
+    return Counter(TimerEvent.objects.filter(kind="fired").values_list("timer_id", flat=True))
+
+
+def all_settled(timers: list[Timer]) -> bool:
+    return Timer.objects.filter(pk__in=[t.pk for t in timers], status=TimerStatus.SETTLED).count() == len(timers)
+
+
+def assert_each_fired_once(timers: list[Timer]) -> None:
+    counts = fired_counts()
+    assert {t.pk: counts[t.pk] for t in timers} == {t.pk: 1 for t in timers}
+
+
+def test_timers_fire_once_after_redis_loses_every_message(tenant: Tenant, broker: redis.Redis, processes: Processes) -> None:
+    timers = create_timers(tenant, 30, in_=timedelta(seconds=4))
+    assert broker.llen("timers") >= 1
+    broker.flushdb()  # messages and tick markers gone, as after a Redis restart without persistence
+
+    processes.worker()
+    processes.beat()
+
+    wait_for(lambda: all_settled(timers), timeout=40, what="every timer to settle after the flush")
+    assert_each_fired_once(timers)
+
+
+def test_worker_killed_during_a_burst_loses_no_timer_and_fires_none_twice(
+    tenant: Tenant, broker: redis.Redis, processes: Processes
+) -> None:
+    timers = create_timers(tenant, 1500, in_=timedelta(seconds=3))
+    worker = processes.worker("doomed")
+
+    wait_for(lambda: TimerEvent.objects.filter(kind="fired").exists(), timeout=30, what="the burst to start")
+    worker.signal_group(signal.SIGKILL)
+    worker.popen.wait(10)
+
+    processes.worker("survivor")
+    processes.beat()
+    wait_for(lambda: all_settled(timers), timeout=60, what="every timer to settle after the kill")
+    assert_each_fired_once(timers)
+
+
+def test_two_beats_never_fire_a_timer_twice(tenant: Tenant, broker: redis.Redis, processes: Processes, settings: Any) -> None:
+    settings.MINOOTS_ARM_HORIZON = timedelta(seconds=1)
+    env = {"MINOOTS_ARM_HORIZON": "2s"}
+    processes.env.update(env)
+    timers = create_timers(tenant, 40, in_=timedelta(seconds=5))
+    assert Timer.objects.filter(status=TimerStatus.SCHEDULED).count() == 40  # left to the reconcilers
+
+    processes.worker()
+    processes.beat("beat-a")
+    processes.beat("beat-b")
+
+    wait_for(lambda: all_settled(timers), timeout=40, what="every timer to settle")
+    assert_each_fired_once(timers)
+    armed = Counter(TimerEvent.objects.filter(kind="armed").values_list("timer_id", flat=True))
+    assert set(armed.values()) == {1}
+
+
+def test_timers_overdue_while_beat_was_stopped_fire_once_when_it_returns(
+    tenant: Tenant, broker: redis.Redis, processes: Processes, settings: Any
+) -> None:
+    settings.MINOOTS_ARM_HORIZON = timedelta(seconds=1)
+    processes.env.update({"MINOOTS_ARM_HORIZON": "1s"})
+    timers = create_timers(tenant, 10, in_=timedelta(seconds=2))
+    processes.worker()
+
+    wait_for(lambda: timezone.now() > timers[0].fire_at + timedelta(seconds=2), timeout=10, what="fireAt to pass")
+    assert Timer.objects.filter(status=TimerStatus.SCHEDULED).count() == 10  # nobody armed them
+
+    processes.beat()
+    wait_for(lambda: all_settled(timers), timeout=30, what="overdue timers to fire")
+    assert_each_fired_once(timers)
+    # Missed-run policy: they fire as soon as possible, with their true lateness recorded.
+    assert all(t.lateness_ms >= 2000 for t in Timer.objects.filter(pk__in=[t.pk for t in timers]))
+
+
+def test_duplicate_and_early_ticks_fire_a_timer_once(tenant: Tenant, broker: redis.Redis, processes: Processes) -> None:
+    timers = create_timers(tenant, 5, in_=timedelta(seconds=3))
+    bucket = ticks.bucket_of(timers[0].fire_at)
+    for _ in range(3):  # duplicates of the real tick
+        fire_due.apply_async(kwargs={"bucket": bucket}, eta=timers[0].fire_at)
+    fire_due.apply_async(kwargs={"bucket": bucket})  # arrives early: nothing is due yet
+
+    processes.worker()
+    wait_for(lambda: all_settled(timers), timeout=30, what="timers to settle")
+    assert_each_fired_once(timers)
+
+
+def test_cancels_racing_the_claim_either_win_or_get_a_conflict(
+    tenant: Tenant, broker: redis.Redis, processes: Processes
+) -> None:
+    timers = create_timers(tenant, 60, in_=timedelta(seconds=3))
+    processes.worker()
+    outcomes: dict[Any, str] = {}
+
+    def cancel_around_fire_time() -> None:
+        try:
+            wait_for(lambda: timezone.now() >= timers[0].fire_at - timedelta(milliseconds=20), timeout=10)
+            for t in timers:
+                try:
+                    services.timer_cancel(timer=Timer.objects.get(pk=t.pk), reason="race", by="test")
+                    outcomes[t.pk] = "cancelled"
+                except Conflict:
+                    outcomes[t.pk] = "conflict"
+        finally:
+            connection.close()
+
+    th = threading.Thread(target=cancel_around_fire_time)
+    th.start()
+    th.join(30)
+
+    wait_for(lambda: not Timer.objects.filter(status__in=["armed", "fired"]).exists(), timeout=30, what="quiescence")
+    counts = fired_counts()
+    for t in Timer.objects.filter(pk__in=[t.pk for t in timers]):
+        if t.status == TimerStatus.CANCELLED:
+            assert counts[t.pk] == 0
+        else:
+            assert t.status == TimerStatus.SETTLED and counts[t.pk] == 1
+            # A cancel that found it fired or settled never changed it.
+            assert outcomes.get(t.pk) in ("conflict", "cancelled", None)
+            assert t.cancelled_at is None
+
+
+def test_timer_created_over_http_moves_to_settled_with_its_lateness(
+    tenant: Tenant, broker: redis.Redis, processes: Processes
+) -> None:
+    _, raw_key = keys.api_key_create(tenant=tenant, name="e2e")
+    _, base = processes.web()
+    processes.worker()
+    processes.beat()
+    headers = {"X-API-Key": raw_key}
+
+    created = requests.post(f"{base}/api/timers", json={"name": "e2e", "duration": "2s"}, headers=headers, timeout=10)
+    assert created.status_code == 201, created.text
+    timer_id = created.json()["id"]
+    assert created.json()["status"] == "armed"
+
+    def settled() -> dict[str, Any] | None:
+        body = requests.get(f"{base}/api/timers/{timer_id}", headers=headers, timeout=10).json()
+        return body if body["status"] == "settled" else None
+
+    body = wait_for(settled, timeout=30, what="the timer to settle")
+    assert body["latenessMs"] is not None and body["latenessMs"] >= 0
+    assert body["firedAt"] is not None
+    kinds = [e["kind"] for e in requests.get(f"{base}/api/timers/{timer_id}/events", headers=headers, timeout=10).json()["events"]]
+    assert kinds == ["created", "armed", "fired", "settled"]
