@@ -18,11 +18,11 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from tests.processes import Processes, wait_for
 from timers import keys, services, ticks
 from timers.models import Tenant, Timer, TimerEvent, TimerStatus
 from timers.services import Conflict, TimerSpec
 from timers.tasks import fire_due
-from tests.processes import Processes, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
