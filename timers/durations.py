@@ -1,21 +1,50 @@
 """Duration grammar shared by the API and the settings.
 
-Accepted: integer milliseconds (``5000``), compact units (``500ms``, ``30s``, ``5m``, ``2h``,
-``1d``, compound ``1h30m``; parsed by pytimeparse2) and ISO-8601 durations (``PT15M``,
-``P1DT2H``; parsed by isodate). Calendar units (months, years) are refused: their length
-depends on the date, so a timer could not state its ``durationMs``.
+Accepted:
+
+- milliseconds: a JSON number (``5000``, ``1.5``) or a string of one (``"5000"``), as the
+  original MINOOTS clients (and the ``ms`` npm package) send them;
+- compact units, optionally compound and space-separated: ``500ms``, ``30s``, ``5m``, ``2h``,
+  ``1d``, ``1w``, ``1h30m``, ``1.5h``, ``2 hours 5 minutes``;
+- ISO-8601 durations: ``PT15M``, ``P1DT2H``, ``P1W`` (parsed by isodate).
+
+Calendar units (months, years) are refused in both forms: their length depends on the date,
+so a timer could not state its ``durationMs``. Numbers are exact decimals (``1.001s`` is
+1001 ms, not 1000.9999), truncated to the microsecond.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 import isodate
-from pytimeparse2 import parse as parse_compact
 
-_ISO_PREFIX = re.compile(r"^[+-]?P", re.IGNORECASE)
+MAX_TEXT = 64
+
+_ISO_PREFIX = re.compile(r"[+-]?P", re.IGNORECASE)
+_MILLISECONDS = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?", re.ASCII)
+_NUMBER = r"(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)"
+_UNIT = r"[a-z]+"
+_COMPACT = re.compile(rf"([+-]?)\s*((?:{_NUMBER}\s*{_UNIT}\s*)+)", re.ASCII | re.IGNORECASE)
+_PART = re.compile(rf"({_NUMBER})\s*({_UNIT})", re.ASCII | re.IGNORECASE)
+
+# Unit name -> its length in milliseconds.
+_UNITS: dict[str, int] = {}
+for _names, _ms in (
+    (("ms", "msec", "msecs", "millisecond", "milliseconds"), 1),
+    (("s", "sec", "secs", "second", "seconds"), 1000),
+    (("m", "min", "mins", "minute", "minutes"), 60_000),
+    (("h", "hr", "hrs", "hour", "hours"), 3_600_000),
+    (("d", "day", "days"), 86_400_000),
+    (("w", "wk", "wks", "week", "weeks"), 604_800_000),
+):
+    _UNITS.update(dict.fromkeys(_names, _ms))
+
+_CALENDAR_UNITS = {"mo", "mon", "mos", "month", "months", "y", "yr", "yrs", "year", "years"}
+_HELP = "use e.g. '500ms', '30s', '5m', '2h', '1d', '1h30m', 'PT15M' or an integer of milliseconds"
 
 
 class DurationError(ValueError):
@@ -23,49 +52,60 @@ class DurationError(ValueError):
 
 
 def parse_duration(value: object) -> timedelta:
-    """Parse a user-supplied duration. Raise DurationError with a human message."""
+    """Parse a user-supplied duration (see the module docstring). Raise DurationError with a
+    human message; never any other exception. The result may be zero or negative: callers
+    decide whether that is allowed."""
     if isinstance(value, bool):
-        raise DurationError("must be a duration string like '5m' or an integer of milliseconds")
-    if isinstance(value, (int, float)):
-        return _from_milliseconds(value)
+        raise DurationError(f"must be a duration string or a number of milliseconds; {_HELP}")
+    if isinstance(value, int):
+        return _from_milliseconds(Decimal(value))
+    if isinstance(value, float):
+        if not math.isfinite(value):  # never from JSON, but from Python callers
+            raise DurationError("must be a finite number of milliseconds")
+        return _from_milliseconds(Decimal(value))
     if not isinstance(value, str):
-        raise DurationError("must be a duration string like '5m' or an integer of milliseconds")
+        raise DurationError(f"must be a duration string or a number of milliseconds; {_HELP}")
     text = value.strip()
-    if not text or len(text) > 64:
-        raise DurationError("must be a duration string like '5m', '1h30m' or 'PT15M'")
-    if re.fullmatch(r"[+-]?\d+", text):
-        return _from_milliseconds(int(text))
+    if not text or len(text) > MAX_TEXT:
+        raise DurationError(f"must be a duration string of 1-{MAX_TEXT} characters; {_HELP}")
+    if _MILLISECONDS.fullmatch(text):
+        return _from_milliseconds(Decimal(text))
     if _ISO_PREFIX.match(text):
-        try:
-            parsed = isodate.parse_duration(text.upper())
-        except (isodate.ISO8601Error, ValueError, OverflowError) as exc:
-            raise DurationError(f"'{value}' is not a valid ISO-8601 duration") from exc
-        if not isinstance(parsed, timedelta):
-            raise DurationError("ISO-8601 durations with months or years are not supported")
-        return parsed
+        return _parse_iso(text, value)
+    return _parse_compact(text, value)
+
+
+def _parse_iso(text: str, original: str) -> timedelta:
     try:
-        seconds = parse_compact(text, raise_exception=True)
-    except Exception as exc:  # pytimeparse2 raises bare ValueError/TypeError on odd input
-        raise DurationError(
-            f"'{value}' is not a duration; use e.g. '500ms', '30s', '5m', '2h', '1d', '1h30m' or 'PT15M'"
-        ) from exc
-    if seconds is None:
-        raise DurationError(
-            f"'{value}' is not a duration; use e.g. '500ms', '30s', '5m', '2h', '1d', '1h30m' or 'PT15M'"
-        )
-    if not isinstance(seconds, (int, float, Decimal)):
-        raise DurationError("calendar units (months, years) are not supported")
+        parsed = isodate.parse_duration(text.upper())
+    except (isodate.ISO8601Error, ValueError, OverflowError, ArithmeticError) as exc:
+        raise DurationError(f"'{original}' is not a valid ISO-8601 duration") from exc
+    if not isinstance(parsed, timedelta):
+        raise DurationError("ISO-8601 durations with months or years are not supported")
+    return parsed
+
+
+def _parse_compact(text: str, original: str) -> timedelta:
+    match = _COMPACT.fullmatch(text)
+    if match is None:
+        raise DurationError(f"'{original}' is not a duration; {_HELP}")
+    sign, body = match.groups()
+    total = Decimal(0)
+    for number, unit in _PART.findall(body):
+        unit = unit.lower()
+        if unit in _CALENDAR_UNITS:
+            raise DurationError("calendar units (months, years) are not supported; use days or weeks")
+        if unit not in _UNITS:
+            raise DurationError(f"unknown unit '{unit}' in '{original}'; {_HELP}")
+        total += Decimal(number) * _UNITS[unit]
+    return _from_milliseconds(-total if sign == "-" else total)
+
+
+def _from_milliseconds(ms: Decimal) -> timedelta:
     try:
-        return timedelta(seconds=float(seconds))
-    except OverflowError as exc:
+        return timedelta(microseconds=int(ms * 1000))
+    except (OverflowError, ValueError, InvalidOperation) as exc:
         raise DurationError("is too large") from exc
-
-
-def _from_milliseconds(value: float) -> timedelta:
-    try:
-        return timedelta(milliseconds=value)
-    except (OverflowError, ValueError) as exc:
-        raise DurationError("must be a finite number of milliseconds in range") from exc
 
 
 def parse_duration_setting(name: str, value: str) -> timedelta:

@@ -101,12 +101,21 @@ def _idempotent_replay(tenant: Tenant, key: str, fingerprint: str, now: datetime
 
 
 def timer_create(
-    *, tenant: Tenant, spec: TimerSpec, idempotency_key: str | None = None, fingerprint: str = ""
+    *,
+    tenant: Tenant,
+    spec: TimerSpec,
+    idempotency_key: str | None = None,
+    fingerprint: str = "",
+    now: datetime | None = None,
 ) -> tuple[Timer, bool]:
-    """Store a timer (armed at once when due within the horizon). Return (timer, created)."""
+    """Store a timer (armed at once when due within the horizon). Return (timer, created).
+
+    ``now`` is the moment the request's ``fire_at`` was computed from, so that the stored
+    ``created_at + duration_ms == fire_at`` holds exactly; it defaults to the current time.
+    """
     from timers import ticks
 
-    now = timezone.now()
+    now = now or timezone.now()
     try:
         with transaction.atomic():
             if idempotency_key:

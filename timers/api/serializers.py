@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -34,7 +34,7 @@ def parse_rfc3339(value: Any) -> datetime:
         ) from exc
     if parsed.tzinfo is None:
         raise serializers.ValidationError("must include a UTC offset (e.g. 'Z' or '+02:00')")
-    return parsed.astimezone(timezone.UTC)
+    return parsed.astimezone(UTC)
 
 
 class AnyJSONField(serializers.Field):
@@ -55,8 +55,8 @@ class TimerCreateInput(serializers.Serializer):
     name = serializers.CharField(max_length=MAX_NAME)
     duration = AnyJSONField(required=False, help_text="'500ms', '30s', '5m', '1h30m', 'PT15M' or milliseconds")
     fireAt = AnyJSONField(required=False, help_text="RFC 3339 timestamp with offset")
-    metadata = AnyJSONField(required=False)
-    labels = AnyJSONField(required=False)
+    metadata = AnyJSONField(required=False, allow_null=True)
+    labels = AnyJSONField(required=False, allow_null=True)
     actionBundle = AnyJSONField(required=False, allow_null=True)
     agentBinding = AnyJSONField(required=False, allow_null=True)
 
@@ -153,8 +153,11 @@ class TimerCreateInput(serializers.Serializer):
             raise serializers.ValidationError(
                 {field: [f"must be at most {settings.MINOOTS_MAX_HORIZON.days} days ahead (MINOOTS_MAX_HORIZON)"]}
             )
+        attrs["_now"] = now
         attrs["_fire_at"] = fire_at
-        attrs["_duration_ms"] = int(delta.total_seconds() * 1000)
+        # Integer division of timedeltas is exact; total_seconds() * 1000 is a float and turns
+        # 1001 ms into 1000.
+        attrs["_duration_ms"] = delta // timedelta(milliseconds=1)
         return attrs
 
     def to_spec(self, *, requested_by: str) -> TimerSpec:

@@ -145,6 +145,7 @@ class TimerListCreateApi(APIView):
             spec=body.to_spec(requested_by=principal.subject),
             idempotency_key=key,
             fingerprint=services.request_fingerprint(request.data),
+            now=body.validated_data["_now"],
         )
         return Response(TimerOutput(timer).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 

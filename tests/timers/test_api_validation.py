@@ -1,0 +1,208 @@
+"""Every invalid create body is a 400 in the one error shape, with a message naming the field."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rest_framework.test import APIClient
+
+from timers.models import Timer
+
+
+def _iso(delta: timedelta) -> str:
+    return (datetime.now(UTC) + delta).isoformat()
+
+
+def _post(client: APIClient, body: Any) -> Any:
+    return client.post("/api/timers", body, format="json")
+
+
+def _assert_400_naming(response: Any, field: str) -> None:
+    assert response.status_code == 400, response.content
+    assert response["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"message", "details"}
+    assert body["message"].startswith(f"{field}:"), body["message"]
+    assert body["details"] is not None
+
+
+OMIT = object()  # the field is left out of the body
+
+INVALID_BODIES: list[tuple[str, dict[str, Any], str]] = [
+    # duration grammar
+    ("unknown unit", {"duration": "5 parsecs"}, "duration"),
+    ("word", {"duration": "soon"}, "duration"),
+    ("empty string", {"duration": ""}, "duration"),
+    ("blank string", {"duration": "   "}, "duration"),
+    ("boolean", {"duration": True}, "duration"),
+    ("list", {"duration": ["5m"]}, "duration"),
+    ("object", {"duration": {"minutes": 5}}, "duration"),
+    ("bad ISO-8601", {"duration": "PT5X"}, "duration"),
+    ("ISO-8601 months", {"duration": "P1M"}, "duration"),
+    ("ISO-8601 years", {"duration": "P1Y"}, "duration"),
+    ("overlong text", {"duration": "1" * 65 + "s"}, "duration"),
+    # zero or negative
+    ("zero string", {"duration": "0s"}, "duration"),
+    ("zero milliseconds", {"duration": 0}, "duration"),
+    ("zero ISO-8601", {"duration": "PT0S"}, "duration"),
+    ("negative milliseconds", {"duration": -5000}, "duration"),
+    ("negative string", {"duration": "-5m"}, "duration"),
+    ("negative ISO-8601", {"duration": "-PT5M"}, "duration"),
+    # beyond the max horizon (365 days)
+    ("366 days", {"duration": "366d"}, "duration"),
+    ("huge milliseconds", {"duration": 10**30}, "duration"),
+    ("huge ISO-8601", {"duration": "P400D"}, "duration"),
+    ("huge compact", {"duration": "999999999999d"}, "duration"),
+    # neither or both
+    ("neither duration nor fireAt", {"duration": OMIT}, "duration"),
+    ("both duration and fireAt", {"duration": "5m", "fireAt": "2099-01-01T00:00:00Z"}, "duration"),
+    ("null duration and no fireAt", {"duration": None}, "duration"),
+    # fireAt
+    ("fireAt without offset", {"fireAt": "2099-01-01T14:00:00"}, "fireAt"),
+    ("fireAt date only", {"fireAt": "2099-01-01"}, "fireAt"),
+    ("fireAt not a timestamp", {"fireAt": "tomorrow at noon"}, "fireAt"),
+    ("fireAt a number", {"fireAt": 1893456000}, "fireAt"),
+    ("fireAt an object", {"fireAt": {"at": "2099-01-01T00:00:00Z"}}, "fireAt"),
+    ("fireAt impossible date", {"fireAt": "2099-02-30T00:00:00Z"}, "fireAt"),
+    ("fireAt in the past", {"fireAt": "2001-01-01T00:00:00Z"}, "fireAt"),
+    ("fireAt beyond the max horizon", {"fireAt": "2999-01-01T00:00:00+00:00"}, "fireAt"),
+    # name
+    ("name missing", {"name": OMIT}, "name"),
+    ("name null", {"name": None}, "name"),
+    ("name too long", {"name": "n" * 201}, "name"),
+    ("name blank", {"name": ""}, "name"),
+    ("name an object", {"name": {"x": 1}}, "name"),
+    # metadata
+    ("metadata over 64 KiB", {"metadata": {"blob": "x" * (64 * 1024)}}, "metadata"),
+    ("metadata a list", {"metadata": [1, 2]}, "metadata"),
+    ("metadata a string", {"metadata": "x"}, "metadata"),
+    # labels
+    ("65 labels", {"labels": {f"k{i}": "v" for i in range(65)}}, "labels"),
+    ("non-string label value", {"labels": {"env": 1}}, "labels"),
+    ("null label value", {"labels": {"env": None}}, "labels"),
+    ("nested label value", {"labels": {"env": {"a": "b"}}}, "labels"),
+    ("labels a list", {"labels": ["env:prod"]}, "labels"),
+    ("empty label key", {"labels": {"": "v"}}, "labels"),
+    ("label key with a colon", {"labels": {"a:b": "v"}}, "labels"),
+    ("label value too long", {"labels": {"env": "v" * 501}}, "labels"),
+    # actions
+    (
+        "21 actions",
+        {"actionBundle": {"actions": [{"id": f"a{i}", "kind": "webhook", "parameters": {}} for i in range(21)]}},
+        "actionBundle",
+    ),
+    ("actionBundle a list", {"actionBundle": []}, "actionBundle"),
+    ("actions not a list", {"actionBundle": {"actions": {}}}, "actionBundle"),
+    ("unknown action kind", {"actionBundle": {"actions": [{"id": "a", "kind": "teleport"}]}}, "actionBundle"),
+    ("action without id", {"actionBundle": {"actions": [{"kind": "webhook"}]}}, "actionBundle"),
+    ("unknown bundle field", {"actionBundle": {"actions": [], "parallel": True}}, "actionBundle"),
+    ("concurrency zero", {"actionBundle": {"actions": [], "concurrency": 0}}, "actionBundle"),
+    (
+        "retry policy with a string",
+        {"actionBundle": {"actions": [], "retryPolicy": {"maxAttempts": "3"}}},
+        "actionBundle",
+    ),
+    # agentBinding
+    ("agentBinding a string", {"agentBinding": "agent-1"}, "agentBinding"),
+    # unknown top-level fields
+    ("unknown field", {"colour": "blue"}, "colour"),
+    ("snake_case field", {"fire_at": "2099-01-01T00:00:00Z"}, "fire_at"),
+    # tenantId / requestedBy types
+    ("requestedBy too long", {"requestedBy": "r" * 201}, "requestedBy"),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [pytest.param(body, field, id=case) for case, body, field in INVALID_BODIES],
+)
+def test_invalid_create_body_is_400_naming_the_field(client: APIClient, body: dict[str, Any], field: str) -> None:
+    full: dict[str, Any] = {"name": "t", "duration": "5m"}
+    if "fireAt" in body and "duration" not in body:
+        full.pop("duration")
+    full.update(body)
+    full = {k: v for k, v in full.items() if v is not OMIT}
+    response = _post(client, full)
+    _assert_400_naming(response, field)
+    assert not Timer.objects.exists()
+
+
+def test_malformed_json_is_400_in_the_error_shape(client: APIClient) -> None:
+    response = client.post("/api/timers", data='{"name": "t", "duration": ', content_type="application/json")
+    assert response.status_code == 400
+    body = response.json()
+    assert set(body) == {"message", "details"}
+    assert "JSON" in body["message"]
+
+
+def test_a_body_that_is_not_an_object_is_400(client: APIClient) -> None:
+    response = _post(client, [{"name": "t", "duration": "5m"}])
+    assert response.status_code == 400
+    assert response.json()["message"] == "The body must be a JSON object"
+
+
+def test_a_non_json_content_type_is_415_in_the_error_shape(client: APIClient) -> None:
+    response = client.post("/api/timers", data="name=t&duration=5m", content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 415
+    assert set(response.json()) == {"message", "details"}
+
+
+def test_details_list_every_invalid_field(client: APIClient) -> None:
+    response = _post(client, {"name": "n" * 201, "duration": "5m", "metadata": [], "labels": {"a": 1}})
+    assert response.status_code == 400
+    assert set(response.json()["details"]) == {"name", "metadata", "labels"}
+
+
+def test_idempotency_key_over_200_characters_is_400(client: APIClient) -> None:
+    response = client.post(
+        "/api/timers", {"name": "t", "duration": "5m"}, format="json", HTTP_IDEMPOTENCY_KEY="k" * 201
+    )
+    _assert_400_naming(response, "Idempotency-Key")
+
+
+def test_cancel_reason_over_500_characters_is_400(client: APIClient) -> None:
+    timer = _post(client, {"name": "t", "duration": "5m"}).json()
+    response = client.post(f"/api/timers/{timer['id']}/cancel", {"reason": "r" * 501}, format="json")
+    _assert_400_naming(response, "reason")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=8,
+)
+fields = st.sampled_from(
+    ["name", "duration", "fireAt", "metadata", "labels", "actionBundle", "agentBinding", "requestedBy", "tenantId"]
+)
+duration_like = st.one_of(
+    st.integers(min_value=-(10**15), max_value=10**15),
+    st.from_regex(r"\A-?[0-9]{1,6}(ms|s|m|h|d|w)\Z"),
+    st.from_regex(r"\A-?P(T[0-9]{1,5}[HMS])?\Z"),
+    st.text(max_size=12),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    overrides=st.dictionaries(fields, json_values, max_size=4),
+    duration=st.one_of(st.none(), duration_like),
+)
+def test_any_json_create_body_is_answered_with_201_or_a_400_in_the_error_shape(
+    client: APIClient, overrides: dict[str, Any], duration: Any
+) -> None:
+    body: dict[str, Any] = {"name": "fuzz", "duration": duration, **overrides}
+    response = _post(client, body)
+    if body.get("tenantId") not in (None, "acme"):
+        assert response.status_code == 403, response.content
+    else:
+        assert response.status_code in (201, 400), response.content
+    if response.status_code == 201:
+        assert Timer.objects.filter(pk=response.json()["id"], tenant_id="acme").exists()
+    else:
+        payload = response.json()
+        assert set(payload) == {"message", "details"}
+        assert isinstance(payload["message"], str) and payload["message"]
