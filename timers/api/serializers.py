@@ -47,7 +47,21 @@ class AnyJSONField(serializers.Field):
         return value
 
 
-class TimerCreateInput(serializers.Serializer):
+class StrictInput(serializers.Serializer):
+    """A JSON object body whose unknown fields are refused (a typo must not pass silently)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"non_field_errors": ["The body must be a JSON object"]})
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError(
+                {unknown[0]: [f"unknown field; allowed fields: {', '.join(self.fields)}"]}
+            )
+        return super().to_internal_value(data)
+
+
+class TimerCreateInput(StrictInput):
     """Body of POST /api/timers, as the original MINOOTS clients send it."""
 
     tenantId = serializers.CharField(required=False, max_length=64)
@@ -63,16 +77,6 @@ class TimerCreateInput(serializers.Serializer):
     def __init__(self, *args: Any, tenant_id: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tenant_id = tenant_id
-
-    def to_internal_value(self, data: Any) -> Any:
-        if not isinstance(data, dict):
-            raise serializers.ValidationError({"non_field_errors": ["The body must be a JSON object"]})
-        unknown = sorted(set(data) - set(self.fields))
-        if unknown:
-            raise serializers.ValidationError(
-                {unknown[0]: [f"unknown field; allowed fields: {', '.join(self.fields)}"]}
-            )
-        return super().to_internal_value(data)
 
     def validate_metadata(self, value: Any) -> dict[str, Any]:
         if value is None:
@@ -174,8 +178,12 @@ class TimerCreateInput(serializers.Serializer):
         )
 
 
-class TimerCancelInput(serializers.Serializer):
+class TimerCancelInput(StrictInput):
+    """Body of POST /api/timers/{id}/cancel; ``tenantId`` / ``requestedBy`` are checked like on create."""
+
     reason = serializers.CharField(required=False, allow_blank=True, max_length=500)
+    tenantId = serializers.CharField(required=False, max_length=64)
+    requestedBy = serializers.CharField(required=False, max_length=200, allow_blank=True)
 
 
 class TimerOutput(serializers.ModelSerializer):

@@ -33,6 +33,13 @@ class TimerPagination(CursorPagination):
     page_size_query_param = "limit"
     max_page_size = 500
 
+    def decode_cursor(self, request: Request) -> Any:
+        # DRF answers a bad cursor with 404; it is invalid input, so 400 naming the parameter.
+        try:
+            return super().decode_cursor(request)
+        except exceptions.NotFound as exc:
+            raise exceptions.ValidationError({"cursor": ["invalid cursor; use the 'next' or 'previous' link"]}) from exc
+
     def get_paginated_response(self, data: Any) -> Response:
         return Response({"timers": data, "next": self.get_next_link(), "previous": self.get_previous_link()})
 
@@ -48,6 +55,14 @@ def _get_timer_or_404(request: Request, timer_id: UUID) -> Timer:
     if timer is None:
         raise exceptions.NotFound(f"Timer {timer_id} not found")
     return timer
+
+
+def _requested_by(principal: Principal, claimed: str | None) -> str:
+    """Who acts: a JWT's subject is authoritative; an API key (shared by an agent fleet) may name
+    the agent in ``requestedBy``."""
+    if principal.via == "jwt" and claimed and claimed != principal.subject:
+        raise exceptions.PermissionDenied("requestedBy does not match the token's subject")
+    return claimed or principal.subject
 
 
 class TimerDetailOutput(TimerOutput):
@@ -137,12 +152,9 @@ class TimerListCreateApi(APIView):
             raise exceptions.ValidationError({"Idempotency-Key": [f"must be 1-{MAX_IDEMPOTENCY_KEY} characters"]})
         body = TimerCreateInput(data=request.data, tenant_id=tenant.id)
         body.is_valid(raise_exception=True)
-        requested_by = body.validated_data.get("requestedBy")
-        if principal.via == "jwt" and requested_by and requested_by != principal.subject:
-            raise exceptions.PermissionDenied("requestedBy does not match the token's subject")
         timer, created = services.timer_create(
             tenant=tenant,
-            spec=body.to_spec(requested_by=principal.subject),
+            spec=body.to_spec(requested_by=_requested_by(principal, body.validated_data.get("requestedBy"))),
             idempotency_key=key,
             fingerprint=services.request_fingerprint(request.data),
             now=body.validated_data["_now"],
@@ -176,11 +188,15 @@ class TimerCancelApi(APIView):
 
     @extend_schema(request=TimerCancelInput, responses=TimerOutput)
     def post(self, request: Request, timer_id: UUID) -> Response:
-        body = TimerCancelInput(data=request.data if isinstance(request.data, dict) else {})
+        principal = _principal(request)
+        body = TimerCancelInput(data=request.data)
         body.is_valid(raise_exception=True)
+        data = body.validated_data
+        if principal.tenant is not None and data.get("tenantId") not in (None, principal.tenant.id):
+            raise exceptions.PermissionDenied("tenantId does not match the credential's tenant")
         timer = _get_timer_or_404(request, timer_id)
         timer = services.timer_cancel(
-            timer=timer, reason=body.validated_data.get("reason", ""), by=_principal(request).subject
+            timer=timer, reason=data.get("reason", ""), by=_requested_by(principal, data.get("requestedBy"))
         )
         return Response(TimerOutput(timer).data)
 

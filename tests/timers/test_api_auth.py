@@ -1,0 +1,373 @@
+"""Authentication (API keys, RS256 JWTs, staff sessions), roles and tenant isolation."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+import pytest
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from tests.timers.conftest import CreateTimer, MakeClient, MakeToken
+from timers import keys
+from timers.models import ApiKey, Tenant, Timer
+
+TIMER_BODY = {"name": "t", "duration": "5m"}
+
+
+def _bearer(token: str) -> APIClient:
+    c = APIClient()
+    c.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return c
+
+
+def _b64(obj: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+
+def _assert_error(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert set(body) == {"message", "details"}
+    return body
+
+
+# --- API keys -------------------------------------------------------------------------------
+
+
+def test_valid_api_key_lists_the_tenants_timers(client: APIClient, create_timer: CreateTimer) -> None:
+    timer = create_timer()
+    response = client.get("/api/timers")
+    assert response.status_code == 200
+    assert [t["id"] for t in response.json()["timers"]] == [timer["id"]]
+
+
+def test_request_without_credentials_is_401(anon_client: APIClient) -> None:
+    body = _assert_error(anon_client.get("/api/timers"), 401)
+    assert "credentials" in body["message"].lower()
+
+
+def test_unknown_api_key_is_401(anon_client: APIClient, tenant: Tenant) -> None:
+    anon_client.credentials(HTTP_X_API_KEY="mk_000000000000_notarealsecret")
+    _assert_error(anon_client.get("/api/timers"), 401)
+
+
+def test_api_key_with_a_wrong_secret_is_401(anon_client: APIClient, api_key: str) -> None:
+    prefix = api_key.rsplit("_", 1)[0]
+    anon_client.credentials(HTTP_X_API_KEY=f"{prefix}_wrongsecret")
+    _assert_error(anon_client.get("/api/timers"), 401)
+
+
+@pytest.mark.parametrize("raw", ["", "garbage", "mk_", "mk__", "Bearer abc", "mk_" + "a" * 40 + "_x"])
+def test_malformed_api_key_is_401(anon_client: APIClient, tenant: Tenant, raw: str) -> None:
+    anon_client.credentials(HTTP_X_API_KEY=raw)
+    _assert_error(anon_client.get("/api/timers"), 401)
+
+
+def test_revoked_api_key_is_401(client: APIClient, api_key: str) -> None:
+    assert client.get("/api/timers").status_code == 200
+    ApiKey.objects.update(revoked_at=timezone.now())
+    body = _assert_error(client.get("/api/timers"), 401)
+    assert "revoked" in body["message"].lower()
+
+
+def test_401_names_the_expected_scheme_in_www_authenticate(anon_client: APIClient) -> None:
+    response = anon_client.get("/api/timers")
+    assert response.status_code == 401
+    assert "X-API-Key" in response["WWW-Authenticate"]
+
+
+def test_api_key_use_records_last_used_at(client: APIClient) -> None:
+    assert ApiKey.objects.get().last_used_at is None
+    client.get("/api/timers")
+    assert ApiKey.objects.get().last_used_at is not None
+
+
+def test_only_the_hash_of_an_api_key_is_stored(tenant: Tenant) -> None:
+    key, raw = keys.api_key_create(tenant=tenant, name="k")
+    stored = ApiKey.objects.filter(pk=key.pk).values().get()
+    assert all(raw not in str(value) for value in stored.values())
+    assert keys.api_key_verify(raw=raw) == key
+
+
+# --- JWT ------------------------------------------------------------------------------------
+
+
+def test_bearer_jwt_creates_a_timer_with_the_subject_as_requested_by(tenant: Tenant, make_token: MakeToken) -> None:
+    response = _bearer(make_token()).post("/api/timers", TIMER_BODY, format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()["tenantId"] == "acme"
+    assert response.json()["requestedBy"] == "agent-7"
+
+
+def test_bearer_jwt_reads_only_its_tenants_timers(
+    tenant: Tenant, other_tenant: Tenant, make_token: MakeToken, create_timer: CreateTimer, other_client: APIClient
+) -> None:
+    mine = create_timer()
+    create_timer(other_client)
+    response = _bearer(make_token()).get("/api/timers")
+    assert response.status_code == 200
+    assert [t["id"] for t in response.json()["timers"]] == [mine["id"]]
+
+
+def test_jwt_with_matching_requested_by_is_accepted(tenant: Tenant, make_token: MakeToken) -> None:
+    response = _bearer(make_token()).post("/api/timers", {**TIMER_BODY, "requestedBy": "agent-7"}, format="json")
+    assert response.status_code == 201
+
+
+def test_jwt_with_a_different_requested_by_is_403(tenant: Tenant, make_token: MakeToken) -> None:
+    response = _bearer(make_token()).post("/api/timers", {**TIMER_BODY, "requestedBy": "someone-else"}, format="json")
+    body = _assert_error(response, 403)
+    assert "requestedBy" in body["message"]
+    assert not Timer.objects.exists()
+
+
+def test_expired_jwt_is_401(tenant: Tenant, make_token: MakeToken) -> None:
+    token = make_token(exp=datetime.now(UTC) - timedelta(minutes=1))
+    body = _assert_error(_bearer(token).get("/api/timers"), 401)
+    assert "expired" in body["message"].lower()
+
+
+def test_jwt_signed_by_an_untrusted_key_is_401(
+    tenant: Tenant, make_token: MakeToken, foreign_rsa_key_pair: tuple[str, str]
+) -> None:
+    token = make_token(private_key=foreign_rsa_key_pair[0])
+    _assert_error(_bearer(token).get("/api/timers"), 401)
+
+
+def test_hs256_jwt_signed_with_the_public_key_is_401(tenant: Tenant, jwt_public_key: str) -> None:
+    """Algorithm confusion: the public key used as an HMAC secret must not be accepted."""
+    payload = {"sub": "x", "tenant": "acme", "exp": int((datetime.now(UTC) + timedelta(minutes=5)).timestamp())}
+    signing_input = f"{_b64({'alg': 'HS256', 'typ': 'JWT'})}.{_b64(payload)}"
+    signature = hmac.new(jwt_public_key.encode(), signing_input.encode(), hashlib.sha256).digest()
+    token = f"{signing_input}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+    _assert_error(_bearer(token).get("/api/timers"), 401)
+
+
+def test_unsigned_jwt_is_401(tenant: Tenant, jwt_public_key: str) -> None:
+    payload = {"sub": "x", "tenant": "acme", "exp": datetime.now(UTC) + timedelta(minutes=5)}
+    token = jwt.encode(payload, key=None, algorithm="none")
+    _assert_error(_bearer(token).get("/api/timers"), 401)
+
+
+@pytest.mark.parametrize("missing", ["sub", "exp"])
+def test_jwt_without_a_required_claim_is_401(tenant: Tenant, make_token: MakeToken, missing: str) -> None:
+    token = make_token(**{missing: None})
+    _assert_error(_bearer(token).get("/api/timers"), 401)
+
+
+def test_jwt_without_a_tenant_claim_is_401(tenant: Tenant, make_token: MakeToken) -> None:
+    body = _assert_error(_bearer(make_token(tenant=None)).get("/api/timers"), 401)
+    assert "tenant" in body["message"]
+
+
+def test_jwt_for_an_unknown_tenant_is_401(tenant: Tenant, make_token: MakeToken) -> None:
+    _assert_error(_bearer(make_token(tenant="initech")).get("/api/timers"), 401)
+
+
+def test_garbage_bearer_token_is_401(tenant: Tenant, jwt_public_key: str) -> None:
+    _assert_error(_bearer("not.a.jwt").get("/api/timers"), 401)
+
+
+def test_bearer_token_is_401_when_no_public_key_is_configured(
+    tenant: Tenant, make_token: MakeToken, settings: Any
+) -> None:
+    token = make_token()
+    settings.JWT_PUBLIC_KEY = ""
+    body = _assert_error(_bearer(token).get("/api/timers"), 401)
+    assert "JWT_PUBLIC_KEY" in body["message"]
+
+
+def test_jwt_audience_is_enforced_when_configured(tenant: Tenant, make_token: MakeToken, settings: Any) -> None:
+    settings.JWT_AUDIENCE = "minoots"
+    assert _bearer(make_token(aud="minoots")).get("/api/timers").status_code == 200
+    _assert_error(_bearer(make_token(aud="someone-else")).get("/api/timers"), 401)
+    _assert_error(_bearer(make_token()).get("/api/timers"), 401)
+
+
+def test_jwt_issuer_is_enforced_when_configured(tenant: Tenant, make_token: MakeToken, settings: Any) -> None:
+    settings.JWT_ISSUER = "https://auth.example"
+    assert _bearer(make_token(iss="https://auth.example")).get("/api/timers").status_code == 200
+    _assert_error(_bearer(make_token(iss="https://evil.example")).get("/api/timers"), 401)
+
+
+def test_jwt_roles_claim_limits_what_the_token_may_do(tenant: Tenant, make_token: MakeToken) -> None:
+    reader = _bearer(make_token(roles=["timer.read"]))
+    assert reader.get("/api/timers").status_code == 200
+    body = _assert_error(reader.post("/api/timers", TIMER_BODY, format="json"), 403)
+    assert "timer.write" in body["message"]
+
+
+def test_jwt_with_unknown_roles_only_gets_no_role(tenant: Tenant, make_token: MakeToken) -> None:
+    _assert_error(_bearer(make_token(roles=["root"])).get("/api/timers"), 403)
+
+
+# --- roles ----------------------------------------------------------------------------------
+
+
+def test_key_without_timer_write_cannot_create(make_client: MakeClient) -> None:
+    reader = make_client(roles=["timer.read"])
+    body = _assert_error(reader.post("/api/timers", TIMER_BODY, format="json"), 403)
+    assert "timer.write" in body["message"]
+    assert not Timer.objects.exists()
+
+
+def test_key_without_timer_read_cannot_list_get_or_read_events(
+    make_client: MakeClient, create_timer: CreateTimer
+) -> None:
+    timer = create_timer()
+    writer = make_client(roles=["timer.write"])
+    for url in ("/api/timers", f"/api/timers/{timer['id']}", f"/api/timers/{timer['id']}/events"):
+        body = _assert_error(writer.get(url), 403)
+        assert "timer.read" in body["message"]
+
+
+def test_key_without_timer_cancel_cannot_cancel(make_client: MakeClient, create_timer: CreateTimer) -> None:
+    timer = create_timer()
+    no_cancel = make_client(roles=["timer.read", "timer.write"])
+    body = _assert_error(no_cancel.post(f"/api/timers/{timer['id']}/cancel", {}, format="json"), 403)
+    assert "timer.cancel" in body["message"]
+    assert Timer.objects.get(pk=timer["id"]).status == "scheduled"
+
+
+def test_key_with_only_timer_cancel_can_cancel(make_client: MakeClient, create_timer: CreateTimer) -> None:
+    timer = create_timer()
+    canceller = make_client(roles=["timer.cancel"])
+    response = canceller.post(f"/api/timers/{timer['id']}/cancel", {}, format="json")
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
+
+
+def test_tenant_admin_role_grants_every_timer_role(make_client: MakeClient) -> None:
+    admin = make_client(roles=["tenant.admin"])
+    timer = admin.post("/api/timers", TIMER_BODY, format="json")
+    assert timer.status_code == 201
+    timer_id = timer.json()["id"]
+    assert admin.get(f"/api/timers/{timer_id}").status_code == 200
+    assert admin.post(f"/api/timers/{timer_id}/cancel", {}, format="json").status_code == 200
+
+
+# --- tenancy --------------------------------------------------------------------------------
+
+
+def test_another_tenants_timer_is_404_on_every_endpoint(other_client: APIClient, create_timer: CreateTimer) -> None:
+    timer = create_timer()
+    for response in (
+        other_client.get(f"/api/timers/{timer['id']}"),
+        other_client.get(f"/api/timers/{timer['id']}/events"),
+        other_client.post(f"/api/timers/{timer['id']}/cancel", {}, format="json"),
+    ):
+        _assert_error(response, 404)
+    assert Timer.objects.get(pk=timer["id"]).status == "scheduled"
+
+
+def test_list_never_shows_another_tenants_timers(
+    client: APIClient, other_client: APIClient, create_timer: CreateTimer
+) -> None:
+    create_timer(other_client, name="theirs")
+    mine = create_timer(name="mine")
+    assert [t["id"] for t in client.get("/api/timers").json()["timers"]] == [mine["id"]]
+
+
+def test_tenant_id_in_the_body_that_differs_from_the_credential_is_403(
+    client: APIClient, other_tenant: Tenant
+) -> None:
+    response = client.post("/api/timers", {**TIMER_BODY, "tenantId": "globex"}, format="json")
+    body = _assert_error(response, 403)
+    assert "tenantId" in body["message"]
+    assert not Timer.objects.exists()
+
+
+def test_x_tenant_id_header_that_differs_from_the_credential_is_403(client: APIClient) -> None:
+    body = _assert_error(client.get("/api/timers", HTTP_X_TENANT_ID="globex"), 403)
+    assert "x-tenant-id" in body["message"]
+    _assert_error(client.post("/api/timers", TIMER_BODY, format="json", HTTP_X_TENANT_ID="globex"), 403)
+    assert not Timer.objects.exists()
+
+
+def test_x_tenant_id_header_that_matches_the_credential_is_accepted(client: APIClient) -> None:
+    response = client.post("/api/timers", TIMER_BODY, format="json", HTTP_X_TENANT_ID="acme")
+    assert response.status_code == 201
+
+
+def test_x_tenant_id_mismatch_is_403_for_jwt_too(tenant: Tenant, make_token: MakeToken) -> None:
+    _assert_error(_bearer(make_token()).get("/api/timers", HTTP_X_TENANT_ID="globex"), 403)
+
+
+# --- staff session --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def staff_client(db: Any) -> APIClient:
+    user = get_user_model().objects.create_user("ops", password="pw", is_staff=True)
+    c = APIClient()
+    c.force_login(user)
+    return c
+
+
+def test_staff_session_gets_the_browsable_api_as_html(staff_client: APIClient, create_timer: CreateTimer) -> None:
+    create_timer(name="visible-in-browser")
+    response = staff_client.get("/api/timers", HTTP_ACCEPT="text/html")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/html")
+    assert b"visible-in-browser" in response.content
+
+
+def test_staff_session_sees_every_tenant_without_choosing_one(
+    staff_client: APIClient, create_timer: CreateTimer, other_client: APIClient
+) -> None:
+    create_timer(name="a")
+    create_timer(other_client, name="b")
+    names = {t["name"] for t in staff_client.get("/api/timers").json()["timers"]}
+    assert names == {"a", "b"}
+
+
+def test_staff_session_with_x_tenant_id_acts_on_that_tenant(
+    staff_client: APIClient, create_timer: CreateTimer, other_client: APIClient
+) -> None:
+    create_timer(name="a")
+    create_timer(other_client, name="b")
+    names = {t["name"] for t in staff_client.get("/api/timers", HTTP_X_TENANT_ID="globex").json()["timers"]}
+    assert names == {"b"}
+    created = staff_client.post("/api/timers", TIMER_BODY, format="json", HTTP_X_TENANT_ID="globex")
+    assert created.status_code == 201
+    assert created.json()["tenantId"] == "globex"
+    assert created.json()["requestedBy"] == "staff:ops"
+
+
+def test_staff_session_without_a_tenant_must_name_one_to_create(staff_client: APIClient, tenant: Tenant) -> None:
+    _assert_error(staff_client.post("/api/timers", TIMER_BODY, format="json"), 400)
+    created = staff_client.post("/api/timers", {**TIMER_BODY, "tenantId": "acme"}, format="json")
+    assert created.status_code == 201
+    assert created.json()["tenantId"] == "acme"
+
+
+def test_staff_session_naming_an_unknown_tenant_is_404(staff_client: APIClient) -> None:
+    _assert_error(staff_client.get("/api/timers", HTTP_X_TENANT_ID="initech"), 404)
+
+
+def test_non_staff_session_is_403(db: Any) -> None:
+    user = get_user_model().objects.create_user("visitor", password="pw")
+    c = APIClient()
+    c.force_login(user)
+    body = _assert_error(c.get("/api/timers"), 403)
+    assert "staff" in body["message"].lower()
+
+
+def test_jwt_cancel_records_the_subject_and_refuses_another_requested_by(
+    tenant: Tenant, make_token: MakeToken, create_timer: CreateTimer
+) -> None:
+    timer = create_timer()
+    caller = _bearer(make_token())
+    _assert_error(caller.post(f"/api/timers/{timer['id']}/cancel", {"requestedBy": "mallory"}, format="json"), 403)
+    assert Timer.objects.get(pk=timer["id"]).status == "scheduled"
+    response = caller.post(f"/api/timers/{timer['id']}/cancel", {}, format="json")
+    assert response.status_code == 200
+    assert response.json()["cancelledBy"] == "agent-7"

@@ -1,0 +1,191 @@
+"""GET /api/timers: newest first, cursor pagination, and the status/name/label/fireAt filters."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from rest_framework.test import APIClient
+
+from tests.timers.conftest import CreateTimer
+from timers.models import Timer
+
+
+def _ids(response: Any) -> list[str]:
+    assert response.status_code == 200, response.content
+    return [t["id"] for t in response.json()["timers"]]
+
+
+def _get(client: APIClient, query: str = "") -> Any:
+    return client.get(f"/api/timers{query}")
+
+
+def _follow(client: APIClient, url: str) -> Any:
+    parts = urlsplit(url)
+    return client.get(f"{parts.path}?{parts.query}")
+
+
+def test_empty_list_has_no_timers_and_no_next_page(client: APIClient) -> None:
+    response = _get(client)
+    assert response.json() == {"timers": [], "next": None, "previous": None}
+
+
+def test_timers_are_listed_newest_first(client: APIClient, create_timer: CreateTimer) -> None:
+    created = [create_timer(name=f"t{i}")["id"] for i in range(3)]
+    assert _ids(_get(client)) == created[::-1]
+
+
+def test_cursor_pagination_walks_every_timer_exactly_once(client: APIClient, create_timer: CreateTimer) -> None:
+    created = [create_timer(name=f"t{i}")["id"] for i in range(7)]
+    seen: list[str] = []
+    response = _get(client, "?limit=3")
+    pages = 0
+    while True:
+        seen += _ids(response)
+        pages += 1
+        next_url = response.json()["next"]
+        if next_url is None:
+            break
+        response = _follow(client, next_url)
+    assert pages == 3
+    assert seen == created[::-1]
+
+
+def test_previous_link_returns_to_the_first_page(client: APIClient, create_timer: CreateTimer) -> None:
+    for i in range(4):
+        create_timer(name=f"t{i}")
+    first = _get(client, "?limit=2")
+    second = _follow(client, first.json()["next"])
+    assert first.json()["previous"] is None
+    back = _follow(client, second.json()["previous"])
+    assert _ids(back) == _ids(first)
+
+
+def test_pages_stay_stable_when_timers_are_created_between_requests(
+    client: APIClient, create_timer: CreateTimer
+) -> None:
+    old = [create_timer(name=f"old{i}")["id"] for i in range(4)]
+    first = _get(client, "?limit=2")
+    create_timer(name="newer")
+    second = _follow(client, first.json()["next"])
+    assert _ids(first) + _ids(second) == old[::-1]
+
+
+def test_limit_is_capped_at_the_maximum_page_size(client: APIClient, create_timer: CreateTimer) -> None:
+    create_timer()
+    response = _get(client, "?limit=100000")
+    assert response.status_code == 200
+    assert len(response.json()["timers"]) == 1
+
+
+def test_an_invalid_cursor_is_400(client: APIClient) -> None:
+    response = _get(client, "?cursor=not-a-cursor")
+    assert response.status_code == 400, response.content
+    assert response.json()["message"].startswith("cursor:")
+
+
+def test_status_filter_keeps_only_those_statuses(client: APIClient, create_timer: CreateTimer) -> None:
+    keep = create_timer(name="keep")
+    cancelled = create_timer(name="gone")
+    armed = create_timer(name="soon", duration="30s")
+    client.post(f"/api/timers/{cancelled['id']}/cancel", {}, format="json")
+    assert _ids(_get(client, "?status=scheduled")) == [keep["id"]]
+    assert _ids(_get(client, "?status=cancelled")) == [cancelled["id"]]
+    assert set(_ids(_get(client, "?status=scheduled,armed"))) == {keep["id"], armed["id"]}
+
+
+def test_an_unknown_status_is_400_naming_the_parameter(client: APIClient) -> None:
+    response = _get(client, "?status=sleeping")
+    assert response.status_code == 400
+    assert response.json()["message"].startswith("status:")
+
+
+def test_name_filter_matches_the_exact_name(client: APIClient, create_timer: CreateTimer) -> None:
+    wanted = create_timer(name="deploy-check")
+    create_timer(name="deploy-check-2")
+    create_timer(name="other")
+    assert _ids(_get(client, "?name=deploy-check")) == [wanted["id"]]
+
+
+def test_label_filter_matches_key_and_value(client: APIClient, create_timer: CreateTimer) -> None:
+    prod = create_timer(labels={"env": "prod"})
+    create_timer(labels={"env": "dev"})
+    create_timer(labels={"team": "prod"})
+    assert _ids(_get(client, "?label=env:prod")) == [prod["id"]]
+
+
+def test_repeated_label_filters_must_all_match(client: APIClient, create_timer: CreateTimer) -> None:
+    both = create_timer(labels={"env": "prod", "team": "infra"})
+    create_timer(labels={"env": "prod", "team": "web"})
+    create_timer(labels={"team": "infra"})
+    assert _ids(_get(client, "?label=env:prod&label=team:infra")) == [both["id"]]
+
+
+def test_label_value_may_contain_a_colon(client: APIClient, create_timer: CreateTimer) -> None:
+    url = create_timer(labels={"callback": "https://example.com:8443/x"})
+    create_timer(labels={"callback": "https://example.com"})
+    assert _ids(_get(client, "?label=callback:https://example.com:8443/x")) == [url["id"]]
+
+
+@pytest.mark.parametrize("raw", ["env", ":prod", ""])
+def test_a_label_filter_without_key_and_colon_is_400(client: APIClient, raw: str) -> None:
+    response = _get(client, f"?label={raw}")
+    assert response.status_code == 400
+    assert response.json()["message"].startswith("label:")
+
+
+def test_fire_after_is_inclusive_and_fire_before_is_exclusive(client: APIClient, create_timer: CreateTimer) -> None:
+    base = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0)
+    at = [create_timer(fireAt=(base + timedelta(hours=h)).isoformat(), duration=None)["id"] for h in range(4)]
+    window = f"?fireAfter={(base + timedelta(hours=1)).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    window += f"&fireBefore={(base + timedelta(hours=3)).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    assert _ids(_get(client, window)) == [at[2], at[1]]
+
+
+def test_fire_range_accepts_an_offset(client: APIClient, create_timer: CreateTimer) -> None:
+    base = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0)
+    early = create_timer(fireAt=base.isoformat(), duration=None)
+    create_timer(fireAt=(base + timedelta(hours=5)).isoformat(), duration=None)
+    before = (base + timedelta(hours=1)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    response = client.get("/api/timers", {"fireBefore": f"{before}+00:00"})
+    assert _ids(response) == [early["id"]]
+
+
+@pytest.mark.parametrize(
+    ("param", "value"), [("fireAfter", "yesterday"), ("fireBefore", "2030-01-01T00:00:00"), ("fireAfter", "")]
+)
+def test_an_invalid_fire_range_is_400_naming_the_parameter(client: APIClient, param: str, value: str) -> None:
+    response = client.get("/api/timers", {param: value})
+    assert response.status_code == 400, response.content
+    assert response.json()["message"].startswith(f"{param}:")
+
+
+def test_filters_combine_and_survive_pagination(client: APIClient, create_timer: CreateTimer) -> None:
+    wanted = [create_timer(name="job", labels={"env": "prod"})["id"] for _ in range(3)]
+    create_timer(name="job", labels={"env": "dev"})
+    create_timer(name="other", labels={"env": "prod"})
+    first = _get(client, "?name=job&label=env:prod&status=scheduled&limit=2")
+    next_url = first.json()["next"]
+    query = parse_qs(urlsplit(next_url).query)
+    assert query["name"] == ["job"] and query["label"] == ["env:prod"]
+    second = _follow(client, next_url)
+    assert _ids(first) + _ids(second) == wanted[::-1]
+    assert second.json()["next"] is None
+
+
+def test_list_body_renders_each_timer_in_the_wire_format(client: APIClient, create_timer: CreateTimer) -> None:
+    created = create_timer(name="wire", labels={"a": "b"})
+    listed = _get(client).json()["timers"][0]
+    assert listed == created
+
+
+def test_list_does_not_grow_queries_with_the_page(
+    client: APIClient, create_timer: CreateTimer, django_assert_max_num_queries: Any
+) -> None:
+    for i in range(10):
+        create_timer(name=f"t{i}")
+    with django_assert_max_num_queries(5):
+        assert len(_ids(_get(client))) == 10
+    assert Timer.objects.count() == 10
