@@ -176,13 +176,17 @@ ACTION_WEBHOOK_TIMEOUT_MS = env.int("ACTION_WEBHOOK_TIMEOUT_MS", default=10_000)
 if EMBEDDED_BROKER:
     _broker_dir = DATA_DIR / "broker"
     (_broker_dir / "queue").mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_URL = "filesystem://"
+    # A hostname, or kombu warns "No hostname was supplied" on every connection.
+    CELERY_BROKER_URL = "filesystem://localhost//"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "store_processed": False,
         # kombu polls the folder; 1 s by default would delay every immediate task.
         "polling_interval": 0.05,
+        # Exchange bindings; kombu's default is "control" relative to the *current directory*,
+        # so processes started from different directories would not route to each other.
+        "control_folder": str(_broker_dir / "control"),
     }
 else:
     CELERY_BROKER_URL = env.str("CELERY_BROKER_URL")
@@ -237,15 +241,30 @@ else:
     }
 
 # --- Logging --------------------------------------------------------------------------------
+# LOG_FORMAT=json: one JSON object per line (timer_id, tenant, event, trace_id); text otherwise.
+# Secrets (API keys, whsec_ secrets, Authorization / X-API-Key values) are redacted either way.
+from minoots_project.logconfig import build_logging  # noqa: E402
+
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
 LOG_FORMAT = env.str("LOG_FORMAT", default="text").lower()
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-    },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "text"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
-}
+LOGGING = build_logging(level=LOG_LEVEL, fmt=LOG_FORMAT)
+
+# --- Operations: static files, tracing, metrics, health ----------------------------------------
+# Trace ids first, so every later middleware logs with the request's id.
+MIDDLEWARE.insert(0, "minoots_project.tracing.TraceIdMiddleware")
+# gunicorn serves the admin's static files through WhiteNoise (collected by `runall` / the image).
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+)
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns on each start if it is missing
+# prometheus-client multiprocess mode: each process writes its samples here and /metrics
+# merges them. `runall` sets it under MINOOTS_DATA_DIR (and wipes it at start); unset means
+# one process only (tests, manage.py shell).
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+if PROMETHEUS_MULTIPROC_DIR:
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+# /metrics requires `Authorization: Bearer <token>` when set; when unset, loopback clients only.
+MINOOTS_METRICS_TOKEN = env.str("MINOOTS_METRICS_TOKEN", default="")
+# /readyz gives the broker this long to answer.
+MINOOTS_READYZ_TIMEOUT = env.float("MINOOTS_READYZ_TIMEOUT", default=2.0)

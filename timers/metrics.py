@@ -1,23 +1,142 @@
-"""Prometheus metrics (names prefixed ``minoots_``). Worker processes share them through
-prometheus-client's multiprocess mode when PROMETHEUS_MULTIPROC_DIR is set."""
+"""Prometheus metrics, all named ``minoots_*`` (served by ``minoots_project.health.metrics``).
+
+Web, worker and beat each count in their own process. With PROMETHEUS_MULTIPROC_DIR set
+(``runall`` and compose set it) every process writes its samples to a file there and
+/metrics merges them, so timers fired by a worker show up in the web's scrape
+(prometheus-client multiprocess mode). Armed / scheduled counts are not counted at all: a
+collector reads them from the database at scrape time.
+
+Call sites: ``timer_transition`` (timers.services / timers.engine), ``FIRE_LATENESS``,
+``RECONCILE_RUNS``, ``RECONCILE_ACTIONS`` (timers.engine), ``action_attempt`` (actions).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import logging
+import os
+import socket
+from collections.abc import Iterator
 
-TIMER_TRANSITIONS = Counter(
-    "minoots_timers", "Timer lifecycle transitions by tenant and event", ["tenant", "event"]
-)
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import REGISTRY, Collector
+
+log = logging.getLogger(__name__)
+
+
+def _process_identifier() -> str:
+    # The default (the pid) collides when containers of a scaled service share one metrics
+    # volume: every container's main process may be pid 1 or 7.
+    return f"{socket.gethostname()}-{os.getpid()}".replace("_", "-")
+
+
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # Chosen before any metric below is built; metrics read values.ValueClass when created.
+    values.ValueClass = values.MultiProcessValue(process_identifier=_process_identifier)
+
+TIMER_EVENTS = ("created", "fired", "cancelled", "settled", "failed")
+
+_TIMER_COUNTERS = {
+    event: Counter(f"minoots_timers_{event}", f"Timers {event}, by tenant", ["tenant"]) for event in TIMER_EVENTS
+}
 FIRE_LATENESS = Histogram(
     "minoots_fire_lateness_seconds",
     "Fired time minus fireAt",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
-RECONCILE_ACTIONS = Counter(
-    "minoots_reconcile_actions", "Reconciler work by kind (armed, repaired, recovered)", ["kind"]
-)
 RECONCILE_RUNS = Counter("minoots_reconcile_runs", "Reconciler passes")
+RECONCILE_ACTIONS = Counter(
+    "minoots_reconcile_repairs",
+    "Reconciler work by kind (armed, tick_republished, repaired, run_recovered)",
+    ["kind"],
+)
+ACTION_ATTEMPTS = Counter(
+    "minoots_action_attempts", "Action attempts by kind and outcome (success, retry, failed, ...)", ["kind", "outcome"]
+)
+ACTION_DURATION = Histogram(
+    "minoots_action_duration_seconds",
+    "Duration of one action attempt, by kind",
+    ["kind"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+
+
+# --- helpers for the code that counts -------------------------------------------------------
 
 
 def timer_transition(tenant: str, event: str, count: int = 1) -> None:
-    TIMER_TRANSITIONS.labels(tenant=tenant, event=event).inc(count)
+    """Count ``count`` timers of ``tenant`` entering ``event`` (created, fired, cancelled, settled, failed)."""
+    counter = _TIMER_COUNTERS.get(event)
+    if counter is None:
+        log.warning("unknown timer metric event %r", event)
+        return
+    counter.labels(tenant=tenant).inc(count)
+
+
+def fire_lateness(seconds: float) -> None:
+    FIRE_LATENESS.observe(max(0.0, seconds))
+
+
+def reconcile_run() -> None:
+    RECONCILE_RUNS.inc()
+
+
+def reconcile_repair(kind: str, count: int = 1) -> None:
+    """Count reconciler work: ``armed``, ``tick_republished``, ``repaired``, ``run_recovered``."""
+    if count:
+        RECONCILE_ACTIONS.labels(kind=kind).inc(count)
+
+
+def action_attempt(kind: str, outcome: str, seconds: float) -> None:
+    """Count one finished action attempt and its duration.
+
+    ``kind`` is the action kind (webhook, command, file, ...); ``outcome`` a short fixed word
+    such as ``success``, ``retry`` (transient failure, will retry), ``failed`` (permanent or
+    exhausted) or ``error`` (unexpected exception). Never pass free text: it is a label.
+    """
+    ACTION_ATTEMPTS.labels(kind=kind, outcome=outcome).inc()
+    ACTION_DURATION.labels(kind=kind).observe(max(0.0, seconds))
+
+
+# --- scrape ---------------------------------------------------------------------------------
+
+
+class PendingTimersCollector(Collector):
+    """``minoots_timers_armed`` / ``minoots_timers_scheduled``: one COUNT at scrape time.
+
+    The filter matches the partial index on pending timers, so the cost follows the number of
+    pending timers, not the table. A database error drops the gauges from this scrape only.
+    """
+
+    def collect(self) -> Iterator[Metric]:
+        from django.db.models import Count
+
+        from timers.models import Timer, TimerStatus
+
+        statuses = (TimerStatus.ARMED, TimerStatus.SCHEDULED)
+        try:
+            rows = {
+                row["status"]: row["n"]
+                for row in Timer.objects.filter(status__in=statuses).values("status").annotate(n=Count("id")).order_by()
+            }
+        except Exception:
+            log.warning("metrics: could not count pending timers", exc_info=True)
+            return
+        for status in statuses:
+            name = status.value
+            yield GaugeMetricFamily(f"minoots_timers_{name}", f"Timers currently {name}", value=rows.get(name, 0))
+
+
+def render_latest() -> bytes:
+    """Every process's samples (merged in multiprocess mode) plus the pending-timer gauges."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=path)
+        output = generate_latest(registry)
+    else:
+        output = generate_latest(REGISTRY)
+    pending = CollectorRegistry()
+    pending.register(PendingTimersCollector())
+    return output + generate_latest(pending)

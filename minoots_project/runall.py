@@ -1,0 +1,249 @@
+"""Run the whole service on one machine: web (gunicorn), a worker (both queues) and beat.
+
+``make run`` migrates, then runs ``python -m minoots_project.runall``. This supervisor:
+
+- collects static files (gunicorn serves the admin's through WhiteNoise);
+- sets PROMETHEUS_MULTIPROC_DIR (default ``$MINOOTS_DATA_DIR/prometheus``, wiped here) so the
+  worker's and beat's metrics reach the web's /metrics;
+- starts each child in its own process group and prints every line of its output prefixed
+  with its name (with LOG_FORMAT=json: as a ``"service"`` field of the JSON line instead);
+- on Ctrl-C or SIGTERM sends SIGTERM to every group, waits MINOOTS_SHUTDOWN_GRACE seconds
+  (default 30: the worker finishes its running tasks and hands back the rest), then SIGKILLs
+  what is left, and exits 0;
+- when a child dies on its own, reports it, stops the others the same way and exits 1.
+
+It uses whatever DATABASE_URL / CELERY_BROKER_URL say: the embedded default (SQLite and the
+filesystem broker under MINOOTS_DATA_DIR) when they are unset, Postgres and Redis otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from minoots_project.logconfig import redact
+
+NAMES = ("web", "worker", "beat")
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    reader: threading.Thread | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+class Output:
+    """Serialises the children's lines onto our stdout, each marked with the child's name."""
+
+    def __init__(self, *, json_mode: bool, stream: IO[str] | None = None) -> None:
+        self.json_mode = json_mode
+        self.stream = stream or sys.stdout
+        self.width = max(len(n) for n in (*NAMES, "runall"))
+        self.lock = threading.Lock()
+
+    def format(self, name: str, line: str) -> str:
+        line = redact(line.rstrip("\r\n"))
+        if not self.json_mode:
+            return f"{name:<{self.width}} | {line}"
+        obj: Any = None
+        if line.startswith("{"):
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                obj = None
+        if isinstance(obj, dict):
+            return json.dumps({"service": name, **obj})
+        # Not a log record (a banner, a print, a crash dump): still one JSON object per line.
+        return json.dumps({"service": name, "message": line})
+
+    def write(self, name: str, line: str) -> None:
+        text = self.format(name, line)
+        with self.lock:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def pump(self, name: str, pipe: IO[bytes]) -> None:
+        for raw in iter(pipe.readline, b""):
+            self.write(name, raw.decode("utf-8", errors="replace"))
+        pipe.close()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if the supervisor itself is killed (Linux)."""
+    try:
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except Exception:  # noqa: S110 - best effort, not available off Linux
+        pass
+
+
+def commands(*, python: str, data_dir: Path, log_level: str, concurrency: int) -> dict[str, list[str]]:
+    """The three children's command lines (also documented in README and compose.yaml)."""
+    celery = [python, "-m", "celery", "-A", "minoots_project"]
+    return {
+        "web": [python, "-m", "gunicorn", "-c", "python:minoots_project.gunicorn_conf", "minoots_project.wsgi"],
+        "worker": [
+            *celery, "worker", "-Q", "timers,actions",
+            # Actions wait on the network: threads, not processes.
+            "--pool", "threads", "--concurrency", str(concurrency),
+            "--loglevel", log_level,
+            # No worker-to-worker chatter: MINOOTS needs none, and on the filesystem broker each
+            # restart would leave a dead fan-out queue that keeps receiving heartbeats.
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+        ],
+        "beat": [*celery, "beat", "--loglevel", log_level, "--schedule", str(data_dir / "celerybeat-schedule")],
+    }
+
+
+class Supervisor:
+    def __init__(self, children: Sequence[Child], *, output: Output, env: dict[str, str], cwd: Path, grace: float):
+        self.children = list(children)
+        self.output = output
+        self.env = env
+        self.cwd = cwd
+        self.grace = grace
+        self.stop_requested: int | None = None
+        self.force = False
+
+    def say(self, message: str) -> None:
+        self.output.write("runall", message)
+
+    def start(self) -> None:
+        for child in self.children:
+            child.proc = subprocess.Popen(
+                child.argv,
+                cwd=self.cwd,
+                env={**self.env, **child.extra_env},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                process_group=0,  # own group: we decide when it gets a signal, and we reach its children
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads run yet
+            )
+        for child in self.children:
+            assert child.proc is not None and child.proc.stdout is not None
+            child.reader = threading.Thread(
+                target=self.output.pump, args=(child.name, child.proc.stdout), name=f"pump-{child.name}", daemon=True
+            )
+            child.reader.start()
+            self.say(f"started {child.name} (pid {child.proc.pid}): {' '.join(child.argv[1:])}")
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self.stop_requested is not None:
+            self.force = True  # a second Ctrl-C: do not wait for the grace period
+        self.stop_requested = signum
+
+    def run(self) -> int:
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        self.start()
+        failed: Child | None = None
+        while self.stop_requested is None and failed is None:
+            for child in self.children:
+                assert child.proc is not None
+                if child.proc.poll() is not None:
+                    failed = child
+                    break
+            else:
+                time.sleep(0.1)
+        if failed is not None:
+            assert failed.proc is not None
+            self.say(f"{failed.name} exited unexpectedly with code {failed.proc.returncode}; stopping everything")
+        else:
+            self.say(f"got {signal.Signals(self.stop_requested or signal.SIGTERM).name}; stopping everything")
+        self.stop()
+        return 1 if failed is not None else 0
+
+    def _signal_group(self, child: Child, sig: int) -> None:
+        assert child.proc is not None
+        try:
+            os.killpg(child.proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def stop(self) -> None:
+        for child in self.children:
+            if child.proc is not None and child.proc.poll() is None:
+                self._signal_group(child, signal.SIGTERM)
+        deadline = time.monotonic() + self.grace
+        while time.monotonic() < deadline and not self.force:
+            if all(c.proc is None or c.proc.poll() is not None for c in self.children):
+                break
+            time.sleep(0.1)
+        for child in self.children:
+            if child.proc is None:
+                continue
+            if child.proc.poll() is None:
+                self.say(f"{child.name} still running after {self.grace:g}s; killing it")
+            # Also reaches grandchildren that outlived their leader (gunicorn workers).
+            self._signal_group(child, signal.SIGKILL)
+            child.proc.wait()
+        for child in self.children:
+            if child.reader is not None:
+                child.reader.join(timeout=2)
+        summary = ", ".join(f"{c.name}={c.proc.returncode}" for c in self.children if c.proc is not None)
+        self.say(f"stopped ({summary})")
+
+
+def _prepare_metrics_dir(data_dir: Path) -> str:
+    path = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or data_dir / "prometheus")
+    # Samples of a previous run belong to dead processes: start from zero.
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "minoots_project.settings")
+    # Reading the settings also loads .env into os.environ, which the children inherit.
+    from django.conf import settings
+
+    data_dir = Path(settings.DATA_DIR)
+    base_dir = Path(settings.BASE_DIR)
+    output = Output(json_mode=settings.LOG_FORMAT == "json")
+    env = dict(os.environ)
+    env["PROMETHEUS_MULTIPROC_DIR"] = _prepare_metrics_dir(data_dir)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("PORT", "8000")
+
+    mode = "embedded (SQLite + filesystem broker)" if settings.EMBEDDED_DATABASE else "external database"
+    output.write("runall", f"data directory {data_dir}; {mode}; web on http://127.0.0.1:{env['PORT']}/")
+
+    collect = subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
+        cwd=base_dir, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
+    )
+    for line in (collect.stdout + collect.stderr).splitlines():
+        output.write("runall", line)
+    if collect.returncode != 0:
+        output.write("runall", f"collectstatic failed with code {collect.returncode}")
+        return 1
+
+    argvs = commands(
+        python=sys.executable,
+        data_dir=data_dir,
+        log_level=settings.LOG_LEVEL,
+        concurrency=int(os.environ.get("CELERY_WORKER_CONCURRENCY", "16")),
+    )
+    children = [Child(name, argvs[name]) for name in NAMES]
+    grace = float(os.environ.get("MINOOTS_SHUTDOWN_GRACE", "30"))
+    return Supervisor(children, output=output, env=env, cwd=base_dir, grace=grace).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
