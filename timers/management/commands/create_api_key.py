@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.validators import validate_slug
 
 from timers import keys
-from timers.models import Role
+from timers.models import ApiKey, Role, Tenant
 
 
 class Command(BaseCommand):
@@ -22,15 +24,19 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from django.core.validators import validate_slug
-        from django.core.exceptions import ValidationError
-
+        tenant_id, name = options["tenant"], options["name"]
         try:
-            validate_slug(options["tenant"])
+            validate_slug(tenant_id)
         except ValidationError as exc:
-            raise CommandError(f"tenant must be a slug (letters, digits, '-' or '_'): {options['tenant']!r}") from exc
-        tenant, created = keys.tenant_get_or_create(tenant_id=options["tenant"])
-        key, raw = keys.api_key_create(tenant=tenant, name=options["name"], roles=options["roles"])
+            raise CommandError(f"tenant must be a slug (letters, digits, '-' or '_'): {tenant_id!r}") from exc
+        max_tenant = Tenant._meta.get_field("id").max_length
+        if len(tenant_id) > max_tenant:
+            raise CommandError(f"tenant must be at most {max_tenant} characters: {tenant_id!r}")
+        max_name = ApiKey._meta.get_field("name").max_length
+        if len(name) > max_name:
+            raise CommandError(f"--name must be at most {max_name} characters")
+        tenant, created = keys.tenant_get_or_create(tenant_id=tenant_id)
+        key, raw = keys.api_key_create(tenant=tenant, name=name, roles=options["roles"])
         if created:
             self.stderr.write(f"Created tenant '{tenant.id}'.")
         self.stderr.write(f"API key {key.prefix} for tenant '{tenant.id}' with roles {', '.join(key.roles)}; it is shown only now:")

@@ -1,0 +1,129 @@
+"""One error shape, ``{"message", "details"}``, for every error under /api/; schema and docs pages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+from django.test import Client
+from rest_framework.test import APIClient
+
+from tests.timers.conftest import CreateTimer, MakeClient
+from timers import services
+from timers.models import Tenant, Timer
+
+
+def _assert_shape(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.content
+    assert response["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert {"message", "details"} <= set(body)
+    assert isinstance(body["message"], str) and body["message"]
+    return body
+
+
+def test_400_has_the_error_shape(client: APIClient) -> None:
+    _assert_shape(client.post("/api/timers", {"name": "x"}, format="json"), 400)
+
+
+def test_401_has_the_error_shape(anon_client: APIClient) -> None:
+    _assert_shape(anon_client.get("/api/timers"), 401)
+
+
+def test_403_has_the_error_shape(make_client: MakeClient) -> None:
+    _assert_shape(make_client(roles=["timer.read"]).post("/api/timers", {}, format="json"), 403)
+
+
+def test_404_of_an_unknown_timer_has_the_error_shape(client: APIClient) -> None:
+    _assert_shape(client.get("/api/timers/5b0c1f6e-53a1-4b8e-9d51-52b8d0e3c5a1"), 404)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/nothing-here", "/api/timers/not-a-uuid", "/api/timers/", "/api/", "/api/timers/5b0c1f6e-53a1-4b8e-9d51-52b8d0e3c5a1/x"],
+)
+def test_unknown_api_url_is_a_json_404(client: APIClient, path: str) -> None:
+    body = _assert_shape(client.get(path), 404)
+    assert body["message"] == "Not found"
+
+
+def test_unknown_api_url_is_a_json_404_even_without_credentials(anon_client: APIClient) -> None:
+    _assert_shape(anon_client.post("/api/nothing-here", {}, format="json"), 404)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("delete", "/api/timers"), ("put", "/api/timers"), ("delete", "/api/timers/{id}"), ("post", "/api/timers/{id}/events")],
+)
+def test_405_has_the_error_shape(client: APIClient, create_timer: CreateTimer, method: str, path: str) -> None:
+    timer = create_timer()
+    response = getattr(client, method)(path.format(id=timer["id"]), {}, format="json")
+    body = _assert_shape(response, 405)
+    assert method.upper() in body["message"]
+
+
+def test_409_has_the_error_shape(client: APIClient, create_timer: CreateTimer) -> None:
+    timer = create_timer()
+    Timer.objects.filter(pk=timer["id"]).update(status="fired")
+    _assert_shape(client.post(f"/api/timers/{timer['id']}/cancel", {}, format="json"), 409)
+
+
+def test_429_has_the_error_shape_with_the_limit_type(client: APIClient, tenant: Tenant) -> None:
+    tenant.max_active_timers = 0
+    tenant.save()
+    body = _assert_shape(client.post("/api/timers", {"name": "x", "duration": "5m"}, format="json"), 429)
+    assert body["limitType"] == "burst"
+
+
+def test_unexpected_error_is_a_json_500_not_an_html_page(
+    client: APIClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def explode(**kwargs: Any) -> Any:
+        raise RuntimeError("database on fire")
+
+    monkeypatch.setattr(services, "timer_create", explode)
+    response = client.post("/api/timers", {"name": "x", "duration": "5m"}, format="json")
+    body = _assert_shape(response, 500)
+    assert body["message"] == "Internal server error"
+    assert "database on fire" not in response.content.decode()
+
+
+def test_unexpected_error_is_json_for_a_browser_too(client: APIClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(services, "timer_create", lambda **kwargs: 1 / 0)
+    response = client.post("/api/timers", {"name": "x", "duration": "5m"}, format="json", HTTP_ACCEPT="text/html")
+    _assert_shape(response, 500)
+
+
+def test_errors_outside_the_api_are_left_to_django(db: Any) -> None:
+    response = Client().get("/admin/")
+    assert response.status_code == 302
+
+
+def test_openapi_schema_describes_every_timer_endpoint(anon_client: APIClient, db: Any) -> None:
+    response = anon_client.get("/api/schema/")
+    assert response.status_code == 200
+    schema = yaml.safe_load(response.content)
+    assert schema["openapi"].startswith("3.")
+    paths = schema["paths"]
+    assert {"get", "post"} <= set(paths["/api/timers"])
+    assert "get" in paths["/api/timers/{timer_id}"]
+    assert "post" in paths["/api/timers/{timer_id}/cancel"]
+    assert "get" in paths["/api/timers/{timer_id}/events"]
+    list_params = {p["name"] for p in paths["/api/timers"]["get"]["parameters"]}
+    assert {"status", "name", "label", "fireAfter", "fireBefore", "cursor", "limit"} <= list_params
+    create_fields = set(schema["components"]["schemas"]["TimerCreateInput"]["properties"])
+    assert {"name", "duration", "fireAt", "metadata", "labels", "actionBundle", "agentBinding"} <= create_fields
+
+
+def test_openapi_schema_is_available_as_json(anon_client: APIClient, db: Any) -> None:
+    response = anon_client.get("/api/schema/?format=json")
+    assert response.status_code == 200
+    assert response.json()["info"]["title"] == "MINOOTS API"
+
+
+def test_interactive_docs_page_loads_the_schema(anon_client: APIClient, db: Any) -> None:
+    response = anon_client.get("/api/docs/")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/html")
+    assert b"/api/schema/" in response.content
