@@ -58,6 +58,9 @@ class ActionRun(models.Model):
             models.CheckConstraint(
                 condition=Q(status__in=[s.value for s in RunStatus]), name="actionrun_status_valid"
             ),
+            # Action ids are unique within a bundle, escalations included: this makes creating
+            # an escalation run idempotent.
+            models.UniqueConstraint(fields=["timer", "action_id"], name="actionrun_timer_action_unique"),
         ]
 
     def __str__(self) -> str:

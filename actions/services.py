@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from actions.bundle import BundleError, parse_bundle
@@ -25,25 +25,33 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_MARKER_PREFIX = "run:"
+
 
 def runs_create_for_fired(*, timers: Sequence[ClaimedTimer]) -> list[UUID]:
     """Create one pending run per top-level action; return the runs to publish now (the first
-    ``concurrency`` of each timer; the rest follow as earlier ones finish)."""
-    now = timezone.now()
+    ``concurrency`` of each timer; the rest follow as earlier ones finish).
+
+    The first attempts are due at the timer's ``fired_at`` (database clock), so the run claim,
+    which compares with the database ``now()``, never finds them early.
+    """
+    from timers.services import timer_finish
+
     runs: list[ActionRun] = []
     to_publish: list[UUID] = []
     for claimed in timers:
         try:
             bundle = parse_bundle(claimed.action_bundle)
-        except BundleError:  # validated at create time; a stored bundle cannot be invalid
-            log.exception("stored action bundle invalid", extra={"timer_id": str(claimed.id)})
+        except BundleError as exc:  # validated at create time; only a hand-edited row gets here
+            log.error("stored action bundle invalid: %s", exc, extra={"timer_id": str(claimed.id)})
+            timer_finish(timer_id=claimed.id, failed_actions=[f"(invalid actionBundle: {exc})"])
             continue
         for position, spec in enumerate(bundle.actions):
             startable = position < bundle.concurrency
             # Runs beyond the concurrency limit wait with no next_attempt_at until a slot frees.
             run = ActionRun(
                 timer_id=claimed.id, action_id=spec.id, kind=spec.kind, parameters=spec.parameters,
-                position=position, next_attempt_at=now if startable else None,
+                position=position, next_attempt_at=claimed.fired_at if startable else None,
             )
             runs.append(run)
             if startable:
@@ -52,34 +60,76 @@ def runs_create_for_fired(*, timers: Sequence[ClaimedTimer]) -> list[UUID]:
     return to_publish
 
 
+def _marker(run_id: UUID | str) -> str:
+    return f"{_MARKER_PREFIX}{run_id}"
+
+
 def runs_publish(run_ids: Sequence[UUID], *, eta: datetime | None = None) -> int:
-    """Publish ``run_action`` for each run. Never raises: the reconciler recovers what is lost."""
+    """Publish ``run_action`` for each run. Never raises: the reconciler recovers what is lost.
+
+    Each published run gets a marker in the cache (Redis in production) until a worker claims
+    it, so the reconciler does not re-publish runs that merely wait in a busy queue. Markers
+    and messages live in the same Redis: when Redis loses the messages it loses the markers.
+    """
     from actions.tasks import run_action
 
-    published = 0
+    now = timezone.now()
+    if eta is not None and eta <= now:
+        eta = None
+    published: list[UUID] = []
     for run_id in run_ids:
         try:
             run_action.apply_async(args=[str(run_id)], eta=eta)
-            published += 1
+            published.append(run_id)
         except Exception:
             log.error("could not publish action run; the reconciler will recover it", exc_info=True)
             break
-    return published
+    if published:
+        wait = (eta - now).total_seconds() if eta is not None else 0.0
+        ttl = int(wait + settings.MINOOTS_ACTION_LEASE.total_seconds())
+        try:
+            cache.set_many({_marker(run_id): 1 for run_id in published}, timeout=ttl)
+        except Exception:
+            log.warning("action run marker cache unavailable", exc_info=True)
+    return len(published)
+
+
+def runs_forget_published(run_ids: Sequence[UUID]) -> None:
+    """Drop the markers of claimed runs: their message has been consumed."""
+    try:
+        cache.delete_many([_marker(run_id) for run_id in run_ids])
+    except Exception:
+        log.warning("action run marker cache unavailable", exc_info=True)
 
 
 def runs_recover(*, now: datetime, limit: int) -> int:
-    """Re-publish runs whose message was lost: pending and due for longer than the repair
-    grace, or running past their lease (the worker died). The run's claim makes duplicates
-    harmless."""
+    """Re-publish runs whose message was lost; return how many.
+
+    - ``pending`` runs due for longer than the repair grace with no publish marker: their
+      message was lost, or never existed (a retry scheduled beyond the arm horizon).
+    - ``running`` runs past their lease: the worker died mid-attempt.
+
+    Runs waiting for a concurrency slot (``next_attempt_at`` NULL) are never published here:
+    the run that frees the slot starts them. The run's claim makes duplicates harmless.
+    """
     grace = settings.MINOOTS_REPAIR_GRACE
-    stale = list(
-        ActionRun.objects.filter(
-            Q(status=RunStatus.PENDING, next_attempt_at__lt=now - grace)
-            | Q(status=RunStatus.RUNNING, lease_expires_at__lt=now)
-        )
+    overdue = list(
+        ActionRun.objects.filter(status=RunStatus.PENDING, next_attempt_at__isnull=False, next_attempt_at__lt=now - grace)
         .order_by("next_attempt_at")
         .values_list("id", flat=True)[:limit]
     )
-    if stale:
-        transaction.on_commit(lambda: runs_publish(stale))
-    return len(stale)
+    lost = list(
+        ActionRun.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now)
+        .order_by("lease_expires_at")
+        .values_list("id", flat=True)[: max(0, limit - len(overdue))]
+    )
+    candidates = overdue + lost
+    if candidates:
+        try:
+            marked = cache.get_many([_marker(run_id) for run_id in candidates])
+        except Exception:
+            marked = {}
+        candidates = [run_id for run_id in candidates if _marker(run_id) not in marked]
+    if candidates:
+        transaction.on_commit(lambda: runs_publish(candidates))
+    return len(candidates)

@@ -26,6 +26,23 @@ class TenantAdmin(admin.ModelAdmin):
     list_display = ["id", "name", "max_active_timers", "max_creates_per_day", "created_at"]
     search_fields = ["id", "name"]
     readonly_fields = ["webhook_secret_rotated_at", "created_at"]
+    actions = ["rotate_webhook_secret"]
+
+    @admin.action(description="Rotate the webhook signing secret (the previous one stays valid 24 h)")
+    def rotate_webhook_secret(self, request: HttpRequest, queryset: Any) -> None:
+        from django.contrib import messages
+
+        from actions.secrets import tenant_webhook_secret_rotate
+
+        for tenant_id in queryset.values_list("pk", flat=True):
+            secret = tenant_webhook_secret_rotate(tenant_id=tenant_id)
+            # Shown once, to the staff member who rotated it: receivers need it to verify.
+            self.message_user(
+                request,
+                f"Tenant '{tenant_id}': new webhook secret {secret} (webhooks are signed with both the new "
+                "and the previous secret for 24 hours).",
+                messages.SUCCESS,
+            )
 
 
 @admin.register(ApiKey)

@@ -26,8 +26,4 @@ def load_runners() -> None:
     import importlib
 
     for module in ("webhook", "command", "file"):
-        try:
-            importlib.import_module(f"actions.runners.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"actions.runners.{module}":
-                raise
+        importlib.import_module(f"actions.runners.{module}")

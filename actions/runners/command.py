@@ -1,0 +1,190 @@
+"""``command``: run an allow-listed executable, never through a shell.
+
+Off unless ``MINOOTS_COMMAND_ALLOWLIST`` lists the executable's absolute path. ``argv[0]`` is
+either one of those paths or the bare name of one of them (``echo`` for ``/bin/echo``); the
+listed path is what runs, never a PATH lookup. The process gets its own session (hence its
+own process group), a minimal environment, and on timeout the whole group is killed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from typing import IO, Any
+
+from django.conf import settings
+
+from actions.runners import register
+from actions.runners.base import ActionContext, ActionError, ActionResult, ParameterError, Runner
+
+DEFAULT_TIMEOUT_MS = 60_000
+# Stays below the Celery soft time limit (300 s) and the default action lease (5 min).
+MAX_TIMEOUT_MS = 240_000
+OUTPUT_CAP = 64 * 1024
+MAX_ARGS = 256
+MAX_ARG_LENGTH = 32 * 1024
+MAX_ENV = 100
+BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+RESERVED_ENV = frozenset({"MINOOTS_TIMER_ID", "MINOOTS_TENANT_ID"})
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def allowed_executable(name: str) -> str | None:
+    """The allow-listed absolute path ``name`` designates, or None.
+
+    An absolute ``name`` must be listed as such (after normalising ``//`` and ``.``); a bare
+    name matches a listed path with that base name. Relative paths with a '/' never match.
+    """
+    allowlist = [os.path.normpath(p) for p in settings.MINOOTS_COMMAND_ALLOWLIST if os.path.isabs(p)]
+    if os.path.isabs(name):
+        wanted = os.path.normpath(name)
+        return wanted if wanted in allowlist else None
+    if "/" in name:
+        return None
+    return next((p for p in allowlist if os.path.basename(p) == name), None)
+
+
+class _CappedReader(threading.Thread):
+    """Drains a pipe so the child never blocks on a full pipe; keeps the first OUTPUT_CAP bytes."""
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        super().__init__(daemon=True)
+        self.pipe = pipe
+        self.data = bytearray()
+        self.truncated = False
+
+    def run(self) -> None:
+        try:
+            while chunk := self.pipe.read1(65536):  # type: ignore[attr-defined]
+                room = OUTPUT_CAP - len(self.data)
+                if len(chunk) > room:
+                    self.truncated = True
+                self.data += chunk[: max(room, 0)]
+        except (OSError, ValueError):
+            pass
+
+    def text(self) -> str:
+        return self.data.decode("utf-8", errors="replace") + ("\n[truncated]" if self.truncated else "")
+
+
+def _wait_unreaped(pid: int, timeout: float) -> bool:
+    """Wait for ``pid`` to exit without reaping it; True if it exited in time.
+
+    Left as a zombie, the child keeps its process group id reserved, so the killpg that
+    follows cannot hit an unrelated group that reused the number.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while True:
+        if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        time.sleep(min(delay, remaining, 0.05))
+        delay *= 2
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class CommandRunner(Runner):
+    kind = "command"
+
+    def validate(self, parameters: dict[str, Any], *, tenant_id: str) -> dict[str, Any]:
+        unknown = sorted(set(parameters) - {"argv", "cwd", "env", "timeoutMs"})
+        if unknown:
+            raise ParameterError(unknown[0], "unknown parameter; allowed: argv, cwd, env, timeoutMs")
+        if not settings.MINOOTS_COMMAND_ALLOWLIST:
+            raise ParameterError("argv", "command actions are disabled (MINOOTS_COMMAND_ALLOWLIST is empty)")
+        argv = parameters.get("argv")
+        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+            raise ParameterError("argv", "must be a non-empty list of strings")
+        if len(argv) > MAX_ARGS or any(len(a) > MAX_ARG_LENGTH or "\x00" in a for a in argv):
+            raise ParameterError("argv", f"at most {MAX_ARGS} arguments of {MAX_ARG_LENGTH} characters, no NUL bytes")
+        executable = allowed_executable(argv[0])
+        if executable is None:
+            raise ParameterError("argv", f"'{argv[0][:200]}' is not in MINOOTS_COMMAND_ALLOWLIST")
+        cwd = parameters.get("cwd")
+        if cwd is not None and (not isinstance(cwd, str) or not os.path.isabs(cwd) or "\x00" in cwd):
+            raise ParameterError("cwd", "must be an absolute directory path")
+        env = parameters.get("env") or {}
+        if not isinstance(env, dict) or len(env) > MAX_ENV:
+            raise ParameterError("env", f"must be an object of at most {MAX_ENV} names to string values")
+        for name, value in env.items():
+            if not _ENV_NAME.match(name):
+                raise ParameterError("env", f"'{name[:40]}' is not a valid variable name")
+            if name in RESERVED_ENV:
+                raise ParameterError("env", f"'{name}' is set by MINOOTS")
+            if not isinstance(value, str) or "\x00" in value:
+                raise ParameterError("env", f"'{name}' must have a string value")
+        timeout_ms = parameters.get("timeoutMs", DEFAULT_TIMEOUT_MS)
+        if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or not 1 <= timeout_ms <= MAX_TIMEOUT_MS:
+            raise ParameterError("timeoutMs", f"must be an integer between 1 and {MAX_TIMEOUT_MS}")
+        return {"argv": list(argv), "executable": executable, "cwd": cwd, "env": dict(env), "timeoutMs": timeout_ms}
+
+    def run(self, parameters: dict[str, Any], context: ActionContext) -> ActionResult:
+        try:
+            params = self.validate(parameters, tenant_id=context.tenant_id)
+        except ParameterError as exc:
+            # A command taken off the allow-list after creation stays refused for good.
+            raise ActionError(str(exc), permanent=True) from exc
+        executable: str = params["executable"]
+        if not (os.path.isfile(executable) and os.access(executable, os.X_OK)):
+            raise ActionError(f"{executable} is allow-listed but not an executable file", permanent=True)
+        with tempfile.TemporaryDirectory(prefix="minoots-cmd-") as scratch:
+            cwd = params["cwd"] or scratch
+            if not os.path.isdir(cwd):
+                raise ActionError(f"cwd '{cwd}' is not a directory", permanent=True)
+            env = {**BASE_ENV, "HOME": scratch, **params["env"],
+                   "MINOOTS_TIMER_ID": context.timer_id, "MINOOTS_TENANT_ID": context.tenant_id}
+            return self._execute([executable, *params["argv"][1:]], cwd, env, params["timeoutMs"])
+
+    @staticmethod
+    def _execute(args: list[str], cwd: str, env: dict[str, str], timeout_ms: int) -> ActionResult:
+        try:
+            proc = subprocess.Popen(
+                args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, start_new_session=True, close_fds=True, shell=False,
+            )
+        except OSError as exc:
+            raise ActionError(f"could not start {args[0]}: {exc}", permanent=True) from exc
+        assert proc.stdout is not None and proc.stderr is not None
+        readers = [_CappedReader(proc.stdout), _CappedReader(proc.stderr)]
+        for reader in readers:
+            reader.start()
+        timed_out = True
+        try:
+            timed_out = not _wait_unreaped(proc.pid, timeout_ms / 1000)
+        finally:
+            # The child is its session's leader: its pid is the group id. Killing the group
+            # also ends whatever it left running in the background (which would hold our pipes).
+            _kill_group(proc.pid)
+            proc.wait()
+            for reader in readers:
+                reader.join(timeout=5)
+            proc.stdout.close()
+            proc.stderr.close()
+        stdout, stderr = readers[0].text(), readers[1].text()
+        output = stdout if not stderr else f"{stdout}\n--- stderr ---\n{stderr}" if stdout else f"--- stderr ---\n{stderr}"
+        if timed_out:
+            raise ActionError(
+                f"timed out after {timeout_ms} ms; process group killed", permanent=False, output=output
+            )
+        code = proc.returncode
+        if code != 0:
+            reason = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+            raise ActionError(reason, permanent=False, exit_code=code, output=output)
+        return ActionResult(summary="exit 0", exit_code=0, output=output)
+
+
+register(CommandRunner())

@@ -1,0 +1,309 @@
+"""``webhook``: one signed HTTP request per attempt.
+
+Safety, in order: http(s) only; the host is resolved once and every address it resolves to
+must be public (unless ``MINOOTS_WEBHOOK_ALLOW_PRIVATE``); the connection then goes to the
+address that was checked, so a DNS answer that changes between check and connect (DNS
+rebinding) cannot redirect it. Redirects are never followed, the response is read up to
+64 KiB, and proxies from the environment are ignored.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import socket
+import time
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from django.conf import settings
+from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
+from standardwebhooks import Webhook
+from urllib3 import HTTPConnectionPool
+
+from actions.runners import register
+from actions.runners.base import ActionContext, ActionError, ActionResult, ParameterError, Runner
+from actions.secrets import webhook_secrets_in_force
+
+METHODS = ("POST", "PUT", "PATCH", "GET", "DELETE")
+BODY_METHODS = ("POST", "PUT", "PATCH")
+MAX_TIMEOUT_MS = 120_000
+RESPONSE_CAP = 64 * 1024
+MAX_HEADERS = 50
+MAX_BODY_BYTES = 1024 * 1024
+TRANSIENT_STATUSES = frozenset({408, 425, 429})
+# Headers MINOOTS sets itself; a caller may not override them.
+RESERVED_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "webhook-id", "webhook-timestamp",
+     "webhook-signature", "x-minoots-timer-id", "x-minoots-tenant-id"}
+)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
+_LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain")
+
+# Certificate authorities used to verify HTTPS targets: True means requests' bundle (certifi).
+# Tests point this at their own CA.
+CA_BUNDLE: bool | str = True
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def address_refusal(ip: IPAddress) -> str | None:
+    """Why ``ip`` is not a public address (e.g. 'loopback'), or None if it is one."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    for attribute in ("is_loopback", "is_link_local", "is_multicast", "is_private", "is_reserved", "is_unspecified"):
+        if getattr(ip, attribute):
+            return attribute.removeprefix("is_").replace("_", "-")
+    if not ip.is_global:
+        return "non-public"
+    return None
+
+
+def resolve(host: str, port: int) -> list[IPAddress]:
+    """Every address ``host`` resolves to (an IP literal resolves to itself)."""
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        pass
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    seen: dict[str, IPAddress] = {}
+    for _family, _type, _proto, _canon, sockaddr in infos:
+        address = str(sockaddr[0]).split("%", 1)[0]
+        seen.setdefault(address, ipaddress.ip_address(address))
+    return list(seen.values())
+
+
+def refused_addresses(addresses: list[IPAddress]) -> str | None:
+    """A message naming the first non-public address, or None when all are public."""
+    for ip in addresses:
+        reason = address_refusal(ip)
+        if reason is not None:
+            return (
+                f"resolves to {ip}, a {reason} address; private targets are refused "
+                "unless MINOOTS_WEBHOOK_ALLOW_PRIVATE=true"
+            )
+    return None
+
+
+class PinnedAddressAdapter(HTTPAdapter):
+    """Connects to one pre-checked IP address whatever the URL's host resolves to now.
+
+    The URL keeps its hostname, so the Host header is right; for HTTPS the hostname is
+    passed as TLS SNI and as the name the certificate must match.
+    """
+
+    def __init__(self, address: IPAddress) -> None:
+        self._address = str(address)
+        super().__init__(max_retries=0)
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
+        # The pool's host is the IP; without this, http.client would send it as the Host.
+        request.headers.setdefault("Host", urlsplit(request.url or "").netloc.rpartition("@")[2])
+        return super().send(request, *args, **kwargs)
+
+    def get_connection_with_tls_context(
+        self, request: requests.PreparedRequest, verify: Any, proxies: Any = None, cert: Any = None
+    ) -> HTTPConnectionPool:
+        host_params, pool_kwargs = self.build_connection_pool_key_attributes(request, verify, cert)
+        hostname = host_params["host"]
+        if host_params["scheme"] == "https":
+            pool_kwargs["server_hostname"] = hostname
+            pool_kwargs["assert_hostname"] = hostname
+        host_params["host"] = self._address
+        return self.poolmanager.connection_from_host(**host_params, pool_kwargs=pool_kwargs)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP-date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _read_capped(response: requests.Response, deadline: float) -> tuple[bytes, bool]:
+    """Up to RESPONSE_CAP bytes of the body; True if there was more (or time ran out)."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        for chunk in response.iter_content(chunk_size=8192):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > RESPONSE_CAP or time.monotonic() > deadline:
+                return b"".join(chunks)[:RESPONSE_CAP], True
+    except requests.RequestException:
+        return b"".join(chunks)[:RESPONSE_CAP], True
+    return b"".join(chunks), False
+
+
+class WebhookRunner(Runner):
+    kind = "webhook"
+
+    def validate(self, parameters: dict[str, Any], *, tenant_id: str) -> dict[str, Any]:
+        unknown = sorted(set(parameters) - {"url", "method", "headers", "body", "timeoutMs"})
+        if unknown:
+            raise ParameterError(unknown[0], "unknown parameter; allowed: url, method, headers, body, timeoutMs")
+        url = parameters.get("url")
+        if not isinstance(url, str) or not url:
+            raise ParameterError("url", "is required (an http or https URL)")
+        if len(url) > 2048:
+            raise ParameterError("url", "must be at most 2048 characters")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise ParameterError("url", f"must be an http or https URL, not '{parts.scheme or url}'")
+        host = parts.hostname
+        if not host:
+            raise ParameterError("url", "has no host")
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as exc:
+            raise ParameterError("url", f"has an invalid port: {exc}") from exc
+        if not settings.MINOOTS_WEBHOOK_ALLOW_PRIVATE:
+            self._check_public_host(host, port)
+        method = parameters.get("method", "POST")
+        if not isinstance(method, str) or method.upper() not in METHODS:
+            raise ParameterError("method", f"must be one of {', '.join(METHODS)}")
+        headers = parameters.get("headers") or {}
+        if not isinstance(headers, dict):
+            raise ParameterError("headers", "must be an object of header names to string values")
+        if len(headers) > MAX_HEADERS:
+            raise ParameterError("headers", f"at most {MAX_HEADERS} headers")
+        for name, value in headers.items():
+            if not _HEADER_NAME.match(name):
+                raise ParameterError("headers", f"'{name[:40]}' is not a valid header name")
+            if name.lower() in RESERVED_HEADERS:
+                raise ParameterError("headers", f"'{name}' is set by MINOOTS and cannot be overridden")
+            if not isinstance(value, str) or "\r" in value or "\n" in value:
+                raise ParameterError("headers", f"'{name}' must have a single-line string value")
+        timeout_ms = parameters.get("timeoutMs", settings.ACTION_WEBHOOK_TIMEOUT_MS)
+        if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or not 1 <= timeout_ms <= MAX_TIMEOUT_MS:
+            raise ParameterError("timeoutMs", f"must be an integer between 1 and {MAX_TIMEOUT_MS}")
+        normalised: dict[str, Any] = {
+            "url": url, "method": method.upper(), "headers": dict(headers), "timeoutMs": timeout_ms
+        }
+        if "body" in parameters and parameters["body"] is not None:
+            body = parameters["body"]
+            encoded = body if isinstance(body, str) else json.dumps(body, separators=(",", ":"))
+            if len(encoded.encode()) > MAX_BODY_BYTES:
+                raise ParameterError("body", f"must be at most {MAX_BODY_BYTES // 1024} KiB")
+            normalised["body"] = body
+        return normalised
+
+    @staticmethod
+    def _check_public_host(host: str, port: int) -> None:
+        lowered = host.lower().rstrip(".")
+        if lowered == "localhost" or lowered.endswith(_LOCAL_SUFFIXES):
+            raise ParameterError(
+                "url", f"host '{host}' is a local name; private targets are refused unless MINOOTS_WEBHOOK_ALLOW_PRIVATE=true"
+            )
+        try:
+            addresses = resolve(host, port)
+        except OSError:
+            return  # may exist by the time the timer fires; run() checks again
+        refusal = refused_addresses(addresses)
+        if refusal is not None:
+            raise ParameterError("url", f"host '{host}' {refusal}")
+
+    def run(self, parameters: dict[str, Any], context: ActionContext) -> ActionResult:
+        params = self.validate(parameters, tenant_id=context.tenant_id)
+        url: str = params["url"]
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            addresses = resolve(host, port)
+        except OSError as exc:
+            raise ActionError(f"cannot resolve '{host}': {exc}", permanent=False) from exc
+        if not addresses:
+            raise ActionError(f"'{host}' resolves to no address", permanent=False)
+        if not settings.MINOOTS_WEBHOOK_ALLOW_PRIVATE:
+            refusal = refused_addresses(addresses)
+            if refusal is not None:
+                raise ActionError(f"host '{host}' {refusal}", permanent=True)
+
+        method: str = params["method"]
+        headers = CaseInsensitiveDict({"User-Agent": "MINOOTS-Webhook/1"})
+        headers.update(params["headers"])
+        if "body" in params:
+            body = params["body"]
+        elif method in BODY_METHODS:
+            body = {"event": "timer.fired", "timer": context.timer}
+        else:
+            body = None
+        if body is None:
+            payload = ""
+        elif isinstance(body, str):
+            payload = body
+            headers.setdefault("Content-Type", "text/plain; charset=utf-8")
+        else:
+            payload = json.dumps(body, separators=(",", ":"), default=str)
+            headers.setdefault("Content-Type", "application/json")
+        now = datetime.now(UTC)
+        secrets = webhook_secrets_in_force(tenant_id=context.tenant_id)
+        headers.update(
+            {
+                "webhook-id": context.run_id,
+                "webhook-timestamp": str(int(now.timestamp())),
+                "webhook-signature": " ".join(
+                    Webhook(secret).sign(msg_id=context.run_id, timestamp=now, data=payload) for secret in secrets.all()
+                ),
+                "x-minoots-timer-id": context.timer_id,
+                "x-minoots-tenant-id": context.tenant_id,
+            }
+        )
+        timeout = params["timeoutMs"] / 1000
+        deadline = time.monotonic() + timeout
+        session = requests.Session()
+        session.trust_env = False  # no proxies or netrc from the worker's environment
+        adapter = PinnedAddressAdapter(addresses[0])
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        try:
+            with session.request(
+                method, url, data=payload.encode() if payload else None, headers=headers,
+                timeout=(timeout, timeout), allow_redirects=False, stream=True, verify=CA_BUNDLE,
+            ) as response:
+                raw, truncated = _read_capped(response, deadline)
+                status = response.status_code
+                retry_after = _retry_after(response.headers.get("Retry-After"))
+                location = response.headers.get("Location", "")
+        except requests.exceptions.SSLError as exc:
+            raise ActionError(f"TLS error talking to {host}: {exc}", permanent=True) from exc
+        except requests.Timeout as exc:
+            raise ActionError(f"timed out after {params['timeoutMs']} ms", permanent=False) from exc
+        except requests.ConnectionError as exc:
+            raise ActionError(f"connection to {host} failed: {exc}", permanent=False) from exc
+        except requests.RequestException as exc:
+            raise ActionError(f"request failed: {exc}", permanent=True) from exc
+        finally:
+            session.close()
+
+        output = raw.decode("utf-8", errors="replace") + ("\n[truncated]" if truncated else "")
+        if 200 <= status < 300:
+            return ActionResult(summary=f"HTTP {status}", http_status=status, output=output)
+        if 300 <= status < 400:
+            raise ActionError(
+                f"HTTP {status}: redirect to '{location[:200]}' not followed", permanent=True, http_status=status,
+                output=output,
+            )
+        transient = status in TRANSIENT_STATUSES or status >= 500
+        raise ActionError(
+            f"HTTP {status}", permanent=not transient, retry_after=retry_after if transient else None,
+            http_status=status, output=output,
+        )
+
+
+register(WebhookRunner())

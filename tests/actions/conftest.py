@@ -1,0 +1,89 @@
+"""Fixtures for the action tests: a receiver, settings that enable each kind, fired timers."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings as django_settings
+from django.utils import timezone
+
+from tests.actions.support import Receiver, make_tls_files
+from timers import engine
+from timers.models import Tenant, Timer, TimerStatus
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+@pytest.fixture
+def tls_receiver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
+    """An HTTPS receiver whose certificate names secure.example.com, signed by a CA the
+    webhook runner is told to trust."""
+    from actions.runners import webhook
+
+    ca, cert, key = make_tls_files(tmp_path, "secure.example.com")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    monkeypatch.setattr(webhook, "CA_BUNDLE", str(ca))
+    r = Receiver(ssl_context=context)
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+@pytest.fixture
+def allow_private(settings: Any) -> None:
+    """The local receiver is on loopback: allow private targets for the test."""
+    settings.MINOOTS_WEBHOOK_ALLOW_PRIVATE = True
+
+
+@pytest.fixture
+def file_root(settings: Any, tmp_path: Path) -> Path:
+    root = tmp_path / "files"
+    root.mkdir()
+    settings.MINOOTS_FILE_ROOT = str(root)
+    return root
+
+
+@pytest.fixture
+def broker() -> redis.Redis:
+    """The test broker's Redis db (emptied by the autouse cache fixture of tests/conftest.py)."""
+    return redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
+
+
+FireTimer = Callable[..., Timer]
+
+
+@pytest.fixture
+def fire_timer(tenant: Tenant) -> FireTimer:
+    """Store an armed, due timer with ``actions`` and claim it, as the fire step does."""
+
+    def fire(*actions: dict[str, Any], concurrency: int = 1, retry: dict[str, Any] | None = None) -> Timer:
+        now = timezone.now()
+        bundle: dict[str, Any] = {"actions": list(actions), "concurrency": concurrency}
+        bundle["retryPolicy"] = {"maxAttempts": 3, "backoffInitialMs": 10, "backoffMultiplier": 2, **(retry or {})}
+        timer = Timer.objects.create(
+            tenant=tenant, name="t", status=TimerStatus.ARMED, duration_ms=1, created_at=now,
+            fire_at=now - timedelta(milliseconds=1), state_version=2, action_bundle=bundle,
+        )
+        claimed = engine.timers_claim_due(limit=100)
+        assert timer.pk in [c.id for c in claimed]
+        timer.refresh_from_db()
+        return timer
+
+    return fire
+
+

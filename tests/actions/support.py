@@ -1,0 +1,197 @@
+"""Helpers for the action tests: a real HTTP receiver on 127.0.0.1 and a driver that executes
+due runs by calling ``run_execute`` directly (no worker)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import redis
+from django.utils import timezone
+
+from actions.execution import run_execute
+from actions.models import ActionRun, RunStatus
+from timers.models import Timer
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes = b"ok"
+    headers: dict[str, str] = field(default_factory=dict)
+    hang: bool = False  # hold the request until the test ends (to provoke a timeout)
+
+
+class Receiver:
+    """A threaded HTTP server that records every request and answers from a script.
+
+    ``script(path, *replies)`` queues replies for a path; once used up, the path answers 200.
+    """
+
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.requests: list[Received] = []
+        self._scripts: dict[str, list[Reply]] = {}
+        self._lock = threading.Lock()
+        self.release = threading.Event()
+        self.arrived = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                reply = receiver._record(Received(self.command, self.path, dict(self.headers.items()), body))
+                if reply.hang:
+                    receiver.release.wait(30)
+                self.send_response(reply.status)
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(reply.body)))
+                self.end_headers()
+                self.wfile.write(reply.body)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        if ssl_context is not None:
+            self.server.socket = ssl_context.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self.url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        self._thread.start()
+
+    def _record(self, received: Received) -> Reply:
+        with self._lock:
+            self.requests.append(received)
+            script = self._scripts.get(received.path.split("?")[0])
+            reply = script.pop(0) if script else Reply()
+        self.arrived.set()
+        return reply
+
+    def script(self, path: str, *replies: Reply) -> None:
+        with self._lock:
+            self._scripts.setdefault(path, []).extend(replies)
+
+    def at(self, path: str) -> list[Received]:
+        return [r for r in self.requests if r.path.split("?")[0] == path]
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def queued_runs(broker: redis.Redis) -> list[tuple[str, str | None]]:
+    """(run id, eta) of every run_action message waiting in the `actions` queue."""
+    out = []
+    for raw in broker.lrange("actions", 0, -1):
+        headers = json.loads(raw)["headers"]
+        if headers["task"] == "actions.run_action":
+            out.append((json.loads(headers["argsrepr"].replace("'", '"'))[0], headers.get("eta")))
+    return out
+
+
+def due_runs(timer: Timer) -> list[ActionRun]:
+    return list(
+        ActionRun.objects.filter(timer=timer, status=RunStatus.PENDING, next_attempt_at__isnull=False).order_by(
+            "next_attempt_at", "escalation_level", "position"
+        )
+    )
+
+
+def execute_next(timer: Timer) -> ActionRun | None:
+    """Execute the earliest scheduled run of ``timer`` as if its backoff had elapsed."""
+    runs = due_runs(timer)
+    if not runs:
+        return None
+    run = runs[0]
+    # Travel in time instead of sleeping through the backoff.
+    ActionRun.objects.filter(pk=run.pk).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+    assert run_execute(run_id=run.pk) is True
+    run.refresh_from_db()
+    return run
+
+
+def drive(timer: Timer, *, max_steps: int = 50) -> Timer:
+    """Execute scheduled runs until none is left; return the refreshed timer."""
+    for _ in range(max_steps):
+        if execute_next(timer) is None:
+            break
+    else:
+        raise AssertionError("runs still scheduled after max_steps executions")
+    timer.refresh_from_db()
+    return timer
+
+
+def webhook(action_id: str, url: str, **parameters: Any) -> dict[str, Any]:
+    return {"id": action_id, "kind": "webhook", "parameters": {"url": url, **parameters}}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_tls_files(directory: Path, hostname: str) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for ``hostname``: (ca.pem, cert.pem, key.pem)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.now(UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "MINOOTS test CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return paths

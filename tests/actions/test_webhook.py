@@ -1,0 +1,320 @@
+"""The webhook runner against a real HTTP receiver, through ``run_execute``."""
+
+from __future__ import annotations
+
+import socket
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+from standardwebhooks import Webhook, WebhookVerificationError
+
+from actions.models import ActionRun, AttemptOutcome, RunStatus
+from actions.runners import ParameterError, get_runner
+from tests.actions.conftest import FireTimer
+from tests.actions.support import Receiver, Reply, drive, execute_next, webhook
+from timers.models import Tenant, TimerEvent, TimerStatus
+
+pytestmark = pytest.mark.django_db
+
+
+def attempts_of(run: ActionRun) -> list[tuple[str, int | None]]:
+    return [(a.outcome, a.http_status) for a in run.attempt_records.order_by("number")]
+
+
+def test_delivered_webhook_verifies_with_the_tenant_secret_and_carries_the_timer(
+    tenant: Tenant, receiver: Receiver, allow_private: None, fire_timer: FireTimer
+) -> None:
+    timer = fire_timer(webhook("notify", f"{receiver.url}/hook", headers={"X-Custom": "yes"}))
+
+    timer = drive(timer)
+
+    [request] = receiver.at("/hook")
+    payload = Webhook(tenant.webhook_secret).verify(request.body, request.headers)
+    assert payload["event"] == "timer.fired"
+    assert payload["timer"]["id"] == str(timer.pk)
+    assert payload["timer"]["status"] == "fired"
+    assert request.method == "POST"
+    assert request.headers["x-minoots-timer-id"] == str(timer.pk)
+    assert request.headers["x-minoots-tenant-id"] == "acme"
+    assert request.headers["X-Custom"] == "yes"
+    assert request.headers["Content-Type"] == "application/json"
+    assert timer.status == TimerStatus.SETTLED
+    run = ActionRun.objects.get(timer=timer)
+    assert run.status == RunStatus.SUCCEEDED
+    assert request.headers["webhook-id"] == str(run.pk)
+    assert attempts_of(run) == [(AttemptOutcome.SUCCEEDED, 200)]
+    assert run.attempt_records.get().output_excerpt == "ok"
+
+
+def test_webhook_with_a_forged_signature_does_not_verify(
+    tenant: Tenant, receiver: Receiver, allow_private: None, fire_timer: FireTimer
+) -> None:
+    drive(fire_timer(webhook("notify", f"{receiver.url}/hook")))
+
+    [request] = receiver.at("/hook")
+    with pytest.raises(WebhookVerificationError):
+        Webhook(tenant.webhook_secret).verify(request.body + b" ", request.headers)
+
+
+def test_custom_string_body_and_method_are_sent_and_signed_as_given(
+    tenant: Tenant, receiver: Receiver, allow_private: None, fire_timer: FireTimer
+) -> None:
+    drive(fire_timer(webhook("put", f"{receiver.url}/put", method="put", body="plain text")))
+
+    [request] = receiver.at("/put")
+    assert request.method == "PUT"
+    assert request.body == b"plain text"
+    Webhook(tenant.webhook_secret).verify(request.body, request.headers, json_parse=False)
+
+
+def test_server_error_is_retried_and_the_retry_keeps_the_same_webhook_id(
+    tenant: Tenant, receiver: Receiver, allow_private: None, fire_timer: FireTimer
+) -> None:
+    receiver.script("/flaky", Reply(500, b"boom"))
+    timer = fire_timer(webhook("notify", f"{receiver.url}/flaky"))
+
+    timer = drive(timer)
+
+    first, second = receiver.at("/flaky")
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    for request in (first, second):
+        Webhook(tenant.webhook_secret).verify(request.body, request.headers)
+    run = ActionRun.objects.get(timer=timer)
+    assert run.status == RunStatus.SUCCEEDED
+    assert run.attempts == 2
+    assert attempts_of(run) == [(AttemptOutcome.TRANSIENT, 500), (AttemptOutcome.SUCCEEDED, 200)]
+    assert run.attempt_records.first().output_excerpt == "boom"
+    assert timer.status == TimerStatus.SETTLED
+    kinds = list(TimerEvent.objects.filter(timer=timer).values_list("kind", flat=True))
+    assert kinds[-3:] == ["action.retrying", "action.succeeded", "settled"]
+
+
+@pytest.mark.parametrize("status", [408, 425, 429, 502, 503])
+def test_retryable_statuses_are_transient(
+    status: int, receiver: Receiver, allow_private: None, fire_timer: FireTimer
+) -> None:
+    receiver.script("/x", Reply(status))
+    timer = fire_timer(webhook("notify", f"{receiver.url}/x"))
+
+    execute_next(timer)
+
+    run = ActionRun.objects.get(timer=timer)
+    assert run.status == RunStatus.PENDING
+    assert attempts_of(run) == [(AttemptOutcome.TRANSIENT, status)]
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 410, 422])
+def test_client_errors_fail_the_action_without_retry(
+    status: int, receiver: Receiver, allow_private: None, fire_timer: FireTimer
+) -> None:
+    receiver.script("/bad", Reply(status, b"nope"))
+    timer = fire_timer(webhook("notify", f"{receiver.url}/bad"))
+
+    timer = drive(timer)
+
+    assert len(receiver.at("/bad")) == 1
+    run = ActionRun.objects.get(timer=timer)
+    assert run.status == RunStatus.FAILED
+    assert attempts_of(run) == [(AttemptOutcome.PERMANENT, status)]
+    assert run.last_error == f"HTTP {status}"
+    assert timer.status == TimerStatus.FAILED
+    assert timer.failure_reason == "actions failed: notify"
+
+
+def test_redirect_is_not_followed(receiver: Receiver, allow_private: None, fire_timer: FireTimer) -> None:
+    receiver.script("/moved", Reply(302, b"", {"Location": "http://169.254.169.254/latest/meta-data/"}))
+    timer = fire_timer(webhook("notify", f"{receiver.url}/moved"))
+
+    timer = drive(timer)
+
+    assert [r.path for r in receiver.requests] == ["/moved"]
+    run = ActionRun.objects.get(timer=timer)
+    assert run.status == RunStatus.FAILED
+    assert "not followed" in run.last_error
+
+
+def test_slow_receiver_times_out_as_a_transient_failure(
+    receiver: Receiver, allow_private: None, fire_timer: FireTimer
+) -> None:
+    receiver.script("/slow", Reply(hang=True))
+    timer = fire_timer(webhook("notify", f"{receiver.url}/slow", timeoutMs=200), retry={"maxAttempts": 1})
+
+    timer = drive(timer)
+
+    run = ActionRun.objects.get(timer=timer)
+    assert run.status == RunStatus.FAILED
+    assert attempts_of(run) == [(AttemptOutcome.TRANSIENT, None)]
+    assert "timed out after 200 ms" in run.last_error
+    assert timer.status == TimerStatus.FAILED
+
+
+def test_retry_after_sets_the_next_attempt_no_earlier_than_the_server_asked(
+    receiver: Receiver, allow_private: None, fire_timer: FireTimer
+) -> None:
+    receiver.script("/busy", Reply(503, b"", {"Retry-After": "120"}))
+    timer = fire_timer(webhook("notify", f"{receiver.url}/busy"), retry={"backoffInitialMs": 10})
+    before = timezone.now()
+
+    execute_next(timer)
+
+    run = ActionRun.objects.get(timer=timer)
+    assert run.status == RunStatus.PENDING
+    assert run.next_attempt_at is not None
+    assert run.next_attempt_at >= before + timedelta(seconds=120)
+
+
+def test_response_body_is_read_up_to_64_kib(receiver: Receiver, allow_private: None, fire_timer: FireTimer) -> None:
+    receiver.script("/big", Reply(200, b"x" * 200_000))
+    timer = fire_timer(webhook("notify", f"{receiver.url}/big"))
+
+    timer = drive(timer)
+
+    run = ActionRun.objects.get(timer=timer)
+    assert run.status == RunStatus.SUCCEEDED
+    excerpt = run.attempt_records.get().output_excerpt
+    assert len(excerpt.encode()) <= 4096
+    assert excerpt.endswith("[truncated]")
+
+
+def test_connection_refused_is_transient(allow_private: None, fire_timer: FireTimer) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, never listening: connections are refused
+        timer = fire_timer(webhook("notify", f"http://127.0.0.1:{port}/"))
+        execute_next(timer)
+
+    run = ActionRun.objects.get(timer=timer)
+    assert run.status == RunStatus.PENDING
+    assert "connection to 127.0.0.1 failed" in run.last_error
+
+
+# --- SSRF ----------------------------------------------------------------------------------
+
+PRIVATE_URLS = [
+    "http://127.0.0.1:9/hook",
+    "http://10.0.0.1/hook",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://[::1]:9/hook",
+    "http://localhost:9/hook",
+    "http://[::ffff:127.0.0.1]/hook",
+    "http://0.0.0.0/",
+    "http://224.0.0.1/",
+]
+
+
+@pytest.mark.parametrize("url", PRIVATE_URLS)
+def test_private_targets_are_refused_at_validation(url: str) -> None:
+    with pytest.raises(ParameterError) as info:
+        get_runner("webhook").validate({"url": url}, tenant_id="acme")
+    assert info.value.field == "url"
+    assert "MINOOTS_WEBHOOK_ALLOW_PRIVATE" in info.value.message
+
+
+@pytest.mark.parametrize("url", PRIVATE_URLS)
+def test_private_targets_are_refused_again_when_the_action_runs(
+    url: str, receiver: Receiver, fire_timer: FireTimer
+) -> None:
+    timer = fire_timer(webhook("notify", url))  # stored without the API's validation
+
+    timer = drive(timer)
+
+    run = ActionRun.objects.get(timer=timer)
+    assert run.status == RunStatus.FAILED
+    assert run.attempts == 1
+    assert run.attempt_records.get().outcome == AttemptOutcome.PERMANENT
+    assert "MINOOTS_WEBHOOK_ALLOW_PRIVATE" in run.last_error
+    assert receiver.requests == []
+
+
+def fake_dns(monkeypatch: pytest.MonkeyPatch, answers: dict[str, list[str]]) -> list[str]:
+    """Make ``socket.getaddrinfo`` answer ``answers[host]`` one address per call (the last one
+    repeats); return the log of looked-up hosts."""
+    real = socket.getaddrinfo
+    looked_up: list[str] = []
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in answers:
+            looked_up.append(host)
+            queue = answers[host]
+            address = queue.pop(0) if len(queue) > 1 else queue[0]
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return looked_up
+
+
+def test_hostname_resolving_to_loopback_is_refused(monkeypatch: pytest.MonkeyPatch, fire_timer: FireTimer) -> None:
+    fake_dns(monkeypatch, {"sneaky.example.com": ["127.0.0.1"]})
+
+    with pytest.raises(ParameterError, match="127.0.0.1, a loopback address"):
+        get_runner("webhook").validate({"url": "http://sneaky.example.com/"}, tenant_id="acme")
+    timer = drive(fire_timer(webhook("notify", "http://sneaky.example.com/")))
+    assert ActionRun.objects.get(timer=timer).status == RunStatus.FAILED
+
+
+def test_connection_goes_to_the_checked_address_even_if_dns_changes_afterwards(
+    monkeypatch: pytest.MonkeyPatch, receiver: Receiver, allow_private: None, fire_timer: FireTimer
+) -> None:
+    # First answer: the receiver. Any later lookup (a re-resolution at connect time) would get
+    # an address where nothing listens.
+    looked_up = fake_dns(monkeypatch, {"rebind.example.com": ["127.0.0.1", "127.0.0.2"]})
+    timer = fire_timer(webhook("notify", f"http://rebind.example.com:{receiver.port}/pinned"))
+    looked_up.clear()
+
+    timer = drive(timer)
+
+    [request] = receiver.at("/pinned")
+    assert request.headers["Host"] == f"rebind.example.com:{receiver.port}"
+    assert looked_up == ["rebind.example.com"]
+    assert timer.status == TimerStatus.SETTLED
+
+
+def test_https_target_is_verified_against_its_hostname_while_pinned(
+    monkeypatch: pytest.MonkeyPatch, tls_receiver: Receiver, allow_private: None, fire_timer: FireTimer
+) -> None:
+    fake_dns(monkeypatch, {"secure.example.com": ["127.0.0.1"]})
+    timer = fire_timer(webhook("notify", f"https://secure.example.com:{tls_receiver.port}/tls"))
+
+    timer = drive(timer)
+
+    [request] = tls_receiver.at("/tls")
+    assert request.headers["Host"] == f"secure.example.com:{tls_receiver.port}"
+    assert timer.status == TimerStatus.SETTLED
+
+
+def test_https_target_with_a_certificate_for_another_name_fails_for_good(
+    monkeypatch: pytest.MonkeyPatch, tls_receiver: Receiver, allow_private: None, fire_timer: FireTimer
+) -> None:
+    fake_dns(monkeypatch, {"impostor.example.com": ["127.0.0.1"]})
+    timer = fire_timer(webhook("notify", f"https://impostor.example.com:{tls_receiver.port}/tls"))
+
+    timer = drive(timer)
+
+    run = ActionRun.objects.get(timer=timer)
+    assert run.status == RunStatus.FAILED
+    assert "TLS error" in run.last_error
+    assert tls_receiver.requests == []
+
+
+@pytest.mark.parametrize(
+    ("parameters", "field"),
+    [
+        ({}, "url"),
+        ({"url": "ftp://example.com/x"}, "url"),
+        ({"url": "file:///etc/passwd"}, "url"),
+        ({"url": "http:///nohost"}, "url"),
+        ({"url": "https://example.com/", "method": "TRACE"}, "method"),
+        ({"url": "https://example.com/", "timeoutMs": 0}, "timeoutMs"),
+        ({"url": "https://example.com/", "timeoutMs": "10"}, "timeoutMs"),
+        ({"url": "https://example.com/", "headers": {"webhook-signature": "v1,x"}}, "headers"),
+        ({"url": "https://example.com/", "headers": {"X-A": "a\r\nInjected: 1"}}, "headers"),
+        ({"url": "https://example.com/", "retries": 3}, "retries"),
+    ],
+)
+def test_invalid_webhook_parameters_name_the_field(parameters: dict[str, Any], field: str) -> None:
+    with pytest.raises(ParameterError) as info:
+        get_runner("webhook").validate(parameters, tenant_id="acme")
+    assert info.value.field == field
