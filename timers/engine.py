@@ -172,11 +172,16 @@ def fire_due(*, bucket: int | None) -> int:
     """The tick: claim every due timer in bounded batches; re-publish for the bucket's later timers."""
     batch = settings.MINOOTS_CLAIM_BATCH
     total = 0
-    for _ in range(MAX_BATCHES_PER_TICK):
+    for n in range(MAX_BATCHES_PER_TICK):
         claimed = timers_claim_due(limit=batch)
         total += len(claimed)
         if len(claimed) < batch:
             break
+        if n == 0:
+            # A full batch means a burst: enlist another worker slot to claim beside this one
+            # (SKIP LOCKED keeps them apart). Each helper does the same, so the fan-out follows
+            # the backlog and stops when it is drained.
+            ticks.publish_tick(bucket=None, eta=None)
     else:
         # More is due than one task should hold on to: continue in a fresh task.
         ticks.publish_tick(bucket=bucket, eta=None)

@@ -1,0 +1,498 @@
+"""MINOOTS vs plain Celery ETA tasks, side by side, on this machine.
+
+Usage (from the repository root, after `make test` or `make bench` created .venv):
+
+    .venv/bin/python bench/timers.py                  # every case, full size (~10 min)
+    .venv/bin/python bench/timers.py --quick          # smaller sizes, to try it out
+    .venv/bin/python bench/timers.py --cases burst,webhook --plot lateness.png
+
+It uses the local Postgres (database ``minoots_bench``, re-created each run) and Redis
+(db 10 for MINOOTS, db 11 for the plain Celery baseline), starts and stops its own web
+(gunicorn), worker and beat processes, and prints one table. Cases:
+
+- steady:  N timers/s for S seconds over HTTP, fireAt 5–30 s ahead -> lateness, lost, double-fired
+- burst:   10,000 timers with the same fireAt -> lateness, time until the last one fired
+- scale:   1,000 then 1,000,000 timers pending beyond the horizon -> worker RSS, Redis memory,
+           reconcile duration p99
+- webhook: 10,000 timers with the same fireAt, one webhook each to a local receiver ->
+           arrival lateness (arrival minus fireAt), attempts per second
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg2
+import redis
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+VENV_BIN = Path(sys.executable).parent
+PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
+DB_NAME = "minoots_bench"
+BROKER = os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/10")
+BASELINE_BROKER = os.environ.get("BENCH_BASELINE_BROKER", "redis://127.0.0.1:6379/11")
+DATA_DIR = ROOT / ".data" / "bench"
+
+ENV = {
+    **os.environ,
+    "DATABASE_URL": f"{PG}/{DB_NAME}",
+    "CELERY_BROKER_URL": BROKER,
+    "BENCH_BASELINE_BROKER": BASELINE_BROKER,
+    "SECRET_KEY": "bench-only-secret",
+    "MINOOTS_DATA_DIR": str(DATA_DIR),
+    "MINOOTS_DEFAULT_MAX_ACTIVE_TIMERS": "100000000",
+    "MINOOTS_DEFAULT_MAX_CREATES_PER_DAY": "100000000",
+    "MINOOTS_WEBHOOK_ALLOW_PRIVATE": "true",
+    "LOG_LEVEL": "WARNING",
+    "PYTHONUNBUFFERED": "1",
+}
+ENV.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
+
+# --- processes -----------------------------------------------------------------------------
+
+
+class Group:
+    """Child processes, each in its own process group, all killed on exit."""
+
+    def __init__(self) -> None:
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, argv: list[str], ready: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        log = DATA_DIR / f"{name}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(argv, cwd=ROOT, env=env or ENV, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        self.procs.append((name, proc))
+        deadline = time.monotonic() + 60
+        while ready not in log.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{name} did not start:\n{log.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.1)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                proc.wait(10)
+                if sig == signal.SIGTERM:
+                    os.killpg(proc.pid, signal.SIGKILL)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                continue
+            return
+
+    def stop_all(self) -> None:
+        for _, proc in reversed(self.procs):
+            self.stop(proc)
+        self.procs.clear()
+
+
+def worker_argv(app: str, queues: str | None, concurrency: int) -> list[str]:
+    argv = [str(VENV_BIN / "celery"), "-A", app, "worker", "--pool", "threads", "--concurrency", str(concurrency),
+            "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO",
+            "-n", f"{app}-{uuid.uuid4().hex[:6]}@%h"]
+    return argv + (["-Q", queues] if queues else [])
+
+
+def rss_mb(proc: subprocess.Popen[bytes]) -> float:
+    try:
+        root = psutil.Process(proc.pid)
+        procs = [root, *root.children(recursive=True)]
+        return sum(p.memory_info().rss for p in procs) / 2**20
+    except psutil.NoSuchProcess:
+        return float("nan")
+
+
+# --- stats ----------------------------------------------------------------------------------
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.25)
+    return predicate()
+
+
+# --- database -------------------------------------------------------------------------------
+
+
+def recreate_database() -> None:
+    conn = psycopg2.connect(f"{PG}/postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+        cur.execute(f"CREATE DATABASE {DB_NAME}")
+    conn.close()
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=ENV, check=True)
+
+
+@contextmanager
+def db() -> Iterator[Any]:
+    conn = psycopg2.connect(f"{PG}/{DB_NAME}")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            yield cur
+    finally:
+        conn.close()
+
+
+def insert_scheduled(cur: Any, *, prefix: str, count: int, fire_at_sql: str, bundle: dict[str, Any] | None = None) -> None:
+    """Bulk insert ``count`` scheduled timers in one statement (as an import would)."""
+    cur.execute(
+        f"""
+        INSERT INTO timers_timer (id, tenant_id, name, status, duration_ms, created_at, fire_at, requested_by,
+            metadata, labels, action_bundle, state_version, cancel_reason, cancelled_by, failure_reason, request_hash)
+        SELECT gen_random_uuid(), 'bench', %s || g, 'scheduled', 0, now(), {fire_at_sql}, 'bench',
+               '{{}}'::jsonb, '{{}}'::jsonb, %s::jsonb, 1, '', '', '', ''
+          FROM generate_series(1, %s) AS g
+        """,
+        [prefix, json.dumps(bundle) if bundle else None, count],
+    )
+
+
+def lateness_of(cur: Any, prefix: str) -> tuple[list[float], int, int, list[float]]:
+    """(lateness ms of fired timers, unfired count, double-fired count, fired_at epochs)."""
+    cur.execute(
+        """SELECT EXTRACT(EPOCH FROM (fired_at - fire_at)) * 1000, EXTRACT(EPOCH FROM fired_at)
+             FROM timers_timer WHERE name LIKE %s AND fired_at IS NOT NULL""",
+        [prefix + "%"],
+    )
+    rows = cur.fetchall()
+    cur.execute("SELECT count(*) FROM timers_timer WHERE name LIKE %s AND fired_at IS NULL", [prefix + "%"])
+    unfired = cur.fetchone()[0]
+    cur.execute(
+        """SELECT count(*) FROM (SELECT e.timer_id FROM timers_timerevent e JOIN timers_timer t ON t.id = e.timer_id
+             WHERE t.name LIKE %s AND e.kind = 'fired' GROUP BY e.timer_id HAVING count(*) > 1) d""",
+        [prefix + "%"],
+    )
+    double = cur.fetchone()[0]
+    return [float(r[0]) for r in rows], unfired, double, [float(r[1]) for r in rows]
+
+
+def pending(cur: Any, prefix: str) -> int:
+    cur.execute("SELECT count(*) FROM timers_timer WHERE name LIKE %s AND fired_at IS NULL", [prefix + "%"])
+    return int(cur.fetchone()[0])
+
+
+# --- cases ----------------------------------------------------------------------------------
+
+Row = dict[str, Any]
+
+
+def steady_minoots(api: str, key: str, rate: int, seconds: int) -> tuple[Row, list[float]]:
+    sessions = threading.local()
+
+    def post(fire_at: datetime, i: int) -> int:
+        if not hasattr(sessions, "s"):
+            sessions.s = requests.Session()
+        body = {"name": f"steady-{i}", "fireAt": fire_at.isoformat(timespec="milliseconds")}
+        return sessions.s.post(f"{api}/api/timers", json=body, headers={"X-API-Key": key}, timeout=30).status_code
+
+    statuses: list[Any] = []
+    last_fire = datetime.now(UTC)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        start = time.monotonic()
+        for i in range(rate * seconds):
+            target = start + i / rate
+            delay = target - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            fire_at = datetime.now(UTC) + timedelta(seconds=random.uniform(5, 30))
+            last_fire = max(last_fire, fire_at)
+            statuses.append(pool.submit(post, fire_at, i))
+        codes = [f.result() for f in statuses]
+    created = sum(1 for c in codes if c == 201)
+    with db() as cur:
+        wait_until(lambda: pending(cur, "steady-") == 0 or datetime.now(UTC) > last_fire + timedelta(seconds=15),
+                   timeout=120)
+        lat, unfired, double, _ = lateness_of(cur, "steady-")
+    return ({"case": "steady", "system": "minoots", "n": created, "p50": pct(lat, 50), "p99": pct(lat, 99),
+             "max": max(lat, default=float("nan")), "lost": unfired + (len(codes) - created), "double": double,
+             "note": f"{rate}/s for {seconds}s over HTTP"}, lat)
+
+
+def baseline_results(r: redis.Redis) -> tuple[dict[str, float], dict[str, int], dict[str, float]]:
+    lat = {k.decode(): float(v) * 1000 for k, v in r.hgetall("baseline:lateness").items()}
+    counts = {k.decode(): int(v) for k, v in r.hgetall("baseline:count").items()}
+    ran = {k.decode(): float(v) for k, v in r.hgetall("baseline:ran_at").items()}
+    return lat, counts, ran
+
+
+def steady_celery(rate: int, seconds: int) -> tuple[Row, list[float]]:
+    from bench.baseline_app import probe
+
+    r = redis.Redis.from_url(BASELINE_BROKER)
+    ids: list[str] = []
+    last_fire = 0.0
+    start = time.monotonic()
+    for i in range(rate * seconds):
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        fire_at = time.time() + random.uniform(5, 30)
+        last_fire = max(last_fire, fire_at)
+        tid = f"steady-{i}"
+        ids.append(tid)
+        probe.apply_async(args=[tid, fire_at], eta=datetime.fromtimestamp(fire_at, UTC))
+    wait_until(lambda: r.hlen("baseline:count") >= len(ids) or time.time() > last_fire + 15, timeout=120)
+    lat, counts, _ = baseline_results(r)
+    values = [lat[i] for i in ids if i in lat]
+    return ({"case": "steady", "system": "celery eta", "n": len(ids), "p50": pct(values, 50), "p99": pct(values, 99),
+             "max": max(values, default=float("nan")), "lost": sum(1 for i in ids if i not in counts),
+             "double": sum(1 for i in ids if counts.get(i, 0) > 1), "note": "apply_async(eta=...)"}, values)
+
+
+def burst_minoots(count: int, lead: int) -> tuple[Row, list[float]]:
+    with db() as cur:
+        cur.execute("SELECT now() + %s * interval '1 second'", [lead])
+        fire_at = cur.fetchone()[0]
+        insert_scheduled(cur, prefix="burst-", count=count, fire_at_sql=f"'{fire_at.isoformat()}'::timestamptz")
+        wait_until(lambda: pending(cur, "burst-") == 0, timeout=lead + 120)
+        lat, unfired, double, fired_epochs = lateness_of(cur, "burst-")
+    last = (max(fired_epochs) - fire_at.timestamp()) if fired_epochs else float("nan")
+    return ({"case": "burst", "system": "minoots", "n": count, "p50": pct(lat, 50), "p99": pct(lat, 99),
+             "max": max(lat, default=float("nan")), "lost": unfired, "double": double,
+             "note": f"last fired {last:.2f} s after fireAt"}, lat)
+
+
+def burst_celery(count: int, lead: int) -> tuple[Row, list[float]]:
+    from bench.baseline_app import probe
+
+    r = redis.Redis.from_url(BASELINE_BROKER)
+    fire_at = time.time() + lead
+    eta = datetime.fromtimestamp(fire_at, UTC)
+    ids = [f"burst-{i}" for i in range(count)]
+    for tid in ids:
+        probe.apply_async(args=[tid, fire_at], eta=eta)
+    wait_until(lambda: sum(1 for i in ids if r.hexists("baseline:count", i)) >= count, timeout=lead + 120)
+    lat, counts, ran = baseline_results(r)
+    values = [lat[i] for i in ids if i in lat]
+    last = max((ran[i] for i in ids if i in ran), default=float("nan")) - fire_at
+    return ({"case": "burst", "system": "celery eta", "n": count, "p50": pct(values, 50), "p99": pct(values, 99),
+             "max": max(values, default=float("nan")), "lost": sum(1 for i in ids if i not in counts),
+             "double": sum(1 for i in ids if counts.get(i, 0) > 1), "note": f"last ran {last:.2f} s after eta"}, values)
+
+
+def reconcile_p99(passes: int) -> float:
+    import django
+
+    os.environ.update({k: v for k, v in ENV.items() if k.startswith(("DATABASE_URL", "CELERY_", "SECRET_KEY", "MINOOTS_"))})
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "minoots_project.settings")
+    django.setup()
+    from timers import engine
+
+    for _ in range(3):  # warm up connections and caches; beat runs warm passes too
+        engine.reconcile()
+    durations = [engine.reconcile().duration_ms for _ in range(passes)]
+    return pct(durations, 99)
+
+
+def scale_case(worker: subprocess.Popen[bytes], counts: list[int], settle: int) -> list[Row]:
+    rows = []
+    r = redis.Redis.from_url(BROKER)
+    inserted = 0
+    for target in counts:
+        with db() as cur:
+            insert_scheduled(cur, prefix="scale-", count=target - inserted,
+                             fire_at_sql="now() + interval '2 hours' + (g %% 2592000) * interval '1 second'")
+            cur.execute("ANALYZE timers_timer")
+        inserted = target
+        time.sleep(settle)  # let beat run several reconcile passes against the new table
+        rows.append({"case": f"scale {target:,} pending", "system": "minoots", "n": target,
+                     "worker_rss_mb": rss_mb(worker), "redis_mb": r.info("memory")["used_memory"] / 2**20,
+                     "reconcile_p99": reconcile_p99(40)})
+    return rows
+
+
+class Receiver(BaseHTTPRequestHandler):
+    arrivals: dict[str, float] = {}
+    lock = threading.Lock()
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server API)
+        now = time.time()
+        length = int(self.headers.get("content-length") or 0)
+        self.rfile.read(length)
+        timer_id = self.headers.get("x-minoots-timer-id", "")
+        with self.lock:
+            self.arrivals.setdefault(timer_id, now)
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def webhook_case(count: int, lead: int) -> tuple[Row, list[float]]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    bundle = {"actions": [{"id": "notify", "kind": "webhook", "parameters": {"url": url}}]}
+    try:
+        with db() as cur:
+            cur.execute("SELECT now() + %s * interval '1 second'", [lead])
+            fire_at = cur.fetchone()[0]
+            insert_scheduled(cur, prefix="hook-", count=count, fire_at_sql=f"'{fire_at.isoformat()}'::timestamptz",
+                             bundle=bundle)
+            wait_until(lambda: len(Receiver.arrivals) >= count, timeout=lead + 180)
+            cur.execute(
+                """SELECT count(*), EXTRACT(EPOCH FROM max(a.finished_at) - min(a.started_at))
+                     FROM actions_actionattempt a JOIN actions_actionrun r ON r.id = a.run_id
+                     JOIN timers_timer t ON t.id = r.timer_id WHERE t.name LIKE 'hook-%%'"""
+            )
+            attempts, span = cur.fetchone()
+    finally:
+        server.shutdown()
+    lat = [(at - fire_at.timestamp()) * 1000 for at in Receiver.arrivals.values()]
+    rate = attempts / float(span) if span else float("nan")
+    return ({"case": "webhook burst", "system": "minoots", "n": count, "p50": pct(lat, 50), "p99": pct(lat, 99),
+             "max": max(lat, default=float("nan")), "lost": count - len(Receiver.arrivals), "double": "",
+             "note": f"arrival - fireAt; {attempts} attempts at {rate:.0f}/s"}, lat)
+
+
+# --- main -----------------------------------------------------------------------------------
+
+
+def fmt(value: Any, digits: int = 1) -> str:
+    if isinstance(value, float):
+        return "n/a" if value != value else f"{value:,.{digits}f}"
+    return str(value)
+
+
+def print_table(rows: list[Row]) -> None:
+    print("\n| case | system | n | lateness p50 ms | p99 ms | max ms | lost | double-fired | notes |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for r in rows:
+        if r["case"].startswith("scale"):
+            continue
+        print(f"| {r['case']} | {r['system']} | {r['n']:,} | {fmt(r['p50'])} | {fmt(r['p99'])} | {fmt(r['max'])} "
+              f"| {r['lost']} | {r['double']} | {r.get('note', '')} |")
+    scale = [r for r in rows if r["case"].startswith("scale")]
+    if scale:
+        print("\n| case | worker RSS MB | Redis used_memory MB | reconcile p99 ms |")
+        print("| --- | ---: | ---: | ---: |")
+        for r in scale:
+            print(f"| {r['case']} | {fmt(r['worker_rss_mb'])} | {fmt(r['redis_mb'])} | {fmt(r['reconcile_p99'], 2)} |")
+
+
+def plot(path: str, series: dict[str, list[float]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(series), figsize=(5 * len(series), 4), squeeze=False)
+    for ax, (title, values) in zip(axes[0], series.items(), strict=True):
+        ax.hist(values, bins=60)
+        ax.set_title(title)
+        ax.set_xlabel("lateness (ms)")
+        ax.set_ylabel("timers")
+    fig.tight_layout()
+    fig.savefig(path)
+    print(f"plot written to {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", default="steady,burst,scale,webhook")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a minute instead of ten")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the plain Celery comparison")
+    parser.add_argument("--plot", metavar="FILE.png")
+    parser.add_argument("--concurrency", type=int, default=16, help="worker threads")
+    args = parser.parse_args()
+    cases = set(args.cases.split(","))
+    rate, seconds = (50, 10) if args.quick else (200, 60)
+    burst = 1000 if args.quick else 10_000
+    scale_counts = [1_000, 20_000] if args.quick else [1_000, 1_000_000]
+
+    recreate_database()
+    key = subprocess.run([sys.executable, "manage.py", "create_api_key", "bench"], cwd=ROOT, env=ENV, check=True,
+                         capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    for url in (BROKER, BASELINE_BROKER):
+        redis.Redis.from_url(url).flushdb()
+
+    group = Group()
+    rows: list[Row] = []
+    series: dict[str, list[float]] = {}
+    try:
+        port = 18000 + random.randint(0, 999)
+        group.start("web", [str(VENV_BIN / "gunicorn"), "minoots_project.wsgi", "--bind", f"127.0.0.1:{port}",
+                            "--workers", "3", "--threads", "4"], ready="Booting worker")
+        worker = group.start("worker", worker_argv("minoots_project", "timers,actions", args.concurrency), " ready.")
+        group.start("beat", [str(VENV_BIN / "celery"), "-A", "minoots_project", "beat", "--loglevel", "INFO",
+                             "--schedule", str(DATA_DIR / "beat-schedule")], ready="beat: Starting")
+        api = f"http://127.0.0.1:{port}"
+
+        if "steady" in cases:
+            row, lat = steady_minoots(api, key, rate, seconds)
+            rows.append(row)
+            series["steady: minoots"] = lat
+        if "burst" in cases:
+            row, lat = burst_minoots(burst, lead=20)
+            rows.append(row)
+            series["burst: minoots"] = lat
+        if "webhook" in cases:
+            row, lat = webhook_case(burst, lead=20)
+            rows.append(row)
+            series["webhook burst: minoots (arrival)"] = lat
+        if "scale" in cases:
+            rows.extend(scale_case(worker, scale_counts, settle=12))
+
+        if not args.no_baseline and cases & {"steady", "burst"}:
+            group.stop_all()
+            group.start("baseline-worker", worker_argv("bench.baseline_app", None, args.concurrency), " ready.")
+            if "steady" in cases:
+                row, lat = steady_celery(rate, seconds)
+                rows.append(row)
+                series["steady: celery eta"] = lat
+            if "burst" in cases:
+                row, lat = burst_celery(burst, lead=20)
+                rows.append(row)
+                series["burst: celery eta"] = lat
+    finally:
+        group.stop_all()
+
+    rows.sort(key=lambda r: (r["case"], r["system"] != "minoots"))
+    print(f"\nMINOOTS benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M}Z, {os.cpu_count()} cores, "
+          f"worker --pool threads --concurrency {args.concurrency}{' (quick)' if args.quick else ''}")
+    print_table(rows)
+    if args.plot:
+        plot(args.plot, series)
+
+
+if __name__ == "__main__":
+    main()
