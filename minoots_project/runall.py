@@ -144,9 +144,11 @@ class Supervisor:
             self.say(f"started {child.name} (pid {child.proc.pid}): {' '.join(child.argv[1:])}")
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
-        if self.stop_requested is not None:
-            self.force = True  # a second Ctrl-C: do not wait for the grace period
-        self.stop_requested = signum
+        if self.stop_requested is not None and signum == signal.SIGINT:
+            # A second Ctrl-C: do not wait for the grace period. (Not a second SIGTERM: make
+            # forwards the SIGTERM its process group already delivered to us.)
+            self.force = True
+        self.stop_requested = self.stop_requested or signum
 
     def run(self) -> int:
         signal.signal(signal.SIGINT, self._on_signal)

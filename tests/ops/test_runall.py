@@ -1,0 +1,166 @@
+"""`make run` end to end: web, worker and beat under runall, from a copy of the repository.
+
+Waits are bounded ("eventually, within N seconds"); nothing here asserts how fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from django.conf import settings
+
+from tests.ops.conftest import Supervised, Tree, alive, clean_env, wait_http_ok
+from tests.processes import database_url, free_port, wait_for
+from timers import keys
+from timers.models import Tenant
+
+pytestmark = pytest.mark.e2e
+
+API_KEY = re.compile(r"mk_[0-9a-f]+_[A-Za-z0-9_\-]{8,}")
+
+
+def create_timer(base: str, key: str, *, trace_id: str | None = None) -> dict[str, Any]:
+    headers = {"X-API-Key": key}
+    if trace_id:
+        headers["x-trace-id"] = trace_id
+    response = requests.post(f"{base}/api/timers", json={"name": "ops", "duration": "500ms"}, headers=headers, timeout=10)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def wait_settled(base: str, key: str, timer_id: str) -> dict[str, Any]:
+    def settled() -> dict[str, Any] | None:
+        body = requests.get(f"{base}/api/timers/{timer_id}", headers={"X-API-Key": key}, timeout=5).json()
+        return body if body["status"] == "settled" else None
+
+    return wait_for(settled, timeout=30, interval=0.2, what="the timer to settle")
+
+
+def metrics_text(base: str) -> str:
+    response = requests.get(f"{base}/metrics", timeout=5)
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"].startswith("text/plain")
+    return response.text
+
+
+def stop_and_check_clean_exit(tree: Tree, sig: int) -> str:
+    """Every process of the tree is gone and runall says it stopped them all."""
+    children = tree.remember()
+    assert children, "no child processes were seen"
+    tree.terminate(sig, timeout=45)
+    assert not [pid for pid in tree.known if alive(pid)], "a child survived the shutdown"
+    output = tree.output()
+    assert re.search(r"stopped \(web=\S+, worker=\S+, beat=\S+\)", output), output[-3000:]
+    return output
+
+
+def test_make_run_embedded_fires_a_timer_counts_it_and_logs_json_without_secrets(
+    repo_copy: Path, supervised: Supervised
+) -> None:
+    port = free_port()
+    env = clean_env(PORT=str(port), LOG_FORMAT="json", MINOOTS_SHUTDOWN_GRACE="20")
+    tree = supervised.start("make-run-embedded", ["make", "--no-print-directory", "run", f"PORT={port}"],
+                            cwd=repo_copy, env=env)
+    base = f"http://127.0.0.1:{port}"
+    assert wait_http_ok(f"{base}/healthz", tree).json() == {"status": "ok"}
+
+    made = subprocess.run(
+        [sys.executable, "manage.py", "create_api_key", "acme"], cwd=repo_copy, env=env,
+        capture_output=True, text=True, check=True, timeout=60,
+    )
+    key = made.stdout.strip().splitlines()[-1]
+    assert key.startswith("mk_")
+
+    timer = create_timer(base, key, trace_id="ops-trace-1")
+    settled = wait_settled(base, key, timer["id"])
+    assert settled["firedAt"] is not None
+    # A client that puts its key in the URL: the access log line must not keep it.
+    requests.get(f"{base}/api/timers", params={"api_key": key}, headers={"X-API-Key": key}, timeout=5)
+
+    # Fired by the worker process, counted in the web's scrape (multiprocess mode).
+    text = metrics_text(base)
+    assert 'minoots_timers_fired_total{tenant="acme"} 1.0' in text
+    assert 'minoots_timers_created_total{tenant="acme"} 1.0' in text
+    assert "minoots_fire_lateness_seconds_count 1.0" in text
+    assert "minoots_timers_armed 0.0" in text
+
+    admin_css = requests.get(f"{base}/static/admin/css/base.css", timeout=5)
+    assert admin_css.status_code == 200  # served by gunicorn + WhiteNoise, no debug server
+
+    output = stop_and_check_clean_exit(tree, signal.SIGINT)  # Ctrl-C in a terminal
+    # The embedded default really was used: SQLite and the filesystem broker in the copy's .data.
+    assert (repo_copy / ".data" / "minoots.sqlite3").exists()
+    assert (repo_copy / ".data" / "broker" / "queue").is_dir()
+
+    # Before runall come make's echo of the recipe and migrate's report; after it, make's status.
+    start = output.index('{"service": "runall"')
+    records = [
+        json.loads(line)  # every line of runall's output is one JSON object
+        for line in output[start:].splitlines()
+        if line.strip() and not line.startswith("make")
+    ]
+    assert key not in output and not API_KEY.search(output)
+    assert {r.get("service") for r in records} >= {"runall", "web", "worker", "beat"}
+    created = [r for r in records if r.get("event") == "created" and r.get("timer_id") == timer["id"]]
+    assert created and created[0]["tenant"] == "acme" and created[0]["trace_id"] == "ops-trace-1"
+    # The request's trace id travelled with the tick into the worker.
+    assert any(r.get("service") == "worker" and r.get("trace_id") == "ops-trace-1" for r in records)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_make_run_on_postgres_and_redis_fires_a_timer(
+    repo_copy: Path, supervised: Supervised, tmp_path: Path, tenant: Tenant
+) -> None:
+    _, key = keys.api_key_create(tenant=tenant, name="ops")
+    port = free_port()
+    env = clean_env(
+        PORT=str(port), DATABASE_URL=database_url(), CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
+        SECRET_KEY="ops-test-secret", MINOOTS_DATA_DIR=str(tmp_path / "data"), MINOOTS_SHUTDOWN_GRACE="20",
+    )
+    tree = supervised.start("make-run-postgres", ["make", "--no-print-directory", "run", f"PORT={port}"],
+                            cwd=repo_copy, env=env)
+    base = f"http://127.0.0.1:{port}"
+    wait_http_ok(f"{base}/healthz", tree)
+    ready = requests.get(f"{base}/readyz", timeout=10)
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"] == {"database": "ok", "migrations": "ok", "broker": "ok"}
+
+    timer = create_timer(base, key)
+    wait_settled(base, key, timer["id"])
+    assert f'minoots_timers_fired_total{{tenant="{tenant.id}"}} 1.0' in metrics_text(base)
+
+    output = stop_and_check_clean_exit(tree, signal.SIGTERM)
+    for name in ("web", "worker", "beat"):
+        assert re.search(rf"^{name}\s* \| ", output, re.M), f"no line prefixed with {name}"
+    assert not (tmp_path / "data" / "minoots.sqlite3").exists()  # Postgres, not the embedded default
+
+
+def test_runall_reports_a_dead_child_and_stops_the_rest_with_an_error(
+    repo_copy: Path, supervised: Supervised, tmp_path: Path
+) -> None:
+    port = free_port()
+    data = tmp_path / "data"
+    env = clean_env(PORT=str(port), MINOOTS_DATA_DIR=str(data), MINOOTS_SHUTDOWN_GRACE="20")
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=repo_copy, env=env, check=True, timeout=120)
+    tree = supervised.start("runall", [sys.executable, "-m", "minoots_project.runall"], cwd=repo_copy, env=env)
+    wait_http_ok(f"http://127.0.0.1:{port}/healthz", tree)
+    beat = wait_for(lambda: re.search(r"started beat \(pid (\d+)\)", tree.output()), timeout=10, what="beat's pid")
+    tree.remember()
+
+    os.killpg(int(beat.group(1)), signal.SIGKILL)
+
+    wait_for(lambda: tree.popen.poll() is not None, timeout=40, what="runall to exit")
+    assert tree.popen.returncode == 1
+    assert "beat exited unexpectedly with code -9" in tree.output()
+    time.sleep(0.5)
+    assert not [pid for pid in tree.known if alive(pid)], "a child survived its sibling's death"
