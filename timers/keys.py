@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 
 from django.db import transaction
@@ -12,6 +13,7 @@ from django.utils import timezone
 from timers.models import ApiKey, Role, Tenant, default_roles
 
 KEY_PREFIX = "mk_"
+_PREFIX_RE = re.compile(r"[0-9a-f]{1,16}", re.ASCII)
 
 
 def _hash(raw: str) -> str:
@@ -33,9 +35,11 @@ def api_key_create(*, tenant: Tenant, name: str = "", roles: list[str] | None = 
 
 def api_key_verify(*, raw: str) -> ApiKey | None:
     """The active key matching ``raw``, or None. Constant-time comparison of the hash."""
+    if not raw.isascii():
+        return None  # keys are ASCII; anything else cannot match (nor be hashed as UTF-8)
     parts = raw.split("_", 2)
-    if len(parts) != 3 or f"{parts[0]}_" != KEY_PREFIX or len(parts[1]) > 16:
-        return None
+    if len(parts) != 3 or f"{parts[0]}_" != KEY_PREFIX or not _PREFIX_RE.fullmatch(parts[1]):
+        return None  # also keeps NUL and other junk away from the database query
     key = ApiKey.objects.select_related("tenant").filter(prefix=parts[1]).first()
     if key is None or key.revoked_at is not None:
         return None

@@ -371,3 +371,29 @@ def test_jwt_cancel_records_the_subject_and_refuses_another_requested_by(
     response = caller.post(f"/api/timers/{timer['id']}/cancel", {}, format="json")
     assert response.status_code == 200
     assert response.json()["cancelledBy"] == "agent-7"
+
+
+# --- junk in credentials never reaches the database as a 500 -------------------------------
+
+
+@pytest.mark.parametrize("raw", ["mk_ab\x00c_secret", "mk_abc_s\x00cret", "mk_abc_caf\u00e9", "mk_\udc00_x"])
+def test_api_key_with_nul_or_non_ascii_characters_is_401(anon_client: APIClient, tenant: Tenant, raw: str) -> None:
+    anon_client.credentials(HTTP_X_API_KEY=raw)
+    _assert_error(anon_client.get("/api/timers"), 401)
+
+
+@pytest.mark.parametrize("claim", ["ac\x00me", "a" * 65, "not a slug"])
+def test_jwt_with_a_tenant_claim_that_cannot_be_a_tenant_is_401(
+    tenant: Tenant, make_token: MakeToken, claim: str
+) -> None:
+    _assert_error(_bearer(make_token(tenant=claim)).get("/api/timers"), 401)
+
+
+@pytest.mark.parametrize("sub", ["agent\x00", "x" * 201, ""])
+def test_jwt_with_a_subject_that_cannot_be_stored_is_401(tenant: Tenant, make_token: MakeToken, sub: str) -> None:
+    _assert_error(_bearer(make_token(sub=sub)).post("/api/timers", TIMER_BODY, format="json"), 401)
+    assert not Timer.objects.exists()
+
+
+def test_staff_session_naming_a_tenant_with_nul_is_404(staff_client: APIClient) -> None:
+    _assert_error(staff_client.get("/api/timers", HTTP_X_TENANT_ID="ac\x00me"), 404)

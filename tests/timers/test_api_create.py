@@ -170,3 +170,15 @@ def test_boundary_values_are_accepted(client: APIClient) -> None:
     response = client.post("/api/timers", body, format="json")
     assert response.status_code == 201, response.content
     assert len(response.json()["labels"]) == 64
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["{date}T{time}Z", "{date}t{time}z", "{date} {time}+00:00", "{date}T{time}.123456789Z", "{date}T{time}-00:00"],
+)
+def test_every_rfc3339_spelling_of_fire_at_is_accepted(client: APIClient, template: str) -> None:
+    target = (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0)
+    text = template.format(date=target.strftime("%Y-%m-%d"), time=target.strftime("%H:%M:%S"))
+    response = client.post("/api/timers", {"name": "rfc", "fireAt": text}, format="json")
+    assert response.status_code == 201, response.content
+    assert _parse(response.json()["fireAt"]) - target < timedelta(seconds=1)

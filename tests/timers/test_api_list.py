@@ -154,7 +154,14 @@ def test_fire_range_accepts_an_offset(client: APIClient, create_timer: CreateTim
 
 
 @pytest.mark.parametrize(
-    ("param", "value"), [("fireAfter", "yesterday"), ("fireBefore", "2030-01-01T00:00:00"), ("fireAfter", "")]
+    ("param", "value"),
+    [
+        ("fireAfter", "yesterday"),
+        ("fireBefore", "2030-01-01T00:00:00"),
+        ("fireAfter", ""),
+        ("fireBefore", "9999-12-31T23:59:59-01:00"),
+        ("fireAfter", "0001-01-01T00:00:00+01:00"),
+    ],
 )
 def test_an_invalid_fire_range_is_400_naming_the_parameter(client: APIClient, param: str, value: str) -> None:
     response = client.get("/api/timers", {param: value})
@@ -189,3 +196,10 @@ def test_list_does_not_grow_queries_with_the_page(
     with django_assert_max_num_queries(5):
         assert len(_ids(_get(client))) == 10
     assert Timer.objects.count() == 10
+
+
+@pytest.mark.parametrize("raw", ["env:pr\x00d", "e\x00nv:prod"])
+def test_a_label_filter_with_nul_is_400(client: APIClient, raw: str) -> None:
+    response = client.get("/api/timers", {"label": raw})
+    assert response.status_code == 400
+    assert response.json()["message"].startswith("label:")

@@ -68,6 +68,13 @@ INVALID_BODIES: list[tuple[str, dict[str, Any], str]] = [
     ("fireAt a number", {"fireAt": 1893456000}, "fireAt"),
     ("fireAt an object", {"fireAt": {"at": "2099-01-01T00:00:00Z"}}, "fireAt"),
     ("fireAt impossible date", {"fireAt": "2099-02-30T00:00:00Z"}, "fireAt"),
+    ("fireAt ISO-8601 basic format", {"fireAt": "20990101T140000Z"}, "fireAt"),
+    ("fireAt ISO-8601 week date", {"fireAt": "2099-W01-1T14:00:00Z"}, "fireAt"),
+    ("fireAt without seconds", {"fireAt": "2099-01-01T14:00Z"}, "fireAt"),
+    ("fireAt offset without colon", {"fireAt": "2099-01-01T14:00:00+0200"}, "fireAt"),
+    ("fireAt offset out of range", {"fireAt": "2099-01-01T14:00:00+25:00"}, "fireAt"),
+    ("fireAt past year 9999 in UTC", {"fireAt": "9999-12-31T23:59:59-01:00"}, "fireAt"),
+    ("fireAt hour 24", {"fireAt": "2099-01-01T24:00:00Z"}, "fireAt"),
     ("fireAt in the past", {"fireAt": "2001-01-01T00:00:00Z"}, "fireAt"),
     ("fireAt beyond the max horizon", {"fireAt": "2999-01-01T00:00:00+00:00"}, "fireAt"),
     # name
@@ -206,3 +213,77 @@ def test_any_json_create_body_is_answered_with_201_or_a_400_in_the_error_shape(
         payload = response.json()
         assert set(payload) == {"message", "details"}
         assert isinstance(payload["message"], str) and payload["message"]
+
+
+# --- input Postgres cannot store, and documents that would exhaust the stack ---------------
+
+UNSTORABLE: list[tuple[str, bytes, str]] = [
+    ("NUL in a metadata value", b'"metadata": {"k": "a\\u0000b"}', "metadata"),
+    ("NUL in a metadata key", b'"metadata": {"k\\u0000": "b"}', "metadata"),
+    ("NUL in a label value", b'"labels": {"k": "a\\u0000b"}', "labels"),
+    ("NUL in agentBinding", b'"agentBinding": {"agent": "\\u0000"}', "agentBinding"),
+    ("NUL in the name", b'"name": "a\\u0000b"', "name"),
+    ("NUL in requestedBy", b'"requestedBy": "a\\u0000b"', "requestedBy"),
+    ("lone surrogate in metadata", b'"metadata": {"x": "\\udc00"}', "metadata"),
+    ("lone surrogate in a label", b'"labels": {"x": "\\ud800"}', "labels"),
+    ("lone surrogate in the name", b'"name": "\\ud800"', "name"),
+    ("metadata nested 33 levels", b'"metadata": ' + b'{"a":' * 33 + b"1" + b"}" * 33, "metadata"),
+    ("metadata nested 900 levels", b'"metadata": ' + b'{"a":' * 900 + b"1" + b"}" * 900, "metadata"),
+]
+
+
+@pytest.mark.parametrize(("member", "field"), [pytest.param(m, f, id=case) for case, m, f in UNSTORABLE])
+def test_unstorable_values_are_400_naming_the_field(client: APIClient, member: bytes, field: str) -> None:
+    # A repeated member overrides the earlier one (json module semantics), so "name" can be replaced.
+    body = b'{"name": "t", "duration": "5m", ' + member + b"}"
+    response = client.post("/api/timers", data=body, content_type="application/json")
+    _assert_400_naming(response, field)
+    assert not Timer.objects.exists()
+
+
+def test_metadata_nested_32_levels_is_accepted(client: APIClient) -> None:
+    nested: Any = 1
+    for _ in range(31):
+        nested = {"a": nested}
+    response = _post(client, {"name": "t", "duration": "5m", "metadata": nested})
+    assert response.status_code == 201, response.content
+
+
+@pytest.mark.parametrize("opener", [b"[", b'{"a":'])
+def test_json_nested_beyond_the_parsers_recursion_limit_is_400(client: APIClient, opener: bytes) -> None:
+    closer = b"]" if opener == b"[" else b"}"
+    body = b'{"name": "t", "duration": "5m", "metadata": {"x": ' + opener * 100_000 + b"1" + closer * 100_000 + b"}}"
+    response = client.post("/api/timers", data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert "nested too deeply" in response.json()["message"]
+
+
+def test_invalid_utf8_is_400(client: APIClient) -> None:
+    response = client.post("/api/timers", data=b'{"name": "\xff\xfe", "duration": "5m"}', content_type="application/json")
+    assert response.status_code == 400
+    assert set(response.json()) == {"message", "details"}
+
+
+def test_nan_is_not_json_and_is_400(client: APIClient) -> None:
+    response = client.post("/api/timers", data=b'{"name": "t", "duration": NaN}', content_type="application/json")
+    assert response.status_code == 400
+
+
+def test_a_float_overflowing_to_infinity_is_400(client: APIClient) -> None:
+    response = client.post("/api/timers", data=b'{"name": "t", "duration": 1e400}', content_type="application/json")
+    _assert_400_naming(response, "duration")
+
+
+def test_nul_in_a_cancel_reason_is_400(client: APIClient) -> None:
+    timer = _post(client, {"name": "t", "duration": "5m"}).json()
+    response = client.post(
+        f"/api/timers/{timer['id']}/cancel", data=b'{"reason": "\\ud800"}', content_type="application/json"
+    )
+    _assert_400_naming(response, "reason")
+    assert Timer.objects.get(pk=timer["id"]).status == "scheduled"
+
+
+@pytest.mark.parametrize("key", ["a\x00b", "line\nbreak", "caf\u00e9"])
+def test_an_idempotency_key_with_control_or_non_ascii_characters_is_400(client: APIClient, key: str) -> None:
+    response = client.post("/api/timers", {"name": "t", "duration": "5m"}, format="json", HTTP_IDEMPOTENCY_KEY=key)
+    _assert_400_naming(response, "Idempotency-Key")

@@ -6,12 +6,28 @@ from typing import Any
 
 import jwt
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_slug
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from timers import keys
 from timers.api.principal import ALL_ROLES, Principal
 from timers.models import Tenant, default_roles
+
+# requestedBy / cancelledBy columns hold at most this many characters.
+MAX_SUBJECT = 200
+
+
+def _tenant_or_none(tenant_id: str) -> Tenant | None:
+    """The tenant with this id; None also for ids that cannot be one (not a slug, NUL, too long)."""
+    try:
+        validate_slug(tenant_id)
+    except ValidationError:
+        return None
+    if len(tenant_id) > Tenant._meta.get_field("id").max_length:
+        return None
+    return Tenant.objects.filter(pk=tenant_id).first()
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -59,15 +75,20 @@ class JwtAuthentication(authentication.BaseAuthentication):
         tenant_id = claims.get("tenant")
         if not isinstance(tenant_id, str) or not tenant_id:
             raise exceptions.AuthenticationFailed("Bearer token has no 'tenant' claim")
-        tenant = Tenant.objects.filter(pk=tenant_id).first()
+        tenant = _tenant_or_none(tenant_id)
         if tenant is None:
-            raise exceptions.AuthenticationFailed(f"Unknown tenant '{tenant_id}'")
+            raise exceptions.AuthenticationFailed(f"Unknown tenant '{tenant_id[:64]}'")
+        subject = str(claims["sub"])
+        if not 0 < len(subject) <= MAX_SUBJECT or not subject.isprintable():
+            raise exceptions.AuthenticationFailed(
+                f"Bearer token 'sub' must be 1-{MAX_SUBJECT} printable characters"
+            )
         roles = claims.get("roles")
         if not isinstance(roles, list):
             roles = default_roles()
         principal = Principal(
             tenant=tenant,
-            subject=str(claims["sub"]),
+            subject=subject,
             roles=frozenset(str(r) for r in roles if r in ALL_ROLES),
             via="jwt",
         )
@@ -88,9 +109,9 @@ class StaffSessionAuthentication(authentication.SessionAuthentication):
         tenant_id = request.headers.get("x-tenant-id") or request.query_params.get("tenant")
         tenant = None
         if tenant_id:
-            tenant = Tenant.objects.filter(pk=tenant_id).first()
+            tenant = _tenant_or_none(tenant_id)
             if tenant is None:
-                raise exceptions.NotFound(f"Unknown tenant '{tenant_id}'")
+                raise exceptions.NotFound(f"Unknown tenant '{tenant_id[:64]}'")
         principal = Principal(
             tenant=tenant, subject=f"staff:{user.get_username()}", roles=ALL_ROLES, via="session", is_staff=True
         )

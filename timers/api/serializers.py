@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,20 +22,38 @@ MAX_METADATA_BYTES = 64 * 1024
 MAX_LABELS = 64
 MAX_LABEL_KEY = 100
 MAX_LABEL_VALUE = 500
+MAX_JSON_DEPTH = 32
+
+
+# RFC 3339 section 5.6 date-time: full-date "T" full-time, "T"/"Z" in either case, seconds
+# required, any number of fraction digits. fromisoformat alone also takes ISO-8601 forms that
+# are not RFC 3339 (week dates, basic format, hour-only times).
+_RFC3339 = re.compile(
+    r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ](?P<time>[0-9]{2}:[0-9]{2}:[0-9]{2})"
+    r"(?P<fraction>\.[0-9]+)?(?P<offset>[Zz]|[+-][0-9]{2}:[0-9]{2})?",
+    re.ASCII,
+)
+_RFC3339_EXAMPLE = "e.g. 2030-01-01T14:00:00Z or 2030-01-01T16:00:00+02:00"
 
 
 def parse_rfc3339(value: Any) -> datetime:
+    """An aware UTC datetime from an RFC 3339 timestamp with an offset; ValidationError otherwise."""
     if not isinstance(value, str):
-        raise serializers.ValidationError("must be an RFC 3339 timestamp string, e.g. 2030-01-01T14:00:00Z")
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError as exc:
-        raise serializers.ValidationError(
-            f"'{value}' is not an RFC 3339 timestamp, e.g. 2030-01-01T14:00:00Z"
-        ) from exc
-    if parsed.tzinfo is None:
+        raise serializers.ValidationError(f"must be an RFC 3339 timestamp string, {_RFC3339_EXAMPLE}")
+    match = _RFC3339.fullmatch(value.strip())
+    if match is None:
+        raise serializers.ValidationError(f"'{value[:64]}' is not an RFC 3339 timestamp, {_RFC3339_EXAMPLE}")
+    if match["offset"] is None:
         raise serializers.ValidationError("must include a UTC offset (e.g. 'Z' or '+02:00')")
-    return parsed.astimezone(UTC)
+    fraction = (match["fraction"] or "")[:7]  # microseconds: Python keeps at most 6 digits
+    offset = "+00:00" if match["offset"] in ("Z", "z") else match["offset"]
+    try:
+        parsed = datetime.fromisoformat(f"{match['date']}T{match['time']}{fraction}{offset}")
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:  # 2030-02-30, 25:00, or beyond year 9999 in UTC
+        raise serializers.ValidationError(
+            f"'{value[:64]}' is not a valid date and time, {_RFC3339_EXAMPLE}"
+        ) from exc
 
 
 class AnyJSONField(serializers.Field):
@@ -47,8 +66,36 @@ class AnyJSONField(serializers.Field):
         return value
 
 
+def storable_json_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be stored in a Postgres JSON/text column, or None.
+
+    Postgres refuses NUL characters and strings that are not valid UTF-8 (lone surrogates,
+    which Python's json module accepts), and deep nesting makes json.dumps hit the recursion
+    limit. Iterative, so a deep document cannot blow the stack here either.
+    """
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return f"is nested deeper than {MAX_JSON_DEPTH} levels"
+        if isinstance(item, dict):
+            stack.extend((k, depth + 1) for k in item)
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return "must not contain NUL characters (\\u0000)"
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "must not contain unpaired UTF-16 surrogates (invalid Unicode)"
+    return None
+
+
 class StrictInput(serializers.Serializer):
-    """A JSON object body whose unknown fields are refused (a typo must not pass silently)."""
+    """A JSON object body whose unknown fields are refused (a typo must not pass silently) and
+    whose values can all be stored."""
 
     def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, dict):
@@ -58,6 +105,10 @@ class StrictInput(serializers.Serializer):
             raise serializers.ValidationError(
                 {unknown[0]: [f"unknown field; allowed fields: {', '.join(self.fields)}"]}
             )
+        for name, value in data.items():
+            problem = storable_json_problem(value)
+            if problem:
+                raise serializers.ValidationError({name: [problem]})
         return super().to_internal_value(data)
 
 

@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from actions.serializers import ActionRunOutput
 from timers import selectors, services
+from timers.api.parsers import SafeJSONParser
 from timers.api.principal import Principal
 from timers.api.serializers import (
     TimerCancelInput,
@@ -97,12 +98,31 @@ def _labels_filter(values: list[str]) -> list[tuple[str, str]]:
     for raw in values:
         key, sep, value = raw.partition(":")
         if not sep or not key:
-            raise exceptions.ValidationError({"label": [f"'{raw}' must look like key:value"]})
+            raise exceptions.ValidationError({"label": [f"'{raw[:100]}' must look like key:value"]})
+        if "\x00" in raw:
+            raise exceptions.ValidationError({"label": ["must not contain NUL characters"]})
         pairs.append((key, value))
     return pairs
 
 
-class TimerListCreateApi(APIView):
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable() or not key.isascii():
+        raise exceptions.ValidationError(
+            {"Idempotency-Key": [f"must be 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters"]}
+        )
+    return key
+
+
+class ApiView(APIView):
+    """Base of the timer endpoints: JSON bodies parsed without a way to cause a 500."""
+
+    parser_classes = [SafeJSONParser]
+
+
+class TimerListCreateApi(ApiView):
     pagination_class = TimerPagination
 
     def get_required_role(self) -> str:
@@ -147,9 +167,7 @@ class TimerListCreateApi(APIView):
     def post(self, request: Request) -> Response:
         principal = _principal(request)
         tenant = self._tenant_for_create(principal, request.data)
-        key = request.headers.get("Idempotency-Key")
-        if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
-            raise exceptions.ValidationError({"Idempotency-Key": [f"must be 1-{MAX_IDEMPOTENCY_KEY} characters"]})
+        key = _idempotency_key(request)
         body = TimerCreateInput(data=request.data, tenant_id=tenant.id)
         body.is_valid(raise_exception=True)
         timer, created = services.timer_create(
@@ -175,7 +193,7 @@ class TimerListCreateApi(APIView):
         return tenant
 
 
-class TimerDetailApi(APIView):
+class TimerDetailApi(ApiView):
     required_role = Role.TIMER_READ
 
     @extend_schema(responses=TimerDetailOutput)
@@ -183,7 +201,7 @@ class TimerDetailApi(APIView):
         return Response(TimerDetailOutput(_get_timer_or_404(request, timer_id)).data)
 
 
-class TimerCancelApi(APIView):
+class TimerCancelApi(ApiView):
     required_role = Role.TIMER_CANCEL
 
     @extend_schema(request=TimerCancelInput, responses=TimerOutput)
@@ -201,7 +219,7 @@ class TimerCancelApi(APIView):
         return Response(TimerOutput(timer).data)
 
 
-class TimerEventsApi(APIView):
+class TimerEventsApi(ApiView):
     required_role = Role.TIMER_READ
 
     @extend_schema(responses=inline_serializer("TimerEvents", {"events": TimerEventOutput(many=True)}))
