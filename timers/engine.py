@@ -48,6 +48,11 @@ def _lock_clause() -> str:
     return "FOR UPDATE SKIP LOCKED" if _pg() else ""
 
 
+def _db_param(moment: datetime) -> Any:
+    """A datetime in the form the backend stores (SQLite keeps naive UTC text)."""
+    return connection.ops.adapt_datetimefield_value(moment)
+
+
 def _as_uuid(value: Any) -> UUID:
     return value if isinstance(value, UUID) else UUID(str(value))
 
@@ -85,7 +90,7 @@ def _claim_rows(limit: int) -> list[tuple[Any, ...]]:
                 [limit],
             )
         else:
-            now = timezone.now()
+            now = _db_param(timezone.now())
             cur.execute(
                 f"""
                 UPDATE {table}
@@ -214,7 +219,7 @@ def timers_arm_due(*, horizon_end: datetime, limit: int) -> int:
                                ORDER BY fire_at LIMIT %s {_lock_clause()})
                 RETURNING id, fire_at, state_version
                 """,
-                [horizon_end, limit],
+                [_db_param(horizon_end), limit],
             )
             rows = cur.fetchall()
         if not rows:
