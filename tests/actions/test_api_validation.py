@@ -1,0 +1,125 @@
+"""POST /api/timers checks every action's parameters against its kind: 400 naming the action."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from timers.models import Timer
+
+pytestmark = pytest.mark.django_db
+
+
+def post(client: APIClient, *actions: dict[str, Any], **bundle: Any) -> Any:
+    body = {"name": "t", "duration": "5m", "actionBundle": {"actions": list(actions), **bundle}}
+    return client.post("/api/timers", body, format="json")
+
+
+def refused(response: Any) -> str:
+    assert response.status_code == 400, response.content
+    assert not Timer.objects.exists()
+    message: str = response.json()["message"]
+    return message
+
+
+@pytest.mark.parametrize("kind", ["agent_prompt", "workflow_event", "shell"])
+def test_unknown_kinds_are_refused_with_the_list_of_kinds(client: APIClient, kind: str) -> None:
+    message = refused(post(client, {"id": "think", "kind": kind, "parameters": {"prompt": "hi"}}))
+
+    assert f"unknown kind '{kind}'" in message
+    assert "available kinds: command, file, webhook" in message
+    assert "actions[0].kind" in message
+
+
+def test_non_http_url_is_refused_naming_the_action_and_field(client: APIClient) -> None:
+    message = refused(post(client, {"id": "notify", "kind": "webhook", "parameters": {"url": "gopher://x"}}))
+
+    assert "actions[0].parameters.url" in message
+    assert "(action 'notify')" in message
+    assert "http or https" in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1/x", "http://10.0.0.1/x", "http://169.254.169.254/latest/meta-data/", "http://[::1]/x",
+     "http://localhost:8000/x"],
+)
+def test_private_webhook_targets_are_refused_while_not_allowed(client: APIClient, url: str) -> None:
+    message = refused(post(client, {"id": "ssrf", "kind": "webhook", "parameters": {"url": url}}))
+
+    assert "(action 'ssrf')" in message
+    assert "MINOOTS_WEBHOOK_ALLOW_PRIVATE" in message
+
+
+def test_private_webhook_target_is_accepted_when_allowed(client: APIClient, settings: Any) -> None:
+    settings.MINOOTS_WEBHOOK_ALLOW_PRIVATE = True
+    response = post(client, {"id": "local", "kind": "webhook", "parameters": {"url": "http://127.0.0.1:9/x"}})
+    assert response.status_code == 201, response.content
+
+
+def test_command_not_on_the_allow_list_is_refused(client: APIClient, settings: Any) -> None:
+    settings.MINOOTS_COMMAND_ALLOWLIST = ["/bin/echo"]
+    message = refused(post(client, {"id": "wipe", "kind": "command", "parameters": {"argv": ["/bin/rm", "-rf", "/"]}}))
+
+    assert "actions[0].parameters.argv" in message
+    assert "'/bin/rm' is not in MINOOTS_COMMAND_ALLOWLIST" in message
+
+
+def test_command_is_refused_while_commands_are_disabled(client: APIClient, settings: Any) -> None:
+    settings.MINOOTS_COMMAND_ALLOWLIST = []
+    message = refused(post(client, {"id": "hi", "kind": "command", "parameters": {"argv": ["/bin/echo"]}}))
+
+    assert "command actions are disabled" in message
+
+
+def test_file_action_is_refused_while_file_writes_are_disabled(client: APIClient, settings: Any) -> None:
+    settings.MINOOTS_FILE_ROOT = ""
+    message = refused(post(client, {"id": "note", "kind": "file", "parameters": {"path": "x", "content": "y"}}))
+
+    assert "(action 'note')" in message
+    assert "file actions are disabled" in message
+
+
+def test_file_traversal_is_refused(client: APIClient, file_root: Path) -> None:
+    message = refused(post(client, {"id": "note", "kind": "file", "parameters": {"path": "../x", "content": "y"}}))
+
+    assert "actions[0].parameters.path" in message
+    assert "'..'" in message
+
+
+def test_parameters_of_an_escalation_are_checked_too(client: APIClient) -> None:
+    action = {
+        "id": "a", "kind": "webhook", "parameters": {"url": "https://93.184.215.14/hook"},
+        "escalation": {"afterAttempts": 1, "escalatesTo": {"id": "b", "kind": "webhook", "parameters": {"url": "ftp://x"}}},
+    }
+    message = refused(post(client, action))
+
+    assert "actions[0].escalation.escalatesTo.parameters.url" in message
+    assert "(action 'b')" in message
+
+
+def test_second_action_error_names_its_own_index_and_id(client: APIClient) -> None:
+    ok = {"id": "ok", "kind": "webhook", "parameters": {"url": "https://93.184.215.14/hook"}}
+    bad = {"id": "bad", "kind": "webhook", "parameters": {"url": "https://93.184.215.14/hook", "timeoutMs": -1}}
+    message = refused(post(client, ok, bad))
+
+    assert "actions[1].parameters.timeoutMs" in message
+    assert "(action 'bad')" in message
+
+
+def test_bundle_with_all_three_kinds_is_accepted(client: APIClient, settings: Any, file_root: Path) -> None:
+    settings.MINOOTS_COMMAND_ALLOWLIST = ["/bin/echo"]
+    response = post(
+        client,
+        {"id": "hook", "kind": "webhook", "parameters": {"url": "https://93.184.215.14/hook", "method": "PUT"}},
+        {"id": "cmd", "kind": "command", "parameters": {"argv": ["echo", "; rm -rf /"], "timeoutMs": 1000}},
+        {"id": "note", "kind": "file", "parameters": {"path": "out/note.txt", "content": {"a": 1}, "mode": "append"}},
+        concurrency=3,
+        retryPolicy={"maxAttempts": 5, "backoffInitialMs": 500, "backoffMultiplier": 2},
+    )
+
+    assert response.status_code == 201, response.content
+    assert [a["id"] for a in response.json()["actionBundle"]["actions"]] == ["hook", "cmd", "note"]
