@@ -127,3 +127,27 @@ def test_interactive_docs_page_loads_the_schema(anon_client: APIClient, db: Any)
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/html")
     assert b"/api/schema/" in response.content
+
+
+def test_openapi_schema_declares_both_api_authentication_methods(anon_client: APIClient, db: Any) -> None:
+    schema = anon_client.get("/api/schema/?format=json").json()
+    schemes = schema["components"]["securitySchemes"]
+    assert schemes["apiKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    assert schemes["bearerJwt"]["scheme"] == "bearer"
+    assert schemes["bearerJwt"]["bearerFormat"] == "JWT"
+    security = schema["paths"]["/api/timers"]["post"]["security"]
+    assert {"apiKey": []} in security and {"bearerJwt": []} in security
+
+
+def test_openapi_operation_ids_are_unique(anon_client: APIClient, db: Any) -> None:
+    schema = anon_client.get("/api/schema/?format=json").json()
+    ids = [op["operationId"] for path in schema["paths"].values() for op in path.values()]
+    assert len(ids) == len(set(ids))
+    assert "timers_list" in ids and "timers_create" in ids
+
+
+def test_openapi_create_body_documents_duration_and_fire_at_types(anon_client: APIClient, db: Any) -> None:
+    props = anon_client.get("/api/schema/?format=json").json()["components"]["schemas"]["TimerCreateInput"]["properties"]
+    assert {"type": "integer"} in props["duration"]["oneOf"]
+    assert props["fireAt"]["format"] == "date-time"
+    assert props["labels"]["additionalProperties"] == {"type": "string"}

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from actions.bundle import BundleError, iter_specs, parse_bundle
@@ -66,6 +67,27 @@ class AnyJSONField(serializers.Field):
         return value
 
 
+# The subclasses only tell the OpenAPI schema what each pass-through field holds.
+@extend_schema_field({"oneOf": [{"type": "string"}, {"type": "integer"}], "example": "5m"})
+class DurationInputField(AnyJSONField):
+    pass
+
+
+@extend_schema_field({"type": "string", "format": "date-time", "example": "2030-01-01T14:00:00Z"})
+class TimestampInputField(AnyJSONField):
+    pass
+
+
+@extend_schema_field({"type": "object", "additionalProperties": True, "nullable": True})
+class ObjectInputField(AnyJSONField):
+    pass
+
+
+@extend_schema_field({"type": "object", "additionalProperties": {"type": "string"}, "nullable": True})
+class LabelsInputField(AnyJSONField):
+    pass
+
+
 def storable_json_problem(value: Any) -> str | None:
     """Why ``value`` cannot be stored in a Postgres JSON/text column, or None.
 
@@ -118,12 +140,16 @@ class TimerCreateInput(StrictInput):
     tenantId = serializers.CharField(required=False, max_length=64)
     requestedBy = serializers.CharField(required=False, max_length=200, allow_blank=True)
     name = serializers.CharField(max_length=MAX_NAME)
-    duration = AnyJSONField(required=False, help_text="'500ms', '30s', '5m', '1h30m', 'PT15M' or milliseconds")
-    fireAt = AnyJSONField(required=False, help_text="RFC 3339 timestamp with offset")
-    metadata = AnyJSONField(required=False, allow_null=True)
-    labels = AnyJSONField(required=False, allow_null=True)
-    actionBundle = AnyJSONField(required=False, allow_null=True)
-    agentBinding = AnyJSONField(required=False, allow_null=True)
+    duration = DurationInputField(
+        required=False, help_text="'500ms', '30s', '5m', '1h30m', 'PT15M' or an integer of milliseconds"
+    )
+    fireAt = TimestampInputField(required=False, help_text="RFC 3339 timestamp with offset")
+    metadata = ObjectInputField(required=False, allow_null=True, help_text="any JSON object, at most 64 KiB")
+    labels = LabelsInputField(required=False, allow_null=True, help_text="at most 64 string labels")
+    actionBundle = ObjectInputField(
+        required=False, allow_null=True, help_text="{actions: [{id, kind, parameters, escalation?}], concurrency, retryPolicy?}"
+    )
+    agentBinding = ObjectInputField(required=False, allow_null=True)
 
     def __init__(self, *args: Any, tenant_id: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

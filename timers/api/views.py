@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from actions.serializers import ActionRunOutput
 from timers import selectors, services
+from timers.api import schema as _schema  # noqa: F401  (registers the OpenAPI auth extensions)
 from timers.api.parsers import SafeJSONParser
 from timers.api.principal import Principal
 from timers.api.serializers import (
@@ -133,6 +134,7 @@ class TimerListCreateApi(ApiView):
         return self.get_required_role()
 
     @extend_schema(
+        operation_id="timers_list",
         parameters=[
             OpenApiParameter("status", str, description="Comma-separated statuses"),
             OpenApiParameter("name", str),
@@ -163,7 +165,12 @@ class TimerListCreateApi(ApiView):
         page = paginator.paginate_queryset(qs, request, view=self)
         return paginator.get_paginated_response(TimerOutput(page, many=True).data)
 
-    @extend_schema(request=TimerCreateInput, responses={201: TimerOutput, 200: TimerOutput})
+    @extend_schema(
+        operation_id="timers_create",
+        request=TimerCreateInput,
+        responses={201: TimerOutput, 200: TimerOutput},
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, description="replay-safe create")],
+    )
     def post(self, request: Request) -> Response:
         principal = _principal(request)
         tenant = self._tenant_for_create(principal, request.data)
