@@ -1,0 +1,53 @@
+"""Server-sent events of the caller's tenant."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from timers import keys
+from timers.models import Tenant
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def read_stream(response: Any) -> list[dict[str, Any]]:
+    text = b"".join(response.streaming_content).decode()
+    events = []
+    for block in text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line and not line.startswith(":"))
+        if "data" in fields:
+            events.append({"id": int(fields["id"]), "event": fields["event"], **json.loads(fields["data"])})
+    return events
+
+
+def test_stream_replays_the_tenants_events_after_the_given_id_and_hides_other_tenants(
+    client: APIClient, other_tenant: Tenant, settings: Any
+) -> None:
+    settings.MINOOTS_STREAM_MAX_SECONDS = 0.6
+    mine = client.post("/api/timers", {"name": "mine", "duration": "5m"}, format="json").json()
+    other = APIClient()
+    other.credentials(HTTP_X_API_KEY=keys.api_key_create(tenant=other_tenant)[1])
+    theirs = other.post("/api/timers", {"name": "theirs", "duration": "5m"}, format="json").json()
+
+    response = client.get("/api/timers/stream?after=0", HTTP_ACCEPT="text/event-stream")
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/event-stream")
+    events = read_stream(response)
+    assert [(e["timerId"], e["event"]) for e in events] == [(mine["id"], "created")]
+    assert theirs["id"] not in {e["timerId"] for e in events}
+
+    cancelled = client.post(f"/api/timers/{mine['id']}/cancel", {}, format="json")
+    assert cancelled.status_code == 200
+    resumed = read_stream(client.get("/api/timers/stream", HTTP_LAST_EVENT_ID=str(events[-1]["id"])))
+    assert [e["event"] for e in resumed] == ["cancelled"]
+
+
+def test_stream_requires_credentials(anon_client: APIClient) -> None:
+    response = anon_client.get("/api/timers/stream")
+    assert response.status_code == 401
+    assert "message" in response.json()

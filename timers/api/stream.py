@@ -1,0 +1,109 @@
+"""GET /api/timers/stream: the caller's timer events as server-sent events.
+
+Each event carries its TimerEvent id, so a client that reconnects with ``Last-Event-ID`` (as
+browsers' EventSource do) misses nothing. A stream lasts MINOOTS_STREAM_MAX_SECONDS, then ends
+so that web workers are not held forever; clients reconnect.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, renderers
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from timers.api.principal import Principal
+from timers.models import Role, Tenant, TimerEvent
+
+POLL_SECONDS = 0.5
+KEEPALIVE_SECONDS = 15
+BATCH = 500
+
+
+class EventStreamRenderer(renderers.BaseRenderer):
+    media_type = "text/event-stream"
+    format = "sse"
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        return f"event: error\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def _events_after(tenant: Tenant | None, last_id: int) -> list[TimerEvent]:
+    qs = TimerEvent.objects.filter(id__gt=last_id).select_related("timer").order_by("id")
+    if tenant is not None:
+        qs = qs.filter(timer__tenant=tenant)
+    return list(qs[:BATCH])
+
+
+def _format(event: TimerEvent) -> str:
+    payload = {
+        "timerId": str(event.timer_id),
+        "tenantId": event.timer.tenant_id,
+        "name": event.timer.name,
+        "kind": event.kind,
+        "stateVersion": event.state_version,
+        "occurredAt": event.occurred_at.isoformat(),
+        "data": event.data,
+    }
+    return f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(payload)}\n\n"
+
+
+def event_stream(tenant: Tenant | None, last_id: int, max_seconds: float) -> Iterator[str]:
+    deadline = time.monotonic() + max_seconds
+    quiet_since = time.monotonic()
+    yield "retry: 1000\n: connected\n\n"
+    try:
+        while time.monotonic() < deadline:
+            events = _events_after(tenant, last_id)
+            for event in events:
+                last_id = event.id
+                yield _format(event)
+            if events:
+                quiet_since = time.monotonic()
+                continue
+            if time.monotonic() - quiet_since > KEEPALIVE_SECONDS:
+                quiet_since = time.monotonic()
+                yield ": keepalive\n\n"
+            time.sleep(POLL_SECONDS)
+    finally:
+        close_old_connections()
+
+
+class TimerStreamApi(APIView):
+    required_role = Role.TIMER_READ
+    renderer_classes = [renderers.JSONRenderer, EventStreamRenderer]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("after", int, description="Start after this event id (default: events from now on)"),
+            OpenApiParameter("Last-Event-ID", int, location=OpenApiParameter.HEADER),
+        ],
+        responses={(200, "text/event-stream"): str},
+    )
+    def get(self, request: Request) -> StreamingHttpResponse:
+        principal = request.user
+        assert isinstance(principal, Principal)
+        raw = request.headers.get("Last-Event-ID") or request.query_params.get("after")
+        if raw is None:
+            latest = TimerEvent.objects.order_by("-id").values_list("id", flat=True).first()
+            last_id = latest or 0
+        else:
+            try:
+                last_id = int(raw)
+            except ValueError as exc:
+                raise exceptions.ValidationError({"after": ["must be an event id (integer)"]}) from exc
+        response = StreamingHttpResponse(
+            event_stream(principal.tenant, last_id, settings.MINOOTS_STREAM_MAX_SECONDS),
+            content_type="text/event-stream",
+        )
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
+        return response
