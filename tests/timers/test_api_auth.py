@@ -12,6 +12,7 @@ from typing import Any
 import jwt
 import pytest
 from django.contrib.auth import get_user_model
+from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -306,7 +307,7 @@ def test_x_tenant_id_mismatch_is_403_for_jwt_too(tenant: Tenant, make_token: Mak
 
 @pytest.fixture
 def staff_client(db: Any) -> APIClient:
-    user = get_user_model().objects.create_user("ops", password="pw", is_staff=True)
+    user = get_user_model().objects.create_user("ops", is_staff=True)
     c = APIClient()
     c.force_login(user)
     return c
@@ -354,7 +355,7 @@ def test_staff_session_naming_an_unknown_tenant_is_404(staff_client: APIClient) 
 
 
 def test_non_staff_session_is_403(db: Any) -> None:
-    user = get_user_model().objects.create_user("visitor", password="pw")
+    user = get_user_model().objects.create_user("visitor")
     c = APIClient()
     c.force_login(user)
     body = _assert_error(c.get("/api/timers"), 403)
@@ -397,3 +398,32 @@ def test_jwt_with_a_subject_that_cannot_be_stored_is_401(tenant: Tenant, make_to
 
 def test_staff_session_naming_a_tenant_with_nul_is_404(staff_client: APIClient) -> None:
     _assert_error(staff_client.get("/api/timers", HTTP_X_TENANT_ID="ac\x00me"), 404)
+
+
+def test_staff_user_logs_in_through_the_browsable_api_login_page(
+    db: Any, create_timer: CreateTimer, settings: Any
+) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only
+    get_user_model().objects.create_user("ops", password="s3cret-pw", is_staff=True)
+    create_timer(name="after-login")
+    browser = Client(enforce_csrf_checks=True)
+    login_page = browser.get("/api-auth/login/?next=/api/timers")
+    assert login_page.status_code == 200
+    response = browser.post(
+        "/api-auth/login/?next=/api/timers",
+        {"username": "ops", "password": "s3cret-pw", "csrfmiddlewaretoken": login_page.cookies["csrftoken"].value},
+    )
+    assert response.status_code == 302
+    page = browser.get("/api/timers", HTTP_ACCEPT="text/html")
+    assert page.status_code == 200
+    assert b"after-login" in page.content
+
+
+def test_staff_session_post_without_a_csrf_token_is_403(db: Any) -> None:
+    user = get_user_model().objects.create_user("ops", is_staff=True)
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(user)
+    response = browser.post("/api/timers", {"name": "t", "duration": "5m", "tenantId": "acme"}, content_type="application/json")
+    body = _assert_error(response, 403)
+    assert "CSRF" in body["message"]
+    assert not Timer.objects.exists()

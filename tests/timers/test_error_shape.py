@@ -76,6 +76,15 @@ def test_429_has_the_error_shape_with_the_limit_type(client: APIClient, tenant: 
     assert body["limitType"] == "burst"
 
 
+def test_a_body_over_the_upload_limit_is_a_json_413(client: APIClient, settings: Any) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    body = b'{"name": "t", "duration": "5m", "metadata": {"x": "' + b"a" * 20_000 + b'"}}'
+    response = client.post("/api/timers", data=body, content_type="application/json")
+    body_json = _assert_shape(response, 413)
+    assert "10000" in body_json["message"]
+    assert not Timer.objects.exists()
+
+
 def test_unexpected_error_is_a_json_500_not_an_html_page(
     client: APIClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -182,3 +182,44 @@ def test_new_tenants_get_the_default_quotas(db: Any, settings: Any) -> None:
     tenant = Tenant.objects.create(id="fresh")
     assert tenant.max_active_timers == settings.MINOOTS_DEFAULT_MAX_ACTIVE_TIMERS
     assert tenant.max_creates_per_day == settings.MINOOTS_DEFAULT_MAX_CREATES_PER_DAY
+
+
+def test_a_concurrent_insert_with_the_same_key_is_answered_with_the_winner(
+    client: APIClient, monkeypatch: Any
+) -> None:
+    """Two requests race: both miss the replay lookup, the loser's insert hits the unique
+    constraint and must answer with the winner's timer, not a 500."""
+    from timers import services
+
+    winner = _create(client, key="race").json()
+    real_replay = services._idempotent_replay
+    calls: list[int] = []
+
+    def miss_first_time(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return None if len(calls) == 1 else real_replay(*args, **kwargs)
+
+    monkeypatch.setattr(services, "_idempotent_replay", miss_first_time)
+    loser = _create(client, key="race")
+    assert loser.status_code == 200, loser.content
+    assert loser.json()["id"] == winner["id"]
+    assert len(calls) == 2
+    assert Timer.objects.count() == 1
+
+
+def test_a_concurrent_insert_with_the_same_key_and_another_body_is_409(
+    client: APIClient, monkeypatch: Any
+) -> None:
+    from timers import services
+
+    _create(client, key="race")
+    real_replay = services._idempotent_replay
+    calls: list[int] = []
+
+    def miss_first_time(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return None if len(calls) == 1 else real_replay(*args, **kwargs)
+
+    monkeypatch.setattr(services, "_idempotent_replay", miss_first_time)
+    assert _create(client, {**BODY, "name": "other"}, key="race").status_code == 409
+    assert Timer.objects.count() == 1

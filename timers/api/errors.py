@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -34,6 +36,14 @@ def error_body(message: str, details: Any = None, **extra: Any) -> dict[str, Any
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ServiceError):
         return Response(error_body(exc.message, exc.details, **exc.extra), status=exc.status_code)
+    if isinstance(exc, RequestDataTooBig):
+        # Raised by request.body inside the view; left alone it would become a 500.
+        return Response(
+            error_body(f"Request body exceeds {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes"),
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    if isinstance(exc, SuspiciousOperation):
+        return Response(error_body("Bad request"), status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     response = drf_exception_handler(exc, context)
