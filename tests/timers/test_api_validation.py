@@ -287,3 +287,19 @@ def test_nul_in_a_cancel_reason_is_400(client: APIClient) -> None:
 def test_an_idempotency_key_with_control_or_non_ascii_characters_is_400(client: APIClient, key: str) -> None:
     response = client.post("/api/timers", {"name": "t", "duration": "5m"}, format="json", HTTP_IDEMPOTENCY_KEY=key)
     _assert_400_naming(response, "Idempotency-Key")
+
+
+def test_metadata_size_counts_utf8_bytes_not_escaped_ascii(client: APIClient) -> None:
+    # 30,000 "é" are 60,000 bytes of UTF-8 but 180,000 characters once escaped as \u00e9.
+    response = _post(client, {"name": "t", "duration": "5m", "metadata": {"text": "\u00e9" * 30_000}})
+    assert response.status_code == 201, response.content[:200]
+    too_big = _post(client, {"name": "t", "duration": "5m", "metadata": {"text": "\u00e9" * 33_000}})
+    _assert_400_naming(too_big, "metadata")
+
+
+def test_metadata_of_exactly_64_kib_is_accepted_and_one_byte_more_is_not(client: APIClient) -> None:
+    overhead = len('{"blob":""}')
+    exact = _post(client, {"name": "t", "duration": "5m", "metadata": {"blob": "x" * (64 * 1024 - overhead)}})
+    assert exact.status_code == 201, exact.content[:200]
+    over = _post(client, {"name": "t", "duration": "5m", "metadata": {"blob": "x" * (64 * 1024 - overhead + 1)}})
+    _assert_400_naming(over, "metadata")

@@ -160,7 +160,8 @@ class TimerCreateInput(StrictInput):
             return {}
         if not isinstance(value, dict):
             raise serializers.ValidationError("must be a JSON object")
-        if len(json.dumps(value).encode()) > MAX_METADATA_BYTES:
+        # Measured as compact UTF-8 JSON: ensure_ascii would count "é" as 6 bytes ("\\u00e9").
+        if len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()) > MAX_METADATA_BYTES:
             raise serializers.ValidationError(f"must be at most {MAX_METADATA_BYTES // 1024} KiB as JSON")
         return value
 
