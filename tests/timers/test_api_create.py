@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -182,3 +183,12 @@ def test_every_rfc3339_spelling_of_fire_at_is_accepted(client: APIClient, templa
     response = client.post("/api/timers", {"name": "rfc", "fireAt": text}, format="json")
     assert response.status_code == 201, response.content
     assert _parse(response.json()["fireAt"]) - target < timedelta(seconds=1)
+
+
+def test_a_bundle_of_20_actions_is_accepted(client: APIClient, settings: Any) -> None:
+    settings.MINOOTS_WEBHOOK_ALLOW_PRIVATE = True  # no DNS lookups in this test
+    actions = [{"id": f"a{i}", "kind": "webhook", "parameters": {"url": "http://127.0.0.1:9/hook"}} for i in range(20)]
+    bundle = {"actions": actions, "concurrency": 2, "retryPolicy": {"maxAttempts": 2}}
+    response = client.post("/api/timers", {"name": "many", "duration": "5m", "actionBundle": bundle}, format="json")
+    assert response.status_code == 201, response.content
+    assert len(response.json()["actionBundle"]["actions"]) == 20
