@@ -206,8 +206,9 @@ def test_jwt_roles_claim_limits_what_the_token_may_do(tenant: Tenant, make_token
     assert "timer.write" in body["message"]
 
 
-def test_jwt_with_unknown_roles_only_gets_no_role(tenant: Tenant, make_token: MakeToken) -> None:
-    _assert_error(_bearer(make_token(roles=["root"])).get("/api/timers"), 403)
+@pytest.mark.parametrize("roles", [["root"], [{"timer.read": True}], [["timer.read"]], [1]])
+def test_jwt_with_unknown_roles_only_gets_no_role(tenant: Tenant, make_token: MakeToken, roles: list[Any]) -> None:
+    _assert_error(_bearer(make_token(roles=roles)).get("/api/timers"), 403)
 
 
 # --- roles ----------------------------------------------------------------------------------

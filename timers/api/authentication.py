@@ -89,7 +89,7 @@ class JwtAuthentication(authentication.BaseAuthentication):
         principal = Principal(
             tenant=tenant,
             subject=subject,
-            roles=frozenset(str(r) for r in roles if r in ALL_ROLES),
+            roles=frozenset(r for r in roles if isinstance(r, str) and r in ALL_ROLES),
             via="jwt",
         )
         return principal, token
