@@ -15,6 +15,15 @@ class ParameterError(ValueError):
         self.message = message
 
 
+def is_utf8(text: str) -> bool:
+    """False for strings JSON allows but no file, process or socket can carry (lone surrogates)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class ActionError(Exception):
     """A failed attempt. ``permanent`` says a retry cannot help; ``retry_after`` (seconds) is a hint."""
 

@@ -20,7 +20,7 @@ from typing import IO, Any
 from django.conf import settings
 
 from actions.runners import register
-from actions.runners.base import ActionContext, ActionError, ActionResult, ParameterError, Runner
+from actions.runners.base import ActionContext, ActionError, ActionResult, ParameterError, Runner, is_utf8
 
 DEFAULT_TIMEOUT_MS = 60_000
 # Stays below the Celery soft time limit (300 s) and the default action lease (5 min).
@@ -109,13 +109,17 @@ class CommandRunner(Runner):
         argv = parameters.get("argv")
         if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
             raise ParameterError("argv", "must be a non-empty list of strings")
+        if not all(is_utf8(a) for a in argv):
+            raise ParameterError("argv", "arguments must be valid Unicode text")
         if len(argv) > MAX_ARGS or any(len(a) > MAX_ARG_LENGTH or "\x00" in a for a in argv):
             raise ParameterError("argv", f"at most {MAX_ARGS} arguments of {MAX_ARG_LENGTH} characters, no NUL bytes")
         executable = allowed_executable(argv[0])
         if executable is None:
             raise ParameterError("argv", f"'{argv[0][:200]}' is not in MINOOTS_COMMAND_ALLOWLIST")
         cwd = parameters.get("cwd")
-        if cwd is not None and (not isinstance(cwd, str) or not os.path.isabs(cwd) or "\x00" in cwd):
+        if cwd is not None and (
+            not isinstance(cwd, str) or not os.path.isabs(cwd) or "\x00" in cwd or not is_utf8(cwd)
+        ):
             raise ParameterError("cwd", "must be an absolute directory path")
         env = parameters.get("env") or {}
         if not isinstance(env, dict) or len(env) > MAX_ENV:
@@ -125,7 +129,7 @@ class CommandRunner(Runner):
                 raise ParameterError("env", f"'{name[:40]}' is not a valid variable name")
             if name in RESERVED_ENV:
                 raise ParameterError("env", f"'{name}' is set by MINOOTS")
-            if not isinstance(value, str) or "\x00" in value:
+            if not isinstance(value, str) or "\x00" in value or not is_utf8(value):
                 raise ParameterError("env", f"'{name}' must have a string value")
         timeout_ms = parameters.get("timeoutMs", DEFAULT_TIMEOUT_MS)
         if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or not 1 <= timeout_ms <= MAX_TIMEOUT_MS:

@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings
 
 from actions.runners import register
-from actions.runners.base import ActionContext, ActionError, ActionResult, ParameterError, Runner
+from actions.runners.base import ActionContext, ActionError, ActionResult, ParameterError, Runner, is_utf8
 
 MAX_BYTES = 1024 * 1024
 MAX_PATH = 1024
@@ -55,7 +55,7 @@ class FileRunner(Runner):
         path = parameters.get("path")
         if not isinstance(path, str) or not path.strip():
             raise ParameterError("path", "is required (a path relative to the tenant's directory)")
-        if len(path) > MAX_PATH or "\x00" in path:
+        if len(path) > MAX_PATH or "\x00" in path or not is_utf8(path):
             raise ParameterError("path", f"must be at most {MAX_PATH} characters without NUL bytes")
         pure = PurePosixPath(path)
         if pure.is_absolute() or path.startswith("~"):
@@ -69,7 +69,11 @@ class FileRunner(Runner):
             raise ParameterError("mode", f"must be one of {', '.join(MODES)}")
         if "content" not in parameters:
             raise ParameterError("content", "is required (a string, or any JSON value to serialise)")
-        if len(_content_bytes(parameters["content"])) > MAX_BYTES:
+        content = parameters["content"]
+        text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+        if not is_utf8(text):
+            raise ParameterError("content", "must be valid Unicode text")
+        if len(_content_bytes(content)) > MAX_BYTES:
             raise ParameterError("content", f"must be at most {MAX_BYTES // 1024} KiB")
         return {"path": str(pure), "content": parameters["content"], "mode": mode}
 

@@ -27,7 +27,7 @@ from standardwebhooks import Webhook
 from urllib3 import HTTPConnectionPool
 
 from actions.runners import register
-from actions.runners.base import ActionContext, ActionError, ActionResult, ParameterError, Runner
+from actions.runners.base import ActionContext, ActionError, ActionResult, ParameterError, Runner, is_utf8
 from actions.secrets import webhook_secrets_in_force
 
 METHODS = ("POST", "PUT", "PATCH", "GET", "DELETE")
@@ -76,6 +76,14 @@ def resolve(host: str, port: int) -> list[IPAddress]:
         address = str(sockaddr[0]).split("%", 1)[0]
         seen.setdefault(address, ipaddress.ip_address(address))
     return list(seen.values())
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def refused_addresses(addresses: list[IPAddress]) -> str | None:
@@ -153,26 +161,35 @@ class WebhookRunner(Runner):
     kind = "webhook"
 
     def validate(self, parameters: dict[str, Any], *, tenant_id: str) -> dict[str, Any]:
+        return self._validate(parameters, check_dns=True)
+
+    def _validate(self, parameters: dict[str, Any], *, check_dns: bool) -> dict[str, Any]:
+        """``check_dns``: refuse a host that resolves to a private address now. run() skips it
+        because it resolves, checks and pins the address itself."""
         unknown = sorted(set(parameters) - {"url", "method", "headers", "body", "timeoutMs"})
         if unknown:
             raise ParameterError(unknown[0], "unknown parameter; allowed: url, method, headers, body, timeoutMs")
         url = parameters.get("url")
         if not isinstance(url, str) or not url:
             raise ParameterError("url", "is required (an http or https URL)")
+        if not is_utf8(url):
+            raise ParameterError("url", "must be valid Unicode text")
         if len(url) > 2048:
             raise ParameterError("url", "must be at most 2048 characters")
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https"):
-            raise ParameterError("url", f"must be an http or https URL, not '{parts.scheme or url}'")
-        host = parts.hostname
-        if not host:
-            raise ParameterError("url", "has no host")
         try:
+            parts = urlsplit(url)
+            host = parts.hostname
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError as exc:
-            raise ParameterError("url", f"has an invalid port: {exc}") from exc
+            raise ParameterError("url", f"is not a valid URL: {exc}") from exc
+        if parts.scheme not in ("http", "https"):
+            raise ParameterError("url", f"must be an http or https URL, not '{parts.scheme or url}'")
+        if not host:
+            raise ParameterError("url", "has no host")
+        if any(ch.isspace() or ord(ch) < 32 for ch in url):
+            raise ParameterError("url", "must not contain whitespace or control characters")
         if not settings.MINOOTS_WEBHOOK_ALLOW_PRIVATE:
-            self._check_public_host(host, port)
+            self._check_public_host(host, port, check_dns=check_dns)
         method = parameters.get("method", "POST")
         if not isinstance(method, str) or method.upper() not in METHODS:
             raise ParameterError("method", f"must be one of {', '.join(METHODS)}")
@@ -186,8 +203,12 @@ class WebhookRunner(Runner):
                 raise ParameterError("headers", f"'{name[:40]}' is not a valid header name")
             if name.lower() in RESERVED_HEADERS:
                 raise ParameterError("headers", f"'{name}' is set by MINOOTS and cannot be overridden")
-            if not isinstance(value, str) or "\r" in value or "\n" in value:
+            if not isinstance(value, str) or "\r" in value or "\n" in value or "\x00" in value:
                 raise ParameterError("headers", f"'{name}' must have a single-line string value")
+            try:
+                value.encode("latin-1")
+            except UnicodeEncodeError as exc:
+                raise ParameterError("headers", f"'{name}' must be ISO-8859-1 text (HTTP header values)") from exc
         timeout_ms = parameters.get("timeoutMs", settings.ACTION_WEBHOOK_TIMEOUT_MS)
         if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or not 1 <= timeout_ms <= MAX_TIMEOUT_MS:
             raise ParameterError("timeoutMs", f"must be an integer between 1 and {MAX_TIMEOUT_MS}")
@@ -197,18 +218,22 @@ class WebhookRunner(Runner):
         if "body" in parameters and parameters["body"] is not None:
             body = parameters["body"]
             encoded = body if isinstance(body, str) else json.dumps(body, separators=(",", ":"))
+            if not is_utf8(encoded):
+                raise ParameterError("body", "must be valid Unicode text")
             if len(encoded.encode()) > MAX_BODY_BYTES:
                 raise ParameterError("body", f"must be at most {MAX_BODY_BYTES // 1024} KiB")
             normalised["body"] = body
         return normalised
 
     @staticmethod
-    def _check_public_host(host: str, port: int) -> None:
+    def _check_public_host(host: str, port: int, *, check_dns: bool) -> None:
         lowered = host.lower().rstrip(".")
         if lowered == "localhost" or lowered.endswith(_LOCAL_SUFFIXES):
             raise ParameterError(
                 "url", f"host '{host}' is a local name; private targets are refused unless MINOOTS_WEBHOOK_ALLOW_PRIVATE=true"
             )
+        if not check_dns and not _is_ip_literal(host):
+            return
         try:
             addresses = resolve(host, port)
         except OSError:
@@ -218,7 +243,10 @@ class WebhookRunner(Runner):
             raise ParameterError("url", f"host '{host}' {refusal}")
 
     def run(self, parameters: dict[str, Any], context: ActionContext) -> ActionResult:
-        params = self.validate(parameters, tenant_id=context.tenant_id)
+        try:
+            params = self._validate(parameters, check_dns=False)
+        except ParameterError as exc:
+            raise ActionError(str(exc), permanent=True) from exc
         url: str = params["url"]
         parts = urlsplit(url)
         host = parts.hostname or ""

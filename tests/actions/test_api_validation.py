@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
+from actions.runners import ParameterError, get_runner
 from timers.models import Timer
 
 pytestmark = pytest.mark.django_db
@@ -123,3 +124,21 @@ def test_bundle_with_all_three_kinds_is_accepted(client: APIClient, settings: An
 
     assert response.status_code == 201, response.content
     assert [a["id"] for a in response.json()["actionBundle"]["actions"]] == ["hook", "cmd", "note"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "parameters", "field"),
+    [
+        ("webhook", {"url": "https://93.184.215.14/\ud800"}, "url"),
+        ("webhook", {"url": "https://93.184.215.14/", "body": "\udfff"}, "body"),
+        ("command", {"argv": ["/bin/echo", "\ud800"]}, "argv"),
+        ("file", {"path": "x.txt", "content": "\ud800"}, "content"),
+    ],
+)
+def test_lone_surrogates_in_parameters_are_refused_by_the_runner(
+    settings: Any, file_root: Path, kind: str, parameters: dict[str, Any], field: str
+) -> None:
+    settings.MINOOTS_COMMAND_ALLOWLIST = ["/bin/echo"]
+    with pytest.raises(ParameterError) as info:
+        get_runner(kind).validate(parameters, tenant_id="acme")
+    assert info.value.field == field

@@ -255,6 +255,21 @@ def test_hostname_resolving_to_loopback_is_refused(monkeypatch: pytest.MonkeyPat
     assert ActionRun.objects.get(timer=timer).status == RunStatus.FAILED
 
 
+def test_host_that_resolves_to_a_private_address_by_fire_time_is_refused(
+    monkeypatch: pytest.MonkeyPatch, receiver: Receiver, fire_timer: FireTimer
+) -> None:
+    fake_dns(monkeypatch, {"flip.example.com": ["93.184.215.14", "127.0.0.1"]})
+    url = f"http://flip.example.com:{receiver.port}/"
+    get_runner("webhook").validate({"url": url}, tenant_id="acme")  # public when the timer was created
+
+    timer = drive(fire_timer(webhook("notify", url)))
+
+    run = ActionRun.objects.get(timer=timer)
+    assert run.status == RunStatus.FAILED
+    assert "127.0.0.1, a loopback address" in run.last_error
+    assert receiver.requests == []
+
+
 def test_connection_goes_to_the_checked_address_even_if_dns_changes_afterwards(
     monkeypatch: pytest.MonkeyPatch, receiver: Receiver, allow_private: None, fire_timer: FireTimer
 ) -> None:
@@ -312,6 +327,10 @@ def test_https_target_with_a_certificate_for_another_name_fails_for_good(
         ({"url": "https://example.com/", "headers": {"webhook-signature": "v1,x"}}, "headers"),
         ({"url": "https://example.com/", "headers": {"X-A": "a\r\nInjected: 1"}}, "headers"),
         ({"url": "https://example.com/", "retries": 3}, "retries"),
+        ({"url": "http://[::1"}, "url"),
+        ({"url": "http://example.com:99999/"}, "url"),
+        ({"url": "http://exa mple.com/"}, "url"),
+        ({"url": "https://example.com/", "headers": {"X-A": "caf\u00e9 \u2615"}}, "headers"),
     ],
 )
 def test_invalid_webhook_parameters_name_the_field(parameters: dict[str, Any], field: str) -> None:
