@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.db import InterfaceError, OperationalError
 
 
-@shared_task(name="actions.run_action", ignore_result=True)
+# A database outage before the claim would otherwise leave the run to the reconciler (after
+# its publish marker expires); retrying is safe because the claim makes run_execute idempotent.
+@shared_task(
+    name="actions.run_action",
+    ignore_result=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=5,
+)
 def run_action(run_id: str) -> None:
     from actions.execution import run_execute
 

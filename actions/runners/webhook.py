@@ -32,7 +32,9 @@ from actions.secrets import webhook_secrets_in_force
 
 METHODS = ("POST", "PUT", "PATCH", "GET", "DELETE")
 BODY_METHODS = ("POST", "PUT", "PATCH")
-MAX_TIMEOUT_MS = 120_000
+# requests' timeout bounds each socket operation (connect, first byte, each chunk), so an
+# attempt may take about three times this; that must stay well inside MINOOTS_ACTION_LEASE.
+MAX_TIMEOUT_MS = 60_000
 RESPONSE_CAP = 64 * 1024
 MAX_HEADERS = 50
 MAX_BODY_BYTES = 1024 * 1024
@@ -209,7 +211,7 @@ class WebhookRunner(Runner):
                 value.encode("latin-1")
             except UnicodeEncodeError as exc:
                 raise ParameterError("headers", f"'{name}' must be ISO-8859-1 text (HTTP header values)") from exc
-        timeout_ms = parameters.get("timeoutMs", settings.ACTION_WEBHOOK_TIMEOUT_MS)
+        timeout_ms = parameters.get("timeoutMs", min(settings.ACTION_WEBHOOK_TIMEOUT_MS, MAX_TIMEOUT_MS))
         if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or not 1 <= timeout_ms <= MAX_TIMEOUT_MS:
             raise ParameterError("timeoutMs", f"must be an integer between 1 and {MAX_TIMEOUT_MS}")
         normalised: dict[str, Any] = {
