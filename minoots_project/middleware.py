@@ -5,11 +5,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import PermissionDenied, SuspiciousOperation
+from django.http import Http404, HttpRequest, HttpResponse
 
 from timers.api.errors import json_error
 
 log = logging.getLogger("minoots.api")
+
+MESSAGES = {
+    400: "Bad request",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Request body too large",
+    500: "Internal server error",
+}
 
 
 class ApiErrorMiddleware:
@@ -20,17 +30,22 @@ class ApiErrorMiddleware:
         response = self.get_response(request)
         if (
             request.path.startswith("/api/")
-            and response.status_code in (404, 405, 500)
+            and response.status_code in MESSAGES
             and not response.get("Content-Type", "").startswith("application/json")
             and not request.path.startswith(("/api/docs", "/api/schema"))
             and "text/html" not in request.headers.get("Accept", "")
         ):
-            messages = {404: "Not found", 405: "Method not allowed", 500: "Internal server error"}
-            return json_error(messages[response.status_code], response.status_code)
+            return json_error(MESSAGES[response.status_code], response.status_code)
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not request.path.startswith("/api/"):
             return None
+        if isinstance(exception, SuspiciousOperation):
+            return json_error(f"Bad request: {type(exception).__name__}", 400)
+        if isinstance(exception, PermissionDenied):
+            return json_error("Forbidden", 403)
+        if isinstance(exception, Http404):
+            return json_error("Not found", 404)
         log.exception("unhandled error", extra={"path": request.path})
         return json_error("Internal server error", 500)

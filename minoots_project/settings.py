@@ -24,8 +24,10 @@ DATA_DIR = Path(env.str("MINOOTS_DATA_DIR", default=str(BASE_DIR / ".data"))).re
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env.bool("DEBUG", default=False)
-EMBEDDED_DATABASE = "DATABASE_URL" not in env
-EMBEDDED_BROKER = "CELERY_BROKER_URL" not in env
+# An empty value counts as unset, so `DATABASE_URL= make run` means the embedded default.
+DATABASE_URL = env.str("DATABASE_URL", default="")
+EMBEDDED_DATABASE = not DATABASE_URL
+EMBEDDED_BROKER = not env.str("CELERY_BROKER_URL", default="")
 
 
 def _embedded_secret_key() -> str:
@@ -92,7 +94,7 @@ TEMPLATES = [
 
 # --- Database -------------------------------------------------------------------------------
 DATABASES = {
-    "default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'minoots.sqlite3'}")
+    "default": env.db_url_config(DATABASE_URL or f"sqlite:///{DATA_DIR / 'minoots.sqlite3'}")
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL + busy timeout + IMMEDIATE transactions let web, worker and beat write side by side.
@@ -126,7 +128,7 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["timers.api.parsers.SafeJSONParser"],
     "EXCEPTION_HANDLER": "timers.api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
@@ -136,6 +138,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Durable timers: create, list, inspect and cancel timers that fire actions.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "ENUM_NAME_OVERRIDES": {
+        "TimerStatusEnum": "timers.models.TimerStatus",
+        "ActionRunStatusEnum": "actions.models.RunStatus",
+    },
 }
 
 JWT_PUBLIC_KEY = env.str("JWT_PUBLIC_KEY", default="").replace("\\n", "\n")

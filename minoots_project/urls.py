@@ -17,5 +17,7 @@ urlpatterns = [
     path("metrics", health.metrics, name="metrics"),
 ]
 
+handler400 = "timers.api.errors.bad_request_view"
+handler403 = "timers.api.errors.forbidden_view"
 handler404 = "timers.api.errors.not_found_view"
 handler500 = "timers.api.errors.server_error_view"

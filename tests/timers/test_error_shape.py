@@ -160,3 +160,10 @@ def test_openapi_create_body_documents_duration_and_fire_at_types(anon_client: A
     assert {"type": "integer"} in props["duration"]["oneOf"]
     assert props["fireAt"]["format"] == "date-time"
     assert props["labels"]["additionalProperties"] == {"type": "string"}
+
+
+def test_a_disallowed_host_header_under_api_gets_a_json_400(client: Any) -> None:
+    response = client.get("/api/timers", HTTP_HOST="evil.example")
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("application/json")
+    assert response.json()["message"].startswith("Bad request")

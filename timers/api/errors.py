@@ -61,6 +61,14 @@ def json_error(message: str, code: int, details: Any = None) -> JsonResponse:
     return JsonResponse(error_body(message, details), status=code)
 
 
+def bad_request_view(request: Any, exception: Exception | None = None) -> JsonResponse:
+    return json_error("Bad request", status.HTTP_400_BAD_REQUEST)
+
+
+def forbidden_view(request: Any, exception: Exception | None = None) -> JsonResponse:
+    return json_error("Forbidden", status.HTTP_403_FORBIDDEN)
+
+
 def not_found_view(request: Any, exception: Exception | None = None) -> JsonResponse:
     return json_error("Not found", status.HTTP_404_NOT_FOUND)
 
