@@ -321,7 +321,7 @@ def reconcile_p99(passes: int) -> float:
     return pct(durations, 99)
 
 
-def scale_case(worker: subprocess.Popen[bytes], counts: list[int], settle: int) -> list[Row]:
+def scale_case(workers: list[subprocess.Popen[bytes]], counts: list[int], settle: int) -> list[Row]:
     rows = []
     r = redis.Redis.from_url(BROKER)
     inserted = 0
@@ -333,7 +333,7 @@ def scale_case(worker: subprocess.Popen[bytes], counts: list[int], settle: int) 
         inserted = target
         time.sleep(settle)  # let beat run several reconcile passes against the new table
         rows.append({"case": f"scale {target:,} pending", "system": "minoots", "n": target,
-                     "worker_rss_mb": rss_mb(worker), "redis_mb": r.info("memory")["used_memory"] / 2**20,
+                     "worker_rss_mb": sum(rss_mb(w) for w in workers), "redis_mb": r.info("memory")["used_memory"] / 2**20,
                      "reconcile_p99": reconcile_p99(40)})
     return rows
 
@@ -432,7 +432,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes: a minute instead of ten")
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain Celery comparison")
     parser.add_argument("--plot", metavar="FILE.png")
-    parser.add_argument("--concurrency", type=int, default=16, help="worker threads")
+    parser.add_argument("--concurrency", type=int, default=16, help="threads per worker process")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (one per core is a good start)")
     args = parser.parse_args()
     cases = set(args.cases.split(","))
     rate, seconds = (50, 10) if args.quick else (200, 60)
@@ -452,7 +453,10 @@ def main() -> None:
         port = 18000 + random.randint(0, 999)
         group.start("web", [str(VENV_BIN / "gunicorn"), "minoots_project.wsgi", "--bind", f"127.0.0.1:{port}",
                             "--workers", "3", "--threads", "4"], ready="Booting worker")
-        worker = group.start("worker", worker_argv("minoots_project", "timers,actions", args.concurrency), " ready.")
+        workers = [
+            group.start(f"worker{i}", worker_argv("minoots_project", "timers,actions", args.concurrency), " ready.")
+            for i in range(args.workers)
+        ]
         group.start("beat", [str(VENV_BIN / "celery"), "-A", "minoots_project", "beat", "--loglevel", "INFO",
                              "--schedule", str(DATA_DIR / "beat-schedule")], ready="beat: Starting")
         api = f"http://127.0.0.1:{port}"
@@ -470,11 +474,12 @@ def main() -> None:
             rows.append(row)
             series["webhook burst: minoots (arrival)"] = lat
         if "scale" in cases:
-            rows.extend(scale_case(worker, scale_counts, settle=12))
+            rows.extend(scale_case(workers, scale_counts, settle=12))
 
         if not args.no_baseline and cases & {"steady", "burst"}:
             group.stop_all()
-            group.start("baseline-worker", worker_argv("bench.baseline_app", None, args.concurrency), " ready.")
+            for i in range(args.workers):
+                group.start(f"baseline-worker{i}", worker_argv("bench.baseline_app", None, args.concurrency), " ready.")
             if "steady" in cases:
                 row, lat = steady_celery(rate, seconds)
                 rows.append(row)
@@ -488,7 +493,7 @@ def main() -> None:
 
     rows.sort(key=lambda r: (r["case"], r["system"] != "minoots"))
     print(f"\nMINOOTS benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M}Z, {os.cpu_count()} cores, "
-          f"worker --pool threads --concurrency {args.concurrency}{' (quick)' if args.quick else ''}")
+          f"{args.workers} worker process(es) --pool threads --concurrency {args.concurrency}{' (quick)' if args.quick else ''}")
     print_table(rows)
     if args.plot:
         plot(args.plot, series)
