@@ -53,6 +53,15 @@ def metrics_text(base: str) -> str:
     return response.text
 
 
+def wait_metrics(base: str, *samples: str) -> str:
+    """The worker counts just after its commit: give the scrape a moment to see it."""
+    def scraped() -> str | None:
+        text = metrics_text(base)
+        return text if all(sample in text for sample in samples) else None
+
+    return wait_for(scraped, timeout=10, interval=0.2, what=f"metrics {samples}")
+
+
 def stop_and_check_clean_exit(tree: Tree, sig: int) -> str:
     """Every process of the tree is gone and runall says it stopped them all."""
     children = tree.remember()
@@ -88,11 +97,14 @@ def test_make_run_embedded_fires_a_timer_counts_it_and_logs_json_without_secrets
     requests.get(f"{base}/api/timers", params={"api_key": key}, headers={"X-API-Key": key}, timeout=5)
 
     # Fired by the worker process, counted in the web's scrape (multiprocess mode).
-    text = metrics_text(base)
-    assert 'minoots_timers_fired_total{tenant="acme"} 1.0' in text
-    assert 'minoots_timers_created_total{tenant="acme"} 1.0' in text
-    assert "minoots_fire_lateness_seconds_count 1.0" in text
-    assert "minoots_timers_armed 0.0" in text
+    wait_metrics(
+        base,
+        'minoots_timers_fired_total{tenant="acme"} 1.0',
+        'minoots_timers_settled_total{tenant="acme"} 1.0',
+        'minoots_timers_created_total{tenant="acme"} 1.0',
+        "minoots_fire_lateness_seconds_count 1.0",
+        "minoots_timers_armed 0.0",
+    )
 
     admin_css = requests.get(f"{base}/static/admin/css/base.css", timeout=5)
     assert admin_css.status_code == 200  # served by gunicorn + WhiteNoise, no debug server
@@ -137,7 +149,7 @@ def test_make_run_on_postgres_and_redis_fires_a_timer(
 
     timer = create_timer(base, key)
     wait_settled(base, key, timer["id"])
-    assert f'minoots_timers_fired_total{{tenant="{tenant.id}"}} 1.0' in metrics_text(base)
+    wait_metrics(base, f'minoots_timers_fired_total{{tenant="{tenant.id}"}} 1.0')
 
     output = stop_and_check_clean_exit(tree, signal.SIGTERM)
     for name in ("web", "worker", "beat"):
