@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, QuerySet, TextField
 from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast
 
 from timers.models import Tenant, Timer, TimerEvent
 
@@ -32,9 +33,12 @@ def timers_list(
     if name:
         qs = qs.filter(name=name)
     for i, (key, value) in enumerate(labels or []):
-        # KeyTextTransform works on Postgres and SQLite alike (jsonb ->> / json_extract).
+        # KeyTextTransform works on Postgres and SQLite alike (jsonb ->> / json_extract). The Cast
+        # makes the comparison a plain text one: on the bare transform Django picks its JSON exact
+        # lookup, which on SQLite wraps the value in JSON_EXTRACT(value, '$') and fails with
+        # "malformed JSON" for an ordinary string.
         alias = f"_label_{i}"
-        qs = qs.annotate(**{alias: KeyTextTransform(key, "labels")}).filter(**{alias: value})
+        qs = qs.annotate(**{alias: Cast(KeyTextTransform(key, "labels"), TextField())}).filter(**{alias: value})
     if fire_after:
         qs = qs.filter(fire_at__gte=fire_after)
     if fire_before:
