@@ -51,6 +51,7 @@ from actions.bundle import ActionBundle, ActionSpec, BundleError, RetryPolicy, i
 from actions.models import ActionAttempt, ActionRun, AttemptOutcome, RunStatus
 from actions.runners import ActionContext, ActionError, ParameterError, get_runner
 from actions.services import runs_forget_published, runs_publish
+from timers import metrics
 from timers.models import Timer
 from timers.services import timer_append_event, timer_finish
 
@@ -59,6 +60,7 @@ log = logging.getLogger(__name__)
 OUTPUT_EXCERPT_CAP = 4 * 1024
 ERROR_CAP = 2000
 JITTER = 0.2
+_METRIC_OUTCOMES = {RunStatus.SUCCEEDED: "success", RunStatus.PENDING: "retry", RunStatus.FAILED: "failed"}
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ def retry_delay(policy: RetryPolicy, *, failed_attempt: int, retry_after: float 
     return timedelta(milliseconds=max(0.0, min(delay_ms, cap_ms)))
 
 
-def _spec_for(bundle: ActionBundle, action_id: str) -> ActionSpec | None:
+def spec_for(bundle: ActionBundle, action_id: str) -> ActionSpec | None:
     return next((spec for _, spec in iter_specs(bundle) if spec.id == action_id), None)
 
 
@@ -142,9 +144,9 @@ def _claim(run_id: UUID) -> Claim | None:
                 # The lost attempt was the last one allowed: conclude without a new attempt.
                 ActionRun.objects.filter(pk=run.pk).update(attempts=max(lost))
                 run.attempts = max(lost)
-                return Claim(run=run, number=max(lost), attempt_id=None, bundle=bundle, spec=_spec_for(bundle, run.action_id))
+                return Claim(run=run, number=max(lost), attempt_id=None, bundle=bundle, spec=spec_for(bundle, run.action_id))
         attempt = ActionAttempt.objects.create(run=run, number=number, started_at=now)
-    return Claim(run=run, number=number, attempt_id=attempt.pk, bundle=bundle, spec=_spec_for(bundle, run.action_id))
+    return Claim(run=run, number=number, attempt_id=attempt.pk, bundle=bundle, spec=spec_for(bundle, run.action_id))
 
 
 def _republish_if_early(run_id: UUID) -> None:
@@ -175,7 +177,7 @@ def _timer_json(timer: Timer) -> dict[str, Any]:
     return json.loads(JSONRenderer().render(TimerOutput(timer).data))
 
 
-def _attempt(claim: Claim) -> Outcome:
+def attempt_run(claim: Claim) -> Outcome:
     run = claim.run
     context = ActionContext(
         run_id=str(run.pk), timer_id=str(run.timer_id), tenant_id=run.timer.tenant_id, timer=_timer_json(run.timer)
@@ -207,7 +209,7 @@ def _attempt(claim: Claim) -> Outcome:
 # --- conclude ------------------------------------------------------------------------------
 
 
-def _event_data(claim: Claim, outcome: Outcome, **extra: Any) -> dict[str, Any]:
+def event_data(claim: Claim, outcome: Outcome, **extra: Any) -> dict[str, Any]:
     data: dict[str, Any] = {"runId": str(claim.run.pk), "actionId": claim.run.action_id, "attempt": claim.number}
     if outcome.http_status is not None:
         data["httpStatus"] = outcome.http_status
@@ -218,7 +220,7 @@ def _event_data(claim: Claim, outcome: Outcome, **extra: Any) -> dict[str, Any]:
     return {**data, **extra}
 
 
-def _conclude(claim: Claim, outcome: Outcome, started: float) -> str:
+def conclude(claim: Claim, outcome: Outcome, started: float) -> str:
     """Record the attempt and move the run on. Return the run's new status (or 'stale')."""
     run = claim.run
     timer_id = run.timer_id
@@ -266,20 +268,20 @@ def _conclude(claim: Claim, outcome: Outcome, started: float) -> str:
             return "stale"
 
         if status == RunStatus.SUCCEEDED:
-            timer_append_event(timer_id=timer_id, kind="action.succeeded", **_event_data(claim, outcome, summary=outcome.summary[:200]))
+            timer_append_event(timer_id=timer_id, kind="action.succeeded", **event_data(claim, outcome, summary=outcome.summary[:200]))
         elif status == RunStatus.PENDING:
             assert retry_at is not None
             timer_append_event(
-                timer_id=timer_id, kind="action.retrying", **_event_data(claim, outcome, nextAttemptAt=retry_at.isoformat())
+                timer_id=timer_id, kind="action.retrying", **event_data(claim, outcome, nextAttemptAt=retry_at.isoformat())
             )
         else:
-            timer_append_event(timer_id=timer_id, kind="action.failed", **_event_data(claim, outcome))
+            timer_append_event(timer_id=timer_id, kind="action.failed", **event_data(claim, outcome))
 
         if status != RunStatus.SUCCEEDED:
             to_publish += _escalate(claim, failed_for_good=status == RunStatus.FAILED, now=now)
         if status != RunStatus.PENDING:
-            to_publish += _start_waiting(timer_id=timer_id, concurrency=claim.bundle.concurrency, now=now)
-            _finish_timer_if_done(timer_id)
+            to_publish += start_waiting(timer_id=timer_id, concurrency=claim.bundle.concurrency, now=now)
+            finish_timer_if_done(timer_id)
 
         if to_publish:
             transaction.on_commit(lambda: runs_publish(to_publish))
@@ -287,6 +289,7 @@ def _conclude(claim: Claim, outcome: Outcome, started: float) -> str:
             run_ids = [run.pk]
             eta = retry_at
             transaction.on_commit(lambda: runs_publish(run_ids, eta=eta))
+    metrics.action_attempt(run.kind, _METRIC_OUTCOMES[str(status)], time.monotonic() - started)
     return str(status)
 
 
@@ -312,7 +315,7 @@ def _escalate(claim: Claim, *, failed_for_good: bool, now: datetime) -> list[UUI
     return [escalated.pk]
 
 
-def _start_waiting(*, timer_id: UUID, concurrency: int, now: datetime) -> list[UUID]:
+def start_waiting(*, timer_id: UUID, concurrency: int, now: datetime) -> list[UUID]:
     """Give free concurrency slots to waiting top-level runs, in position order."""
     top = ActionRun.objects.filter(timer_id=timer_id, escalation_level=0)
     active = top.filter(
@@ -331,7 +334,7 @@ def _start_waiting(*, timer_id: UUID, concurrency: int, now: datetime) -> list[U
     return waiting
 
 
-def _finish_timer_if_done(timer_id: UUID) -> bool:
+def finish_timer_if_done(timer_id: UUID) -> bool:
     runs = ActionRun.objects.filter(timer_id=timer_id)
     if runs.filter(status__in=[RunStatus.PENDING, RunStatus.RUNNING]).exists():
         return False
@@ -361,8 +364,8 @@ def run_execute(*, run_id: str | UUID) -> bool:
     if claim.attempt_id is None:
         outcome = Outcome(succeeded=False, error="worker lost: the lease expired before the attempt finished")
     else:
-        outcome = _attempt(claim)
-    status = _conclude(claim, outcome, started)
+        outcome = attempt_run(claim)
+    status = conclude(claim, outcome, started)
     log.info(
         "action attempt %s", status,
         extra={"run_id": str(run_uuid), "timer_id": str(claim.run.timer_id), "attempt": claim.number, "event": "action"},

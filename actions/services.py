@@ -94,6 +94,31 @@ def runs_publish(run_ids: Sequence[UUID], *, eta: datetime | None = None) -> int
     return len(published)
 
 
+def runs_publish_batches(run_ids: Sequence[UUID]) -> int:
+    """Publish first attempts in chunks of MINOOTS_ACTION_BATCH, one ``run_actions`` message
+    each (see actions.batch). Never raises; returns how many runs were published."""
+    from actions.tasks import run_actions
+
+    size = max(1, settings.MINOOTS_ACTION_BATCH)
+    published: list[UUID] = []
+    for start in range(0, len(run_ids), size):
+        chunk = list(run_ids[start : start + size])
+        try:
+            run_actions.apply_async(args=[[str(run_id) for run_id in chunk]])
+        except Exception:
+            log.error("could not publish action runs; the reconciler will recover them", exc_info=True)
+            break
+        published += chunk
+    if published:
+        try:
+            cache.set_many(
+                {_marker(run_id): 1 for run_id in published}, timeout=int(settings.MINOOTS_ACTION_LEASE.total_seconds())
+            )
+        except Exception:
+            log.warning("action run marker cache unavailable", exc_info=True)
+    return len(published)
+
+
 def runs_forget_published(run_ids: Sequence[UUID]) -> None:
     """Drop the markers of claimed runs: their message has been consumed."""
     try:

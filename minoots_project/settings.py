@@ -176,6 +176,8 @@ MINOOTS_IDEMPOTENCY_TTL = timedelta(hours=24)
 MINOOTS_COMMAND_ALLOWLIST = [p for p in env.list("MINOOTS_COMMAND_ALLOWLIST", default=[]) if p]
 MINOOTS_FILE_ROOT = env.str("MINOOTS_FILE_ROOT", default="")
 MINOOTS_WEBHOOK_ALLOW_PRIVATE = env.bool("MINOOTS_WEBHOOK_ALLOW_PRIVATE", default=False)
+# Runs published together when timers fire (one message per chunk; see actions/batch.py).
+MINOOTS_ACTION_BATCH = env.int("MINOOTS_ACTION_BATCH", default=20)
 MINOOTS_STREAM_MAX_SECONDS = env.float("MINOOTS_STREAM_MAX_SECONDS", default=300.0)
 ACTION_WEBHOOK_TIMEOUT_MS = env.int("ACTION_WEBHOOK_TIMEOUT_MS", default=10_000)
 

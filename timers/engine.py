@@ -139,7 +139,7 @@ def timers_claim_due(*, limit: int | None = None) -> list[ClaimedTimer]:
         _settle_without_actions(without)
         run_ids = action_services.runs_create_for_fired(timers=with_actions)
         if run_ids:
-            transaction.on_commit(lambda: action_services.runs_publish(run_ids))
+            transaction.on_commit(lambda: action_services.runs_publish_batches(run_ids))
     for c in claimed:
         metrics.timer_transition(c.tenant_id, "fired")
         metrics.FIRE_LATENESS.observe(c.lateness_ms / 1000)

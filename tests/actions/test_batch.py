@@ -1,0 +1,134 @@
+"""The batch path for first attempts (actions.batch), called directly."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import redis
+from django.utils import timezone
+
+from actions.batch import runs_execute_batch
+from actions.execution import run_execute
+from actions.models import ActionAttempt, ActionRun, AttemptOutcome, RunStatus
+from tests.actions.support import Receiver, Reply, webhook
+from timers import engine
+from timers.models import Tenant, Timer, TimerEvent, TimerStatus
+
+pytestmark = pytest.mark.django_db
+
+
+def armed_due(tenant: Tenant, actions: list[dict[str, Any]], *, concurrency: int = 1) -> Timer:
+    now = timezone.now()
+    return Timer.objects.create(
+        tenant=tenant, name="b", status=TimerStatus.ARMED, duration_ms=1, created_at=now,
+        fire_at=now - timedelta(milliseconds=1), state_version=2,
+        action_bundle={"actions": actions, "concurrency": concurrency,
+                       "retryPolicy": {"maxAttempts": 3, "backoffInitialMs": 10, "backoffMultiplier": 2}},
+    )
+
+
+def pending_run_ids(timers: list[Timer]) -> list[Any]:
+    return list(
+        ActionRun.objects.filter(timer__in=timers, status=RunStatus.PENDING, next_attempt_at__isnull=False)
+        .order_by("timer", "position")
+        .values_list("pk", flat=True)
+    )
+
+
+def test_a_batch_runs_every_first_attempt_and_settles_every_timer(
+    tenant: Tenant, receiver: Receiver, allow_private: None
+) -> None:
+    timers = [armed_due(tenant, [webhook("hook", f"{receiver.url}/t{i}")]) for i in range(12)]
+    engine.timers_claim_due(limit=100)
+
+    ran = runs_execute_batch(run_ids=pending_run_ids(timers))
+
+    assert ran == 12
+    assert sorted(r.path for r in receiver.requests) == sorted(f"/t{i}" for i in range(12))
+    for timer in timers:
+        timer.refresh_from_db()
+        assert timer.status == TimerStatus.SETTLED
+        kinds = list(TimerEvent.objects.filter(timer=timer).order_by("id").values_list("kind", flat=True))
+        assert kinds == ["fired", "action.succeeded", "settled"]
+        attempt = ActionAttempt.objects.get(run__timer=timer)
+        assert (attempt.number, attempt.outcome, attempt.http_status) == (1, AttemptOutcome.SUCCEEDED, 200)
+        assert attempt.finished_at is not None
+
+
+def test_a_failure_in_a_batch_is_retried_while_the_others_settle(
+    tenant: Tenant, receiver: Receiver, allow_private: None
+) -> None:
+    receiver.script("/bad", Reply(status=503))
+    good = armed_due(tenant, [webhook("hook", f"{receiver.url}/good")])
+    bad = armed_due(tenant, [webhook("hook", f"{receiver.url}/bad")])
+    engine.timers_claim_due(limit=100)
+
+    runs_execute_batch(run_ids=pending_run_ids([good, bad]))
+
+    good.refresh_from_db()
+    bad.refresh_from_db()
+    assert good.status == TimerStatus.SETTLED
+    assert bad.status == TimerStatus.FIRED
+    run = ActionRun.objects.get(timer=bad)
+    assert run.status == RunStatus.PENDING and run.next_attempt_at is not None
+    assert ActionAttempt.objects.get(run=run).outcome == AttemptOutcome.TRANSIENT
+
+    ActionRun.objects.filter(pk=run.pk).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+    assert run_execute(run_id=run.pk) is True
+    bad.refresh_from_db()
+    assert bad.status == TimerStatus.SETTLED
+    assert len(receiver.at("/bad")) == 2
+
+
+def test_a_duplicate_batch_message_runs_nothing_again(tenant: Tenant, receiver: Receiver, allow_private: None) -> None:
+    timers = [armed_due(tenant, [webhook("hook", f"{receiver.url}/d{i}")]) for i in range(3)]
+    engine.timers_claim_due(limit=100)
+    ids = pending_run_ids(timers)
+
+    assert runs_execute_batch(run_ids=ids) == 3
+    assert runs_execute_batch(run_ids=ids) == 0
+    assert len(receiver.requests) == 3
+    assert ActionAttempt.objects.count() == 3
+
+
+def test_a_batch_success_starts_the_next_waiting_action_of_the_timer(
+    tenant: Tenant, receiver: Receiver, allow_private: None, broker: redis.Redis, django_capture_on_commit_callbacks: Any
+) -> None:
+    timer = armed_due(tenant, [webhook("first", f"{receiver.url}/1"), webhook("second", f"{receiver.url}/2")])
+    engine.timers_claim_due(limit=100)
+    first, second = ActionRun.objects.filter(timer=timer).order_by("position")
+    assert second.next_attempt_at is None
+    broker.delete("actions")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        runs_execute_batch(run_ids=[first.pk])
+
+    second.refresh_from_db()
+    timer.refresh_from_db()
+    assert second.status == RunStatus.PENDING and second.next_attempt_at is not None
+    assert timer.status == TimerStatus.FIRED
+    published = [json.loads(raw)["headers"]["argsrepr"] for raw in broker.lrange("actions", 0, -1)]
+    assert any(str(second.pk) in args for args in published)
+    assert run_execute(run_id=second.pk) is True
+    timer.refresh_from_db()
+    assert timer.status == TimerStatus.SETTLED
+
+
+def test_fired_timers_publish_their_runs_in_batches(
+    tenant: Tenant, broker: redis.Redis, settings: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    settings.MINOOTS_ACTION_BATCH = 4
+    for _ in range(10):
+        armed_due(tenant, [{"id": "hook", "kind": "webhook", "parameters": {"url": "https://example.com/x"}}])
+    broker.delete("actions")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        engine.timers_claim_due(limit=100)
+
+    messages = [json.loads(raw)["headers"] for raw in broker.lrange("actions", 0, -1)]
+    batches = [m for m in messages if m["task"] == "actions.run_actions"]
+    assert len(batches) == 3  # 4 + 4 + 2 runs
+    assert sum(len(json.loads(m["argsrepr"].replace("'", '"'))[0]) for m in batches) == 10
