@@ -183,3 +183,11 @@ def test_env_example_changes_nothing_when_copied_as_is() -> None:
     """Every assignment is commented out: copying it must not leave the embedded default."""
     active = [line for line in (ROOT / ".env.example").read_text().splitlines() if re.match(r"^[A-Z]", line)]
     assert active == []
+
+
+def test_readme_configuration_table_lists_every_documented_variable() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \|", table, re.M))
+    missing = documented_variables() - listed
+    assert not missing, f"add to the README configuration table: {sorted(missing)}"
