@@ -199,7 +199,7 @@ def fire_due(*, bucket: int | None) -> int:
         if upcoming is not None:
             # The tick ran early (clock skew, or a later timer of the same bucket).
             now = timezone.now()
-            ticks.publish_tick(bucket=bucket, eta=max(upcoming, now + settings.MINOOTS_TICK))
+            ticks.republish_tick(bucket=bucket, eta=max(upcoming, now + settings.MINOOTS_TICK))
     return total
 
 

@@ -63,6 +63,16 @@ def ensure_ticks(fire_ats: list[datetime]) -> int:
     return sum(1 for key, f in by_key.items() if key not in present and ensure_tick(f))
 
 
+def republish_tick(*, bucket: int, eta: datetime) -> bool:
+    """Publish the bucket's tick again (it ran early) and mark it, so the reconciler does not
+    take the bucket for one whose tick was lost."""
+    try:
+        cache.set(f"{_MARKER_PREFIX}{bucket}", 1, timeout=_marker_ttl())
+    except Exception:
+        log.warning("tick marker cache unavailable", exc_info=True)
+    return publish_tick(bucket=bucket, eta=eta)
+
+
 def forget_tick(bucket: int) -> None:
     """Drop the bucket's marker once its tick ran, so a later timer in the bucket publishes again."""
     try:

@@ -374,3 +374,15 @@ def test_reconcile_timers_command_prints_what_it_did(tenant: Tenant, broker: red
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["armed"] == 1
     assert set(report) >= {"armed", "ticksRepublished", "repaired", "runsRecovered", "durationMs"}
+
+
+def test_a_tick_republished_after_running_early_is_not_duplicated_by_the_reconciler(
+    tenant: Tenant, broker: redis.Redis
+) -> None:
+    timer = make_timer(tenant, in_=timedelta(seconds=20))
+    broker.delete("timers")
+    engine.fire_due(bucket=ticks.bucket_of(timer.fire_at))
+    assert len(queued_ticks(broker)) == 1
+
+    assert engine.reconcile().ticks_republished == 0
+    assert len(queued_ticks(broker)) == 1
