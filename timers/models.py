@@ -103,7 +103,7 @@ class Timer(models.Model):
     cancelled_by = models.CharField(max_length=200, blank=True)
     failure_reason = models.TextField(blank=True)
     state_version = models.PositiveIntegerField(default=1)
-    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001 (NULL = no key, outside the unique constraint)
     request_hash = models.CharField(max_length=64, blank=True)
 
     class Meta:
