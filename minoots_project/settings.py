@@ -187,6 +187,9 @@ if EMBEDDED_BROKER:
     (_broker_dir / "queue").mkdir(parents=True, exist_ok=True)
     # A hostname, or kombu warns "No hostname was supplied" on every connection.
     CELERY_BROKER_URL = "filesystem://localhost//"
+    # kombu's filesystem transport with atomic writes (kombu's own can hand a worker a message
+    # file before its payload is written, which kills the worker); see fsbroker.py.
+    CELERY_BROKER_TRANSPORT = "minoots_project.fsbroker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
