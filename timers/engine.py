@@ -164,9 +164,9 @@ def _settle_without_actions(claimed: Sequence[ClaimedTimer]) -> None:
     )
 
 
-def _next_armed_fire_at(until: datetime) -> datetime | None:
+def _next_armed_fire_at(before: datetime) -> datetime | None:
     return (
-        Timer.objects.filter(status=TimerStatus.ARMED, fire_at__lte=until)
+        Timer.objects.filter(status=TimerStatus.ARMED, fire_at__lt=before)
         .order_by("fire_at")
         .values_list("fire_at", flat=True)
         .first()
@@ -195,7 +195,7 @@ def fire_due(*, bucket: int | None) -> int:
         # Forget first, then look: a timer created in this bucket meanwhile either sees no
         # marker and publishes its own tick, or is committed and found here.
         ticks.forget_tick(bucket)
-        upcoming = _next_armed_fire_at(ticks.bucket_end(bucket))
+        upcoming = _next_armed_fire_at(ticks.next_bucket_start(bucket))
         if upcoming is not None:
             # The tick ran early (clock skew, or a later timer of the same bucket).
             now = timezone.now()

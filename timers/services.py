@@ -67,21 +67,16 @@ def _event(timer_id: UUID, kind: str, version: int, at: datetime, **data: Any) -
 
 
 def _check_quotas(tenant: Tenant, now: datetime) -> None:
-    active_statuses = [*PENDING_STATUSES, TimerStatus.FIRED]
-    # Slicing bounds the count by the quota, so the check stays cheap for big tenants.
-    active = Timer.objects.filter(tenant=tenant, status__in=active_statuses)[: tenant.max_active_timers].count()
-    if active >= tenant.max_active_timers:
-        raise QuotaExceeded(
-            f"Tenant '{tenant.id}' has {tenant.max_active_timers} active timers, its limit",
-            extra={"limitType": "burst"},
-        )
-    day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    today = Timer.objects.filter(tenant=tenant, created_at__gte=day_start)[: tenant.max_creates_per_day].count()
-    if today >= tenant.max_creates_per_day:
-        raise QuotaExceeded(
-            f"Tenant '{tenant.id}' created {tenant.max_creates_per_day} timers today (UTC), its daily limit",
-            extra={"limitType": "daily"},
-        )
+    from timers.quotas import QuotaExhausted, quota_check_and_count
+
+    try:
+        quota_check_and_count(tenant=tenant, now=now)
+    except QuotaExhausted as exc:
+        if exc.limit_type == "burst":
+            message = f"Tenant '{tenant.id}' has {exc.limit} active timers, its limit"
+        else:
+            message = f"Tenant '{tenant.id}' created {exc.limit} timers today (UTC), its daily limit"
+        raise QuotaExceeded(message, extra={"limitType": exc.limit_type}) from exc
 
 
 def _idempotent_replay(tenant: Tenant, key: str, fingerprint: str, now: datetime) -> Timer | None:

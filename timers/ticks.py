@@ -9,7 +9,7 @@ reconciler's repair step publishes a fresh tick.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
@@ -20,16 +20,21 @@ log = logging.getLogger(__name__)
 _MARKER_PREFIX = "tick:"
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def tick_ms() -> int:
     return max(1, int(settings.MINOOTS_TICK.total_seconds() * 1000))
 
 
 def bucket_of(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000) // tick_ms()
+    # Integer arithmetic on timedeltas: float timestamps would misplace instants near an edge.
+    return (moment - _EPOCH) // timedelta(milliseconds=tick_ms())
 
 
-def bucket_end(bucket: int) -> datetime:
-    return datetime.fromtimestamp(((bucket + 1) * tick_ms() - 1) / 1000, tz=UTC)
+def next_bucket_start(bucket: int) -> datetime:
+    """The first instant after ``bucket`` (buckets are half-open: [start, next start))."""
+    return _EPOCH + timedelta(milliseconds=(bucket + 1) * tick_ms())
 
 
 def _marker_ttl() -> int:

@@ -386,3 +386,18 @@ def test_a_tick_republished_after_running_early_is_not_duplicated_by_the_reconci
 
     assert engine.reconcile().ticks_republished == 0
     assert len(queued_ticks(broker)) == 1
+
+
+def test_an_early_tick_finds_a_timer_in_the_last_millisecond_of_its_bucket(tenant: Tenant, broker: redis.Redis) -> None:
+    start = ticks.next_bucket_start(ticks.bucket_of(timezone.now() + timedelta(seconds=5)))
+    fire_at = start - timedelta(microseconds=300)  # the same bucket as start - 1 tick, at its very end
+    timer, _ = services.timer_create(tenant=tenant, spec=TimerSpec(name="edge", fire_at=fire_at, duration_ms=5000))
+    bucket = ticks.bucket_of(fire_at)
+    assert ticks.next_bucket_start(bucket) == start
+    broker.delete("timers")
+
+    assert engine.fire_due(bucket=bucket) == 0
+
+    assert len(queued_ticks(broker)) == 1
+    timer.refresh_from_db()
+    assert timer.status == TimerStatus.ARMED
