@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -72,96 +71,135 @@ def _as_json(value: Any) -> Any:
 # --- claim ---------------------------------------------------------------------------------
 
 
-def _claim_rows(limit: int) -> list[tuple[Any, ...]]:
+_HAS_ACTIONS = (
+    "(t.action_bundle IS NOT NULL AND jsonb_typeof(t.action_bundle -> 'actions') = 'array'"
+    " AND jsonb_array_length(t.action_bundle -> 'actions') > 0)"
+)
+
+
+def _claim_pg(limit: int) -> list[tuple[ClaimedTimer, bool]]:
+    """One statement per batch: claim, settle the timers without actions, and write the
+    ``fired`` (and ``settled``) events, without a round trip of the rows through Python."""
     table = Timer._meta.db_table
+    events = TimerEvent._meta.db_table
     with connection.cursor() as cur:
-        if _pg():
-            cur.execute(
-                f"""
+        cur.execute(
+            f"""
+            WITH due AS (
+                SELECT id FROM {table}
+                 WHERE status = 'armed' AND fire_at <= statement_timestamp()
+                 ORDER BY fire_at LIMIT %s FOR UPDATE SKIP LOCKED
+            ), claimed AS (
                 UPDATE {table} t
-                   SET status = 'fired', fired_at = statement_timestamp(),
-                       state_version = t.state_version + 1,
+                   SET status = CASE WHEN {_HAS_ACTIONS} THEN 'fired' ELSE 'settled' END,
+                       fired_at = statement_timestamp(),
+                       settled_at = CASE WHEN {_HAS_ACTIONS} THEN NULL ELSE statement_timestamp() END,
+                       state_version = t.state_version + CASE WHEN {_HAS_ACTIONS} THEN 1 ELSE 2 END,
                        lateness_ms = GREATEST(0, FLOOR(EXTRACT(EPOCH FROM (statement_timestamp() - t.fire_at)) * 1000))::bigint
-                 WHERE t.id IN (SELECT id FROM {table}
-                                 WHERE status = 'armed' AND fire_at <= statement_timestamp()
-                                 ORDER BY fire_at LIMIT %s FOR UPDATE SKIP LOCKED)
-                RETURNING t.id, t.tenant_id, t.fired_at, t.lateness_ms, t.state_version, t.action_bundle
-                """,
-                [limit],
+                  FROM due
+                 WHERE t.id = due.id AND t.status = 'armed'
+                RETURNING t.id, t.tenant_id, t.fired_at, t.lateness_ms, t.state_version, t.status,
+                          CASE WHEN t.status = 'fired' THEN t.action_bundle END AS action_bundle
+            ), written AS (
+                INSERT INTO {events} (timer_id, kind, occurred_at, state_version, data)
+                SELECT id, 'fired', fired_at,
+                       CASE WHEN status = 'settled' THEN state_version - 1 ELSE state_version END,
+                       jsonb_build_object('latenessMs', lateness_ms)
+                  FROM claimed
+                UNION ALL
+                SELECT id, 'settled', fired_at, state_version, '{{}}'::jsonb FROM claimed WHERE status = 'settled'
             )
-        else:
-            now = _db_param(timezone.now())
-            cur.execute(
-                f"""
-                UPDATE {table}
-                   SET status = 'fired', fired_at = %s, state_version = state_version + 1,
-                       lateness_ms = MAX(0, CAST((julianday(%s) - julianday(fire_at)) * 86400000 AS INTEGER))
-                 WHERE id IN (SELECT id FROM {table}
-                               WHERE status = 'armed' AND fire_at <= %s ORDER BY fire_at LIMIT %s)
-                RETURNING id, tenant_id, fired_at, lateness_ms, state_version, action_bundle
-                """,
-                [now, now, now, limit],
+            SELECT id, tenant_id, fired_at, lateness_ms, state_version, status, action_bundle FROM claimed
+            """,
+            [limit],
+        )
+        rows = cur.fetchall()
+    return [
+        (
+            ClaimedTimer(
+                id=_as_uuid(r[0]), tenant_id=r[1], fired_at=_as_datetime(r[2]), lateness_ms=int(r[3]),
+                state_version=int(r[4]) - (1 if r[5] == "settled" else 0), action_bundle=_as_json(r[6]),
+            ),
+            r[5] == "settled",
+        )
+        for r in rows
+    ]
+
+
+def _claim_sqlite(limit: int) -> list[tuple[ClaimedTimer, bool]]:
+    """The same steps in plain statements (SQLite serialises writers, so no locking clause)."""
+    table = Timer._meta.db_table
+    now = _db_param(timezone.now())
+    with connection.cursor() as cur:
+        cur.execute(
+            f"""
+            UPDATE {table}
+               SET status = 'fired', fired_at = %s, state_version = state_version + 1,
+                   lateness_ms = MAX(0, CAST((julianday(%s) - julianday(fire_at)) * 86400000 AS INTEGER))
+             WHERE id IN (SELECT id FROM {table}
+                           WHERE status = 'armed' AND fire_at <= %s ORDER BY fire_at LIMIT %s)
+            RETURNING id, tenant_id, fired_at, lateness_ms, state_version, action_bundle
+            """,
+            [now, now, now, limit],
+        )
+        rows = cur.fetchall()
+    claimed = [
+        ClaimedTimer(
+            id=_as_uuid(r[0]), tenant_id=r[1], fired_at=_as_datetime(r[2]), lateness_ms=int(r[3]),
+            state_version=int(r[4]), action_bundle=_as_json(r[5]),
+        )
+        for r in rows
+    ]
+    TimerEvent.objects.bulk_create(
+        [
+            TimerEvent(
+                timer_id=c.id, kind="fired", occurred_at=c.fired_at, state_version=c.state_version,
+                data={"latenessMs": c.lateness_ms},
             )
-        return list(cur.fetchall())
+            for c in claimed
+        ]
+    )
+    without = [c for c in claimed if not _has_actions(c.action_bundle)]
+    if without:
+        Timer.objects.filter(id__in=[c.id for c in without], status=TimerStatus.FIRED).update(
+            status=TimerStatus.SETTLED, settled_at=F("fired_at"), state_version=F("state_version") + 1
+        )
+        TimerEvent.objects.bulk_create(
+            [
+                TimerEvent(timer_id=c.id, kind="settled", occurred_at=c.fired_at, state_version=c.state_version + 1)
+                for c in without
+            ]
+        )
+    return [(c, not _has_actions(c.action_bundle)) for c in claimed]
+
+
+def _has_actions(bundle: Any) -> bool:
+    return isinstance(bundle, dict) and isinstance(bundle.get("actions"), list) and bool(bundle["actions"])
 
 
 def timers_claim_due(*, limit: int | None = None) -> list[ClaimedTimer]:
     """Claim up to ``limit`` due armed timers: armed -> fired, exactly once, and hand them on.
 
-    Timers without actions settle at once; the others get their action runs, published after
-    commit.
+    Timers without actions settle at once (events ``fired`` then ``settled``); the others get
+    their action runs, published after commit.
     """
     from actions import services as action_services
 
     limit = limit or settings.MINOOTS_CLAIM_BATCH
     with transaction.atomic():
-        rows = _claim_rows(limit)
-        if not rows:
+        results = _claim_pg(limit) if _pg() else _claim_sqlite(limit)
+        if not results:
             return []
-        claimed = [
-            ClaimedTimer(
-                id=_as_uuid(r[0]), tenant_id=r[1], fired_at=_as_datetime(r[2]), lateness_ms=int(r[3]),
-                state_version=int(r[4]), action_bundle=_as_json(r[5]),
-            )
-            for r in rows
-        ]
-        TimerEvent.objects.bulk_create(
-            [
-                TimerEvent(
-                    timer_id=c.id, kind="fired", occurred_at=c.fired_at, state_version=c.state_version,
-                    data={"latenessMs": c.lateness_ms},
-                )
-                for c in claimed
-            ]
-        )
-        with_actions = [c for c in claimed if c.action_bundle and c.action_bundle.get("actions")]
-        without = [c for c in claimed if not (c.action_bundle and c.action_bundle.get("actions"))]
-        _settle_without_actions(without)
+        with_actions = [c for c, settled in results if not settled]
         run_ids = action_services.runs_create_for_fired(timers=with_actions)
         if run_ids:
             transaction.on_commit(lambda: action_services.runs_publish_batches(run_ids))
-    for c in claimed:
+    for c, settled in results:
         metrics.timer_transition(c.tenant_id, "fired")
         metrics.FIRE_LATENESS.observe(c.lateness_ms / 1000)
-    for c in without:
-        metrics.timer_transition(c.tenant_id, "settled")
-    return claimed
-
-
-def _settle_without_actions(claimed: Sequence[ClaimedTimer]) -> None:
-    if not claimed:
-        return
-    now = timezone.now()
-    ids = [c.id for c in claimed]
-    Timer.objects.filter(id__in=ids, status=TimerStatus.FIRED).update(
-        status=TimerStatus.SETTLED, settled_at=now, state_version=F("state_version") + 1
-    )
-    TimerEvent.objects.bulk_create(
-        [
-            TimerEvent(timer_id=c.id, kind="settled", occurred_at=now, state_version=c.state_version + 1, data={})
-            for c in claimed
-        ]
-    )
+        if settled:
+            metrics.timer_transition(c.tenant_id, "settled")
+    return [c for c, _ in results]
 
 
 def _next_armed_fire_at(before: datetime) -> datetime | None:
