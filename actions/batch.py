@@ -206,9 +206,10 @@ def runs_execute_batch(*, run_ids: Sequence[str | UUID]) -> int:
         return 0
     runs_forget_published([c.run.pk for c in claims])
     successes: list[tuple[execution.Claim, execution.Outcome, float]] = []
-    for claim in claims:
+    rendered = execution.timers_json([c.run.timer for c in claims])
+    for claim, timer_json in zip(claims, rendered, strict=True):
         started = time.monotonic()
-        outcome = execution.attempt_run(claim)
+        outcome = execution.attempt_run(claim, timer_json=timer_json)
         if outcome.succeeded:
             successes.append((claim, outcome, time.monotonic() - started))
         else:

@@ -169,18 +169,20 @@ def _republish_if_early(run_id: UUID) -> None:
 # --- attempt -------------------------------------------------------------------------------
 
 
-def _timer_json(timer: Timer) -> dict[str, Any]:
+def timers_json(timers: list[Timer]) -> list[dict[str, Any]]:
+    """The timers as the API shows them (the default webhook body), rendered in one pass."""
     from rest_framework.renderers import JSONRenderer
 
     from timers.api.serializers import TimerOutput
 
-    return json.loads(JSONRenderer().render(TimerOutput(timer).data))
+    return json.loads(JSONRenderer().render(TimerOutput(timers, many=True).data))
 
 
-def attempt_run(claim: Claim) -> Outcome:
+def attempt_run(claim: Claim, *, timer_json: dict[str, Any] | None = None) -> Outcome:
     run = claim.run
     context = ActionContext(
-        run_id=str(run.pk), timer_id=str(run.timer_id), tenant_id=run.timer.tenant_id, timer=_timer_json(run.timer)
+        run_id=str(run.pk), timer_id=str(run.timer_id), tenant_id=run.timer.tenant_id,
+        timer=timer_json if timer_json is not None else timers_json([run.timer])[0],
     )
     try:
         runner = get_runner(run.kind)

@@ -7,6 +7,8 @@ verifiers accept, so receivers can switch at their own pace.
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -27,12 +29,37 @@ class SigningSecrets:
         return [self.current] if self.previous is None else [self.current, self.previous]
 
 
+# Workers sign thousands of webhooks a second in a burst; the tenant's secrets are read at
+# most once per CACHE_SECONDS per process. A rotation reaches other processes within that time
+# (the previous secret keeps signing for 24 h anyway) and this process at once.
+CACHE_SECONDS = 2.0
+_cache: dict[str, tuple[float, tuple[str, str, datetime | None]]] = {}
+_cache_lock = threading.Lock()
+
+
+def _secret_row(tenant_id: str) -> tuple[str, str, datetime | None]:
+    now = time.monotonic()
+    with _cache_lock:
+        hit = _cache.get(tenant_id)
+    if hit is not None and now - hit[0] < CACHE_SECONDS:
+        return hit[1]
+    row = Tenant.objects.values_list("webhook_secret", "previous_webhook_secret", "webhook_secret_rotated_at").get(
+        pk=tenant_id
+    )
+    with _cache_lock:
+        _cache[tenant_id] = (now, row)
+    return row
+
+
+def secrets_cache_clear() -> None:
+    with _cache_lock:
+        _cache.clear()
+
+
 def webhook_secrets_in_force(*, tenant_id: str, now: datetime | None = None) -> SigningSecrets:
     """The secrets a webhook of ``tenant_id`` is signed with now. Raises Tenant.DoesNotExist."""
     now = now or timezone.now()
-    current, previous, rotated_at = Tenant.objects.values_list(
-        "webhook_secret", "previous_webhook_secret", "webhook_secret_rotated_at"
-    ).get(pk=tenant_id)
+    current, previous, rotated_at = _secret_row(tenant_id)
     keep_previous = bool(previous) and rotated_at is not None and now - rotated_at < PREVIOUS_SECRET_VALIDITY
     return SigningSecrets(current=current, previous=previous if keep_previous else None)
 
@@ -50,4 +77,6 @@ def tenant_webhook_secret_rotate(*, tenant_id: str) -> str:
             webhook_secret=secret,
             webhook_secret_rotated_at=timezone.now(),
         )
+    with _cache_lock:
+        _cache.pop(tenant_id, None)
     return secret

@@ -9,6 +9,7 @@ import pytest
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
+from actions.secrets import secrets_cache_clear
 from timers import keys
 from timers.models import Tenant
 
@@ -17,6 +18,7 @@ from timers.models import Tenant
 def _clear_tick_markers() -> Iterator[None]:
     """Each test starts with an empty tick-marker cache (Redis db of the tests)."""
     cache.clear()
+    secrets_cache_clear()  # tenants are re-created with new secrets in every test
     yield
 
 
