@@ -13,9 +13,12 @@ import ipaddress
 import json
 import re
 import socket
+import threading
 import time
+from collections import OrderedDict
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -126,6 +129,32 @@ class PinnedAddressAdapter(HTTPAdapter):
             pool_kwargs["assert_hostname"] = hostname
         host_params["host"] = self._address
         return self.poolmanager.connection_from_host(**host_params, pool_kwargs=pool_kwargs)
+
+
+_local = threading.local()
+SESSIONS_PER_THREAD = 64
+
+
+def _session_for(address: IPAddress) -> requests.Session:
+    """A session pinned to ``address``, kept per worker thread so connections are reused
+    (keep-alive) across attempts to the same target. It stores no cookies: a cookie set by
+    one tenant's receiver must never travel with another tenant's webhook."""
+    sessions: OrderedDict[str, requests.Session] | None = getattr(_local, "sessions", None)
+    if sessions is None:
+        sessions = _local.sessions = OrderedDict()
+    key = str(address)
+    session = sessions.pop(key, None)
+    if session is None:
+        session = requests.Session()
+        session.trust_env = False  # no proxies or netrc from the worker's environment
+        session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+        adapter = PinnedAddressAdapter(address)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        if len(sessions) >= SESSIONS_PER_THREAD:
+            sessions.popitem(last=False)[1].close()
+    sessions[key] = session
+    return session
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -296,11 +325,7 @@ class WebhookRunner(Runner):
         )
         timeout = params["timeoutMs"] / 1000
         deadline = time.monotonic() + timeout
-        session = requests.Session()
-        session.trust_env = False  # no proxies or netrc from the worker's environment
-        adapter = PinnedAddressAdapter(addresses[0])
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
+        session = _session_for(addresses[0])
         try:
             with session.request(
                 method, url, data=payload.encode() if payload else None, headers=headers,
@@ -318,8 +343,6 @@ class WebhookRunner(Runner):
             raise ActionError(f"connection to {host} failed: {exc}", permanent=False) from exc
         except requests.RequestException as exc:
             raise ActionError(f"request failed: {exc}", permanent=True) from exc
-        finally:
-            session.close()
 
         output = raw.decode("utf-8", errors="replace") + ("\n[truncated]" if truncated else "")
         if 200 <= status < 300:

@@ -337,3 +337,15 @@ def test_invalid_webhook_parameters_name_the_field(parameters: dict[str, Any], f
     with pytest.raises(ParameterError) as info:
         get_runner("webhook").validate(parameters, tenant_id="acme")
     assert info.value.field == field
+
+
+def test_a_cookie_set_by_one_receiver_is_never_sent_with_later_webhooks(
+    receiver: Receiver, allow_private: None, fire_timer: FireTimer
+) -> None:
+    receiver.script("/first", Reply(status=200, headers={"Set-Cookie": "session=secret-of-tenant-a; Path=/"}))
+    drive(fire_timer(webhook("first", f"{receiver.url}/first")))
+
+    drive(fire_timer(webhook("second", f"{receiver.url}/second")))
+
+    [second] = receiver.at("/second")
+    assert "Cookie" not in second.headers and "cookie" not in second.headers
