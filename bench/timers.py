@@ -339,6 +339,7 @@ def scale_case(workers: list[subprocess.Popen[bytes]], counts: list[int], settle
 
 
 class Receiver(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as production receivers answer
     arrivals: dict[str, float] = {}
     lock = threading.Lock()
 
@@ -350,6 +351,7 @@ class Receiver(BaseHTTPRequestHandler):
         with self.lock:
             self.arrivals.setdefault(timer_id, now)
         self.send_response(204)
+        self.send_header("Content-Length", "0")
         self.end_headers()
 
     def log_message(self, *args: Any) -> None:
