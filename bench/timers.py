@@ -434,11 +434,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes: a minute instead of ten")
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain Celery comparison")
     parser.add_argument("--plot", metavar="FILE.png")
+    parser.add_argument("--rate", type=int, help="steady: timers per second (default 200)")
+    parser.add_argument("--seconds", type=int, help="steady: duration (default 60)")
     parser.add_argument("--concurrency", type=int, default=16, help="threads per worker process")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (one per core is a good start)")
     args = parser.parse_args()
     cases = set(args.cases.split(","))
     rate, seconds = (50, 10) if args.quick else (200, 60)
+    rate = args.rate or rate
+    seconds = args.seconds or seconds
     burst = 1000 if args.quick else 10_000
     scale_counts = [1_000, 20_000] if args.quick else [1_000, 1_000_000]
 
