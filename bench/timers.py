@@ -213,13 +213,33 @@ def pending(cur: Any, prefix: str) -> int:
 Row = dict[str, Any]
 
 
-def steady_minoots(api: str, key: str, rate: int, seconds: int) -> tuple[Row, list[float]]:
+def steady_minoots(api: str, key: str, rate: int, seconds: int, *, via: str) -> tuple[Row, list[float]]:
+    """``via="service"``: the bench process calls timer_create, as a Celery producer calls
+    apply_async (the engine's cost, comparable with the baseline). ``via="http"``: POST
+    /api/timers through gunicorn (adds the web tier; on 2 cores it competes with the workers)."""
     sessions = threading.local()
+    prefix = f"steady-{via}-"
+    tenant: Any = None
+    if via == "service":
+        setup_django()
+        from django.db import connection
+
+        from timers.models import Tenant
+        from timers.services import TimerSpec, timer_create
+
+        tenant = Tenant.objects.get(pk="bench")
 
     def post(fire_at: datetime, i: int) -> int:
+        if via == "service":
+            try:
+                spec = TimerSpec(name=f"{prefix}{i}", fire_at=fire_at, duration_ms=0)
+                timer_create(tenant=tenant, spec=spec)
+                return 201
+            finally:
+                connection.close()
         if not hasattr(sessions, "s"):
             sessions.s = requests.Session()
-        body = {"name": f"steady-{i}", "fireAt": fire_at.isoformat(timespec="milliseconds")}
+        body = {"name": f"{prefix}{i}", "fireAt": fire_at.isoformat(timespec="milliseconds")}
         return sessions.s.post(f"{api}/api/timers", json=body, headers={"X-API-Key": key}, timeout=30).status_code
 
     statuses: list[Any] = []
@@ -237,12 +257,15 @@ def steady_minoots(api: str, key: str, rate: int, seconds: int) -> tuple[Row, li
         codes = [f.result() for f in statuses]
     created = sum(1 for c in codes if c == 201)
     with db() as cur:
-        wait_until(lambda: pending(cur, "steady-") == 0 or datetime.now(UTC) > last_fire + timedelta(seconds=15),
+        wait_until(lambda: pending(cur, prefix) == 0 or datetime.now(UTC) > last_fire + timedelta(seconds=15),
                    timeout=120)
-        lat, unfired, double, _ = lateness_of(cur, "steady-")
-    return ({"case": "steady", "system": "minoots", "n": created, "p50": pct(lat, 50), "p99": pct(lat, 99),
-             "max": max(lat, default=float("nan")), "lost": unfired + (len(codes) - created), "double": double,
-             "note": f"{rate}/s for {seconds}s over HTTP"}, lat)
+        lat, unfired, double, _ = lateness_of(cur, prefix)
+    refused = len(codes) - created
+    note = f"{rate}/s for {seconds}s via {'POST /api/timers' if via == 'http' else 'timer_create()'}"
+    if refused:
+        note += f"; {refused} creates refused ({sorted(set(c for c in codes if c != 201))})"
+    return ({"case": f"steady ({via})", "system": "minoots", "n": created, "p50": pct(lat, 50), "p99": pct(lat, 99),
+             "max": max(lat, default=float("nan")), "lost": unfired, "double": double, "note": note}, lat)
 
 
 def baseline_results(r: redis.Redis) -> tuple[dict[str, float], dict[str, int], dict[str, float]]:
@@ -271,7 +294,7 @@ def steady_celery(rate: int, seconds: int) -> tuple[Row, list[float]]:
     wait_until(lambda: r.hlen("baseline:count") >= len(ids) or time.time() > last_fire + 15, timeout=120)
     lat, counts, _ = baseline_results(r)
     values = [lat[i] for i in ids if i in lat]
-    return ({"case": "steady", "system": "celery eta", "n": len(ids), "p50": pct(values, 50), "p99": pct(values, 99),
+    return ({"case": "steady (apply_async)", "system": "celery eta", "n": len(ids), "p50": pct(values, 50), "p99": pct(values, 99),
              "max": max(values, default=float("nan")), "lost": sum(1 for i in ids if i not in counts),
              "double": sum(1 for i in ids if counts.get(i, 0) > 1), "note": "apply_async(eta=...)"}, values)
 
@@ -307,12 +330,17 @@ def burst_celery(count: int, lead: int) -> tuple[Row, list[float]]:
              "double": sum(1 for i in ids if counts.get(i, 0) > 1), "note": f"last ran {last:.2f} s after eta"}, values)
 
 
-def reconcile_p99(passes: int) -> float:
+def setup_django() -> None:
+    """Configure Django in this process the way the bench's own processes are."""
     import django
 
     os.environ.update({k: v for k, v in ENV.items() if k.startswith(("DATABASE_URL", "CELERY_", "SECRET_KEY", "MINOOTS_"))})
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "minoots_project.settings")
     django.setup()
+
+
+def reconcile_p99(passes: int) -> float:
+    setup_django()
     from timers import engine
 
     for _ in range(3):  # warm up connections and caches; beat runs warm passes too
@@ -434,6 +462,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes: a minute instead of ten")
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain Celery comparison")
     parser.add_argument("--plot", metavar="FILE.png")
+    parser.add_argument("--steady-via", default="service", help="service, http or service,http")
     parser.add_argument("--rate", type=int, help="steady: timers per second (default 200)")
     parser.add_argument("--seconds", type=int, help="steady: duration (default 60)")
     parser.add_argument("--concurrency", type=int, default=16, help="threads per worker process")
@@ -468,9 +497,10 @@ def main() -> None:
         api = f"http://127.0.0.1:{port}"
 
         if "steady" in cases:
-            row, lat = steady_minoots(api, key, rate, seconds)
-            rows.append(row)
-            series["steady: minoots"] = lat
+            for via in args.steady_via.split(","):
+                row, lat = steady_minoots(api, key, rate, seconds, via=via)
+                rows.append(row)
+                series[f"steady ({via}): minoots"] = lat
         if "burst" in cases:
             row, lat = burst_minoots(burst, lead=20)
             rows.append(row)
