@@ -222,8 +222,6 @@ def steady_minoots(api: str, key: str, rate: int, seconds: int, *, via: str) -> 
     tenant: Any = None
     if via == "service":
         setup_django()
-        from django.db import connection
-
         from timers.models import Tenant
         from timers.services import TimerSpec, timer_create
 
@@ -231,12 +229,9 @@ def steady_minoots(api: str, key: str, rate: int, seconds: int, *, via: str) -> 
 
     def post(fire_at: datetime, i: int) -> int:
         if via == "service":
-            try:
-                spec = TimerSpec(name=f"{prefix}{i}", fire_at=fire_at, duration_ms=0)
-                timer_create(tenant=tenant, spec=spec)
-                return 201
-            finally:
-                connection.close()
+            # Each pool thread keeps its database connection, as a web worker thread does.
+            timer_create(tenant=tenant, spec=TimerSpec(name=f"{prefix}{i}", fire_at=fire_at, duration_ms=0))
+            return 201
         if not hasattr(sessions, "s"):
             sessions.s = requests.Session()
         body = {"name": f"{prefix}{i}", "fireAt": fire_at.isoformat(timespec="milliseconds")}
@@ -334,7 +329,7 @@ def setup_django() -> None:
     """Configure Django in this process the way the bench's own processes are."""
     import django
 
-    os.environ.update({k: v for k, v in ENV.items() if k.startswith(("DATABASE_URL", "CELERY_", "SECRET_KEY", "MINOOTS_"))})
+    os.environ.update({k: v for k, v in ENV.items() if k.startswith(("DATABASE_URL", "CELERY_", "SECRET_KEY", "MINOOTS_", "LOG_LEVEL"))})
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "minoots_project.settings")
     django.setup()
 
