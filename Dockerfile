@@ -8,7 +8,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     MINOOTS_DATA_DIR=/var/lib/minoots \
     STATIC_ROOT=/app/staticfiles \
-    PORT=8000
+    PORT=8000 \
+    BIND_HOST=0.0.0.0
 
 WORKDIR /app
 COPY requirements.txt .

@@ -18,7 +18,9 @@ _DOTENV = Path(__file__).resolve().parent.parent / ".env"
 if _DOTENV.exists():
     environ.Env.read_env(_DOTENV, overwrite=False)
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+# Loopback by default (a trial `make run` is not exposed to the network); the container image
+# sets BIND_HOST=0.0.0.0.
+bind = f"{os.environ.get('BIND_HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 # Each worker process serves `threads` requests at a time; the event stream holds one thread
 # per open connection, so threads rather than sync workers.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
