@@ -38,6 +38,8 @@ from timers.models import Timer, TimerEvent, TimerStatus
 
 log = logging.getLogger(__name__)
 
+FLUSH_SECONDS = 2.0
+
 
 def _claim_many(run_ids: Sequence[UUID]) -> list[execution.Claim]:
     lease_end = ExpressionWrapper(
@@ -54,7 +56,8 @@ def _claim_many(run_ids: Sequence[UUID]) -> list[execution.Claim]:
         ActionRun.objects.filter(pk__in=ids).update(
             status=RunStatus.RUNNING, attempts=F("attempts") + 1, lease_expires_at=lease_end, next_attempt_at=None
         )
-        runs = list(ActionRun.objects.select_related("timer").filter(pk__in=ids))
+        order = {run_id: i for i, run_id in enumerate(run_ids)}  # run them in the order published
+        runs = sorted(ActionRun.objects.select_related("timer").filter(pk__in=ids), key=lambda r: order[r.pk])
         now = timezone.now()
         attempts = ActionAttempt.objects.bulk_create(
             [ActionAttempt(run=run, number=run.attempts, started_at=now) for run in runs]
@@ -93,15 +96,19 @@ def _finish_attempts(rows: list[tuple[int | None, int | None, int | None, int, s
                            http_status = v.http_status::smallint, exit_code = v.exit_code::integer,
                            duration_ms = v.duration_ms::integer, output_excerpt = v.output_excerpt
                       FROM (VALUES %s) AS v(id, finished_at, http_status, exit_code, duration_ms, output_excerpt)
-                     WHERE a.id = v.id""",
+                     WHERE a.id = v.id AND a.finished_at IS NULL""",
                 [(pk, now, status, code, ms, output) for pk, status, code, ms, output in rows],
             )
         return
+    still_open = set(
+        ActionAttempt.objects.filter(pk__in=[r[0] for r in rows], finished_at__isnull=True).values_list("pk", flat=True)
+    )
     ActionAttempt.objects.bulk_update(
         [
             ActionAttempt(pk=pk, finished_at=now, outcome=AttemptOutcome.SUCCEEDED, http_status=status,
                           exit_code=code, duration_ms=ms, error="", output_excerpt=output)
             for pk, status, code, ms, output in rows
+            if pk in still_open
         ],
         ["finished_at", "outcome", "http_status", "exit_code", "duration_ms", "error", "output_excerpt"],
     )
@@ -140,7 +147,9 @@ def _conclude_successes(done: list[tuple[execution.Claim, execution.Outcome, flo
         for claim, outcome, _ in mine:
             by_summary.setdefault(outcome.summary[:500], []).append(claim.run.pk)
         for summary, run_pks in by_summary.items():  # usually one: "HTTP 200"
-            ActionRun.objects.filter(pk__in=run_pks).update(
+            # Still RUNNING (checked under the timer locks above): a run taken over after its
+            # lease expired is left to its new owner.
+            ActionRun.objects.filter(pk__in=run_pks, status=RunStatus.RUNNING).update(
                 status=RunStatus.SUCCEEDED, finished_at=now, lease_expires_at=None, last_error="", result_summary=summary
             )
         TimerEvent.objects.bulk_create(
@@ -193,8 +202,26 @@ def _conclude_successes(done: list[tuple[execution.Claim, execution.Outcome, flo
         log.warning("stale action outcomes ignored", extra={"event": "action", "count": len(done) - len(mine)})
 
 
+def _renew_lease(claim: execution.Claim) -> bool:
+    """Extend the run's lease from now, if this worker still holds it. Each attempt starts with
+    a full lease, so the reconciler never hands a run to another worker while it executes."""
+    lease_end = ExpressionWrapper(
+        Now() + Value(settings.MINOOTS_ACTION_LEASE, output_field=DurationField()), output_field=DateTimeField()
+    )
+    return bool(
+        ActionRun.objects.filter(pk=claim.run.pk, status=RunStatus.RUNNING, attempts=claim.number).update(
+            lease_expires_at=lease_end
+        )
+    )
+
+
 def runs_execute_batch(*, run_ids: Sequence[str | UUID]) -> int:
-    """Claim and run one attempt of each due run in ``run_ids``; return how many ran."""
+    """Claim and run one attempt of each due run in ``run_ids``; return how many ran.
+
+    Successes are recorded together, but at least every FLUSH_SECONDS: a slow attempt in the
+    chunk never leaves earlier successes unrecorded for long (a crash then would repeat them
+    after their lease).
+    """
     ids = []
     for raw in run_ids:
         try:
@@ -207,13 +234,21 @@ def runs_execute_batch(*, run_ids: Sequence[str | UUID]) -> int:
     runs_forget_published([c.run.pk for c in claims])
     successes: list[tuple[execution.Claim, execution.Outcome, float]] = []
     rendered = execution.timers_json([c.run.timer for c in claims])
+    last_flush = time.monotonic()
+    ran = 0
     for claim, timer_json in zip(claims, rendered, strict=True):
+        if claim is not claims[0] and not _renew_lease(claim):
+            continue  # the lease expired while earlier attempts ran; another worker owns it now
         started = time.monotonic()
         outcome = execution.attempt_run(claim, timer_json=timer_json)
+        ran += 1
         if outcome.succeeded:
             successes.append((claim, outcome, time.monotonic() - started))
         else:
             execution.conclude(claim, outcome, started)
+        if successes and time.monotonic() - last_flush > FLUSH_SECONDS:
+            _conclude_successes(successes)
+            successes, last_flush = [], time.monotonic()
     if successes:
         _conclude_successes(successes)
-    return len(claims)
+    return ran

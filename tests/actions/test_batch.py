@@ -132,3 +132,32 @@ def test_fired_timers_publish_their_runs_in_batches(
     batches = [m for m in messages if m["task"] == "actions.run_actions"]
     assert len(batches) == 3  # 4 + 4 + 2 runs
     assert sum(len(json.loads(m["argsrepr"].replace("'", '"'))[0]) for m in batches) == 10
+
+
+def test_a_run_taken_over_while_the_batch_ran_earlier_attempts_is_not_run_again_by_the_batch(
+    tenant: Tenant, receiver: Receiver, allow_private: None, monkeypatch: Any
+) -> None:
+    from actions import execution
+
+    first = armed_due(tenant, [webhook("hook", f"{receiver.url}/first")])
+    second = armed_due(tenant, [webhook("hook", f"{receiver.url}/second")])
+    engine.timers_claim_due(limit=100)
+    run_a = ActionRun.objects.get(timer=first)
+    run_b = ActionRun.objects.get(timer=second)
+    real_attempt = execution.attempt_run
+
+    def slow_first_attempt(claim: Any, **kwargs: Any) -> Any:
+        if claim.run.pk == run_a.pk:
+            # While A runs, B's lease expires and another worker takes B over.
+            ActionRun.objects.filter(pk=run_b.pk).update(lease_expires_at=timezone.now() - timedelta(hours=1))
+            assert execution._claim(run_b.pk) is not None
+        return real_attempt(claim, **kwargs)
+
+    monkeypatch.setattr(execution, "attempt_run", slow_first_attempt)
+
+    ran = runs_execute_batch(run_ids=[run_a.pk, run_b.pk])
+
+    assert ran == 1
+    assert [r.path for r in receiver.requests] == ["/first"]
+    run_b.refresh_from_db()
+    assert run_b.status == RunStatus.RUNNING and run_b.attempts == 2  # the new owner's attempt, untouched
