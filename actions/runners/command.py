@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import IO, Any
 
 from django.conf import settings
@@ -30,8 +31,34 @@ MAX_ARGS = 256
 MAX_ARG_LENGTH = 32 * 1024
 MAX_ENV = 100
 BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
-RESERVED_ENV = frozenset({"MINOOTS_TIMER_ID", "MINOOTS_TENANT_ID"})
+RESERVED_ENV = frozenset({"MINOOTS_TIMER_ID", "MINOOTS_TENANT_ID", "HOME"})
+# Variables that make the dynamic loader, a shell or an interpreter load code of the caller's
+# choosing (BASH_ENV=<a file written by a file action> runs it in any bash script): an
+# allow-listed executable must stay the code that runs. A deny-list cannot know every program's
+# variables, so allow-list only executables that take no code from their environment.
+DENIED_ENV = frozenset({
+    "PATH", "IFS", "ENV", "BASH_ENV", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND", "CDPATH",
+    "GLOBIGNORE", "CLASSPATH", "GCONV_PATH", "LOCPATH", "NLSPATH", "HOSTALIASES", "RESOLV_HOST_CONF",
+    "TMPDIR", "EDITOR", "VISUAL", "PAGER", "SHELL",
+})
+DENIED_ENV_PREFIXES = (
+    "LD_", "DYLD_", "BASH_FUNC_", "PYTHON", "PERL", "RUBY", "NODE_", "NPM_", "GIT_", "JAVA", "_JAVA", "JDK_",
+    "LUA_", "TCL", "MALLOC_", "GLIBC_", "GEM_", "BUNDLE_", "PHP", "R_", "JULIA_", "DOTNET_", "CORECLR_",
+)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def _confined_cwd(tenant_id: str, relative: str) -> str:
+    """The tenant's directory ``relative`` below MINOOTS_FILE_ROOT/<tenant>/, links resolved."""
+    from actions.runners.file import tenant_root
+
+    root = tenant_root(tenant_id)
+    resolved = (root / relative).resolve()
+    if not resolved.is_relative_to(root):
+        raise ActionError(f"cwd '{relative}' leads outside the tenant's directory", permanent=True)
+    if not resolved.is_dir():
+        raise ActionError(f"cwd '{relative}' is not a directory below the tenant's file root", permanent=True)
+    return str(resolved)
 
 
 def allowed_executable(name: str) -> str | None:
@@ -117,10 +144,13 @@ class CommandRunner(Runner):
         if executable is None:
             raise ParameterError("argv", f"'{argv[0][:200]}' is not in MINOOTS_COMMAND_ALLOWLIST")
         cwd = parameters.get("cwd")
-        if cwd is not None and (
-            not isinstance(cwd, str) or not os.path.isabs(cwd) or "\x00" in cwd or not is_utf8(cwd)
-        ):
-            raise ParameterError("cwd", "must be an absolute directory path")
+        if cwd is not None:
+            if not isinstance(cwd, str) or not cwd or "\x00" in cwd or not is_utf8(cwd):
+                raise ParameterError("cwd", "must be a directory path relative to the tenant's file root")
+            if os.path.isabs(cwd) or ".." in Path(cwd).parts:
+                raise ParameterError("cwd", "must be relative to MINOOTS_FILE_ROOT/<tenant>/, without '..'")
+            if not settings.MINOOTS_FILE_ROOT:
+                raise ParameterError("cwd", "needs MINOOTS_FILE_ROOT (commands otherwise run in a scratch directory)")
         env = parameters.get("env") or {}
         if not isinstance(env, dict) or len(env) > MAX_ENV:
             raise ParameterError("env", f"must be an object of at most {MAX_ENV} names to string values")
@@ -129,6 +159,8 @@ class CommandRunner(Runner):
                 raise ParameterError("env", f"'{name[:40]}' is not a valid variable name")
             if name in RESERVED_ENV:
                 raise ParameterError("env", f"'{name}' is set by MINOOTS")
+            if name.upper() in DENIED_ENV or name.upper().startswith(DENIED_ENV_PREFIXES):
+                raise ParameterError("env", f"'{name}' could make the command load other code; it is refused")
             if not isinstance(value, str) or "\x00" in value or not is_utf8(value):
                 raise ParameterError("env", f"'{name}' must have a string value")
         timeout_ms = parameters.get("timeoutMs", DEFAULT_TIMEOUT_MS)
@@ -146,9 +178,7 @@ class CommandRunner(Runner):
         if not (os.path.isfile(executable) and os.access(executable, os.X_OK)):
             raise ActionError(f"{executable} is allow-listed but not an executable file", permanent=True)
         with tempfile.TemporaryDirectory(prefix="minoots-cmd-") as scratch:
-            cwd = params["cwd"] or scratch
-            if not os.path.isdir(cwd):
-                raise ActionError(f"cwd '{cwd}' is not a directory", permanent=True)
+            cwd = scratch if params["cwd"] is None else _confined_cwd(context.tenant_id, params["cwd"])
             env = {**BASE_ENV, "HOME": scratch, **params["env"],
                    "MINOOTS_TIMER_ID": context.timer_id, "MINOOTS_TENANT_ID": context.tenant_id}
             return self._execute([executable, *params["argv"][1:]], cwd, env, params["timeoutMs"])

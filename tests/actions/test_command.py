@@ -161,10 +161,25 @@ def test_large_output_is_truncated(allowlist: list[str], fire_timer: FireTimer) 
     assert excerpt.endswith("[truncated]")
 
 
-def test_cwd_is_where_the_command_runs(allowlist: list[str], fire_timer: FireTimer, tmp_path: Path) -> None:
-    timer = drive(fire_timer(command("here", "/bin/sh", "-c", "pwd", cwd=str(tmp_path))))
+def test_cwd_is_a_directory_of_the_tenant_below_the_file_root(
+    allowlist: list[str], fire_timer: FireTimer, file_root: Path
+) -> None:
+    (file_root / "acme" / "work").mkdir(parents=True)
+    timer = drive(fire_timer(command("here", "/bin/sh", "-c", "pwd", cwd="work")))
 
-    assert only_run(timer).attempt_records.get().output_excerpt == f"{tmp_path}\n"
+    assert only_run(timer).attempt_records.get().output_excerpt == f"{(file_root / 'acme' / 'work').resolve()}\n"
+
+
+def test_a_cwd_link_leading_outside_the_tenant_directory_is_refused_when_the_command_runs(
+    allowlist: list[str], fire_timer: FireTimer, file_root: Path, tmp_path: Path
+) -> None:
+    (file_root / "acme").mkdir(parents=True)
+    (file_root / "acme" / "escape").symlink_to(tmp_path)
+    timer = drive(fire_timer(command("here", "/bin/sh", "-c", "pwd", cwd="escape")))
+
+    run = only_run(timer)
+    assert run.status == "failed"
+    assert "outside" in run.last_error
 
 
 @pytest.mark.parametrize(
@@ -174,7 +189,13 @@ def test_cwd_is_where_the_command_runs(allowlist: list[str], fire_timer: FireTim
         ({"argv": []}, "argv"),
         ({"argv": "/bin/echo hi"}, "argv"),
         ({"argv": ["/bin/echo", 1]}, "argv"),
-        ({"argv": ["/bin/echo"], "cwd": "relative/dir"}, "cwd"),
+        ({"argv": ["/bin/echo"], "cwd": "relative/dir"}, "cwd"),  # no MINOOTS_FILE_ROOT
+        ({"argv": ["/bin/echo"], "cwd": "/tmp"}, "cwd"),
+        ({"argv": ["/bin/echo"], "cwd": "../other-tenant"}, "cwd"),
+        ({"argv": ["/bin/echo"], "env": {"BASH_ENV": "/tmp/x.sh"}}, "env"),
+        ({"argv": ["/bin/echo"], "env": {"LD_PRELOAD": "/tmp/x.so"}}, "env"),
+        ({"argv": ["/bin/echo"], "env": {"PYTHONSTARTUP": "/tmp/x.py"}}, "env"),
+        ({"argv": ["/bin/echo"], "env": {"PATH": "/tmp"}}, "env"),
         ({"argv": ["/bin/echo"], "env": {"MINOOTS_TIMER_ID": "forged"}}, "env"),
         ({"argv": ["/bin/echo"], "env": {"BAD NAME": "x"}}, "env"),
         ({"argv": ["/bin/echo"], "env": {"N": 1}}, "env"),
