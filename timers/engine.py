@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # How many claim batches one fire_due task runs before handing over to a fresh task.
 MAX_BATCHES_PER_TICK = 20
+# How long one reconcile pass may keep arming a backlog (the next pass continues).
+ARM_BUDGET_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -339,7 +341,14 @@ def reconcile(*, now: datetime | None = None) -> ReconcileReport:
     horizon_end = now + settings.MINOOTS_ARM_HORIZON
     budget = settings.MINOOTS_RECONCILE_BATCH
     report = ReconcileReport()
-    report.armed = timers_arm_due(horizon_end=horizon_end, limit=budget)
+    # A backlog (a million timers due at midnight, or beat down for a while) is armed in
+    # batches until it is done or the pass has used its time budget.
+    deadline = time.perf_counter() + ARM_BUDGET_SECONDS
+    while True:
+        armed = timers_arm_due(horizon_end=horizon_end, limit=budget)
+        report.armed += armed
+        if armed < budget or time.perf_counter() > deadline:
+            break
     report.ticks_republished = ticks_refresh(horizon_end=horizon_end, limit=budget)
     report.repaired = timers_repair_overdue(now=now)
     report.runs_recovered = action_services.runs_recover(now=now, limit=budget)

@@ -401,3 +401,22 @@ def test_an_early_tick_finds_a_timer_in_the_last_millisecond_of_its_bucket(tenan
     assert len(queued_ticks(broker)) == 1
     timer.refresh_from_db()
     assert timer.status == TimerStatus.ARMED
+
+
+def test_one_reconcile_pass_arms_a_backlog_larger_than_its_batch(
+    tenant: Tenant, broker: redis.Redis, settings: Any
+) -> None:
+    settings.MINOOTS_RECONCILE_BATCH = 3
+    now = timezone.now()
+    Timer.objects.bulk_create(
+        [
+            Timer(tenant=tenant, name=f"b{i}", status=TimerStatus.SCHEDULED, duration_ms=1, created_at=now,
+                  fire_at=now - timedelta(seconds=30) + timedelta(milliseconds=i), state_version=1)
+            for i in range(10)
+        ]
+    )
+
+    report = engine.reconcile()
+
+    assert report.armed == 10
+    assert Timer.objects.filter(status=TimerStatus.SCHEDULED).count() == 0
