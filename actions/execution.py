@@ -170,12 +170,19 @@ def _republish_if_early(run_id: UUID) -> None:
 
 
 def timers_json(timers: list[Timer]) -> list[dict[str, Any]]:
-    """The timers as the API shows them (the default webhook body), rendered in one pass."""
+    """The timers as the API shows them, for the default webhook body, rendered in one pass.
+
+    ``actionBundle`` is left out: its parameters may carry another action's credentials
+    (an Authorization header, a command's env) that a third-party receiver must not see.
+    """
     from rest_framework.renderers import JSONRenderer
 
     from timers.api.serializers import TimerOutput
 
-    return json.loads(JSONRenderer().render(TimerOutput(timers, many=True).data))
+    rendered = json.loads(JSONRenderer().render(TimerOutput(timers, many=True).data))
+    for timer in rendered:
+        timer.pop("actionBundle", None)
+    return rendered
 
 
 def attempt_run(claim: Claim, *, timer_json: dict[str, Any] | None = None) -> Outcome:

@@ -263,6 +263,11 @@ class WebhookRunner(Runner):
             raise ParameterError(
                 "url", f"host '{host}' is a local name; private targets are refused unless MINOOTS_WEBHOOK_ALLOW_PRIVATE=true"
             )
+        if not _is_ip_literal(host):
+            try:
+                host.encode("idna")  # what getaddrinfo does; '..' or a 64-character label fail
+            except UnicodeError as exc:
+                raise ParameterError("url", f"'{host[:100]}' is not a valid host name") from exc
         if not check_dns and not _is_ip_literal(host):
             return
         try:

@@ -142,3 +142,12 @@ def test_lone_surrogates_in_parameters_are_refused_by_the_runner(
     with pytest.raises(ParameterError) as info:
         get_runner(kind).validate(parameters, tenant_id="acme")
     assert info.value.field == field
+
+
+@pytest.mark.parametrize("url", ["http://a..b/x", f"http://{'a' * 64}.example.com/x"])
+def test_a_webhook_url_with_an_invalid_host_name_is_a_400_naming_the_url(client: Any, url: str) -> None:
+    body = {"name": "t", "duration": "5m", "actionBundle": {"actions": [
+        {"id": "hook", "kind": "webhook", "parameters": {"url": url}}]}}
+    response = client.post("/api/timers", body, format="json")
+    assert response.status_code == 400
+    assert "url" in response.json()["message"]

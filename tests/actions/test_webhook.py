@@ -349,3 +349,16 @@ def test_a_cookie_set_by_one_receiver_is_never_sent_with_later_webhooks(
 
     [second] = receiver.at("/second")
     assert "Cookie" not in second.headers and "cookie" not in second.headers
+
+
+def test_the_default_body_does_not_reveal_other_actions_parameters(
+    tenant: Tenant, receiver: Receiver, allow_private: None, fire_timer: FireTimer
+) -> None:
+    secret_call = webhook("internal", f"{receiver.url}/internal", headers={"Authorization": "Bearer internal-token"})
+    timer = drive(fire_timer(secret_call, webhook("public", f"{receiver.url}/public"), concurrency=2))
+
+    [public] = receiver.at("/public")
+    payload = Webhook(tenant.webhook_secret).verify(public.body, public.headers)
+    assert payload["timer"]["id"] == str(timer.pk)
+    assert "actionBundle" not in payload["timer"]
+    assert b"internal-token" not in public.body
