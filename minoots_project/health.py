@@ -107,12 +107,14 @@ def _loopback(address: str) -> bool:
         return False
 
 
-def metrics_allowed(*, authorization: str, remote_addr: str, token: str) -> bool:
-    """With a configured token: ``Authorization: Bearer <token>``. Without: loopback clients only."""
+def metrics_allowed(*, authorization: str, remote_addr: str, token: str, proxied: bool = False) -> bool:
+    """With a configured token: ``Authorization: Bearer <token>``. Without: loopback clients
+    only, and not through a reverse proxy (behind one on the same host every client would
+    look like loopback)."""
     if token:
         scheme, _, given = authorization.partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
-    return _loopback(remote_addr)
+    return _loopback(remote_addr) and not proxied
 
 
 @never_cache
@@ -128,6 +130,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
         authorization=request.headers.get("Authorization", ""),
         remote_addr=request.META.get("REMOTE_ADDR", ""),
         token=token,
+        proxied=any(h in request.headers for h in ("X-Forwarded-For", "Forwarded", "X-Real-IP")),
     ):
         if token:
             response = JsonResponse({"message": "Unauthorized", "details": None}, status=401)

@@ -120,3 +120,8 @@ def test_metrics_access_rule(authorization: str, remote: str, token: str, allowe
 
 def test_unknown_timer_event_is_ignored_not_raised() -> None:
     metrics.timer_transition("acme", "exploded")
+
+
+def test_metrics_through_a_reverse_proxy_on_loopback_are_refused_without_a_token() -> None:
+    response = Client(REMOTE_ADDR="127.0.0.1").get("/metrics", HTTP_X_FORWARDED_FOR="203.0.113.7")
+    assert response.status_code == 403

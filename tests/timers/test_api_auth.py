@@ -428,3 +428,14 @@ def test_staff_session_post_without_a_csrf_token_is_403(db: Any) -> None:
     body = _assert_error(response, 403)
     assert "CSRF" in body["message"]
     assert not Timer.objects.exists()
+
+
+def test_staff_session_must_choose_the_tenant_before_cancelling(
+    staff_client: APIClient, create_timer: CreateTimer
+) -> None:
+    timer = create_timer(name="a")
+    refused = staff_client.post(f"/api/timers/{timer['id']}/cancel", {}, format="json")
+    assert refused.status_code == 403
+    cancelled = staff_client.post(f"/api/timers/{timer['id']}/cancel", {}, format="json", HTTP_X_TENANT_ID="acme")
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "cancelled"
