@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from actions.bundle import BundleError, parse_bundle
 from actions.models import ActionRun, RunStatus
+from actions.runners import RUNNERS
 
 if TYPE_CHECKING:
     from timers.engine import ClaimedTimer
@@ -42,6 +43,9 @@ def runs_create_for_fired(*, timers: Sequence[ClaimedTimer]) -> list[UUID]:
     for claimed in timers:
         try:
             bundle = parse_bundle(claimed.action_bundle)
+            unknown = [spec.kind for spec in bundle.actions if spec.kind not in RUNNERS]
+            if unknown:
+                raise BundleError("actionBundle.actions", f"unknown kind '{unknown[0][:32]}'")
         except BundleError as exc:  # validated at create time; only a hand-edited row gets here
             log.error("stored action bundle invalid: %s", exc, extra={"timer_id": str(claimed.id)})
             timer_finish(timer_id=claimed.id, failed_actions=[f"(invalid actionBundle: {exc})"])
