@@ -179,6 +179,8 @@ MINOOTS_WEBHOOK_ALLOW_PRIVATE = env.bool("MINOOTS_WEBHOOK_ALLOW_PRIVATE", defaul
 # Runs published together when timers fire (one message per chunk; see actions/batch.py).
 MINOOTS_ACTION_BATCH = env.int("MINOOTS_ACTION_BATCH", default=20)
 MINOOTS_STREAM_MAX_SECONDS = env.float("MINOOTS_STREAM_MAX_SECONDS", default=300.0)
+# Open event streams per web process (each holds a thread); more get a 503 with Retry-After.
+MINOOTS_STREAMS_PER_PROCESS = env.int("MINOOTS_STREAMS_PER_PROCESS", default=4)
 ACTION_WEBHOOK_TIMEOUT_MS = env.int("ACTION_WEBHOOK_TIMEOUT_MS", default=10_000)
 
 # --- Celery ---------------------------------------------------------------------------------

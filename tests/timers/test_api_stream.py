@@ -51,3 +51,20 @@ def test_stream_requires_credentials(anon_client: APIClient) -> None:
     response = anon_client.get("/api/timers/stream")
     assert response.status_code == 401
     assert "message" in response.json()
+
+
+def test_streams_beyond_the_per_process_limit_get_a_503_until_one_closes(client: APIClient, settings: Any) -> None:
+    settings.MINOOTS_STREAMS_PER_PROCESS = 1
+    settings.MINOOTS_STREAM_MAX_SECONDS = 0.2
+    first = client.get("/api/timers/stream")
+    assert first.status_code == 200
+
+    second = client.get("/api/timers/stream")
+    assert second.status_code == 503
+    assert second["Retry-After"] == "5"
+    assert "message" in second.json()
+
+    first.close()  # what the server does when the response ends
+    third = client.get("/api/timers/stream")
+    assert third.status_code == 200
+    third.close()

@@ -8,6 +8,7 @@ so that web workers are not held forever; clients reconnect.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +19,7 @@ from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, renderers
 from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from timers.api.principal import Principal
@@ -77,6 +79,57 @@ def event_stream(tenant: Tenant | None, last_id: int, max_seconds: float) -> Ite
         close_old_connections()
 
 
+_slots_lock = threading.Lock()
+_slots_in_use = 0
+
+
+class _Slot:
+    """One of MINOOTS_STREAMS_PER_PROCESS: each open stream holds a web thread for minutes,
+    so a few clients must not be able to take every thread (and /readyz with them)."""
+
+    def __init__(self) -> None:
+        self.held = False
+
+    def acquire(self) -> bool:
+        global _slots_in_use
+        with _slots_lock:
+            if _slots_in_use >= settings.MINOOTS_STREAMS_PER_PROCESS:
+                return False
+            _slots_in_use += 1
+            self.held = True
+            return True
+
+    def release(self) -> None:
+        global _slots_in_use
+        with _slots_lock:
+            if self.held:
+                _slots_in_use -= 1
+                self.held = False
+
+
+class _SlotStream:
+    """The event iterator; Django closes it when the response ends, which frees the slot even
+    if the client went away before the first event."""
+
+    def __init__(self, events: Iterator[str], slot: _Slot) -> None:
+        self.events = events
+        self.slot = slot
+
+    def __iter__(self) -> _SlotStream:
+        return self
+
+    def __next__(self) -> str:
+        return next(self.events)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.events, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self.slot.release()
+
+
 class TimerStreamApi(APIView):
     required_role = Role.TIMER_READ
     renderer_classes = [renderers.JSONRenderer, EventStreamRenderer]
@@ -88,7 +141,7 @@ class TimerStreamApi(APIView):
         ],
         responses={(200, "text/event-stream"): str},
     )
-    def get(self, request: Request) -> StreamingHttpResponse:
+    def get(self, request: Request) -> StreamingHttpResponse | Response:
         principal = request.user
         assert isinstance(principal, Principal)
         raw = request.headers.get("Last-Event-ID") or request.query_params.get("after")
@@ -100,8 +153,15 @@ class TimerStreamApi(APIView):
                 last_id = int(raw)
             except ValueError as exc:
                 raise exceptions.ValidationError({"after": ["must be an event id (integer)"]}) from exc
+        slot = _Slot()
+        if not slot.acquire():
+            return Response(
+                {"message": "Too many open event streams on this server; retry later", "details": None},
+                status=503,
+                headers={"Retry-After": "5"},
+            )
         response = StreamingHttpResponse(
-            event_stream(principal.tenant, last_id, settings.MINOOTS_STREAM_MAX_SECONDS),
+            _SlotStream(event_stream(principal.tenant, last_id, settings.MINOOTS_STREAM_MAX_SECONDS), slot),
             content_type="text/event-stream",
         )
         response["Cache-Control"] = "no-cache"
