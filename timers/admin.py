@@ -86,6 +86,9 @@ class TimerAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # status changes only through services (cancel from the API)
 
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # deleting a timer mid-flight would bypass the services and the event log
+
     def get_search_results(self, request: HttpRequest, queryset: Any, search_term: str) -> Any:
         import uuid
 

@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -111,6 +111,12 @@ def timer_create(
     from timers import ticks
 
     now = now or timezone.now()
+    # The API refuses these with field-specific messages first; the rule itself lives here, for
+    # every caller (Slack, scripts, the bench).
+    if spec.fire_at > now + settings.MINOOTS_MAX_HORIZON:
+        raise ServiceError(f"fireAt: must be at most {settings.MINOOTS_MAX_HORIZON.days} days ahead")
+    if spec.fire_at < now - timedelta(seconds=1):
+        raise ServiceError("fireAt: must be in the future")
     try:
         with transaction.atomic():
             if idempotency_key:
