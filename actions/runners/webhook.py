@@ -173,8 +173,26 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+def _cut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed: nothing left to interrupt
+
+
 def _read_capped(response: requests.Response, deadline: float) -> tuple[bytes, bool]:
-    """Up to RESPONSE_CAP bytes of the body; True if there was more (or time ran out)."""
+    """Up to RESPONSE_CAP bytes of the body; True if there was more (or time ran out).
+
+    requests' timeout bounds each socket read, not the whole body: a receiver dripping a byte
+    just inside the timeout would hold the attempt (and a worker thread) for hours. A watchdog
+    cuts the connection at the attempt's deadline.
+    """
+    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    watchdog = None
+    if sock is not None:
+        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _cut, args=(sock,))
+        watchdog.daemon = True
+        watchdog.start()
     chunks: list[bytes] = []
     size = 0
     try:
@@ -183,8 +201,11 @@ def _read_capped(response: requests.Response, deadline: float) -> tuple[bytes, b
             size += len(chunk)
             if size > RESPONSE_CAP or time.monotonic() > deadline:
                 return b"".join(chunks)[:RESPONSE_CAP], True
-    except requests.RequestException:
+    except (requests.RequestException, OSError):
         return b"".join(chunks)[:RESPONSE_CAP], True
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
     return b"".join(chunks), False
 
 

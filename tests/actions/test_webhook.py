@@ -362,3 +362,41 @@ def test_the_default_body_does_not_reveal_other_actions_parameters(
     assert payload["timer"]["id"] == str(timer.pk)
     assert "actionBundle" not in payload["timer"]
     assert b"internal-token" not in public.body
+
+
+def test_a_receiver_dripping_its_body_is_cut_off_at_the_attempts_deadline(
+    allow_private: None, fire_timer: FireTimer
+) -> None:
+    import socketserver
+    import threading
+    import time as _time
+
+    stop = threading.Event()
+
+    class Drip(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.recv(65536)
+            self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+            for _ in range(100):  # one byte every 0.3 s: each read stays inside timeoutMs
+                if stop.wait(0.3):
+                    return
+                try:
+                    self.request.sendall(b"x")
+                except OSError:
+                    return
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Drip)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        started = _time.monotonic()
+        timer = drive(fire_timer(webhook("drip", f"http://127.0.0.1:{server.server_address[1]}/", timeoutMs=1000)))
+        elapsed = _time.monotonic() - started
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+
+    attempt = ActionRun.objects.get(timer=timer).attempt_records.order_by("number").first()
+    assert attempt.output_excerpt.endswith("[truncated]")
+    assert elapsed < 20  # the drip alone would take 30 s per attempt
