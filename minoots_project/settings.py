@@ -138,6 +138,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Durable timers: create, list, inspect and cancel timers that fire actions.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Like every other API endpoint: an API key, a bearer token or a staff session.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "ENUM_NAME_OVERRIDES": {
         "TimerStatusEnum": "timers.models.TimerStatus",
         "ActionRunStatusEnum": "actions.models.RunStatus",

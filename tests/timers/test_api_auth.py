@@ -439,3 +439,9 @@ def test_staff_session_must_choose_the_tenant_before_cancelling(
     cancelled = staff_client.post(f"/api/timers/{timer['id']}/cancel", {}, format="json", HTTP_X_TENANT_ID="acme")
     assert cancelled.status_code == 200
     assert cancelled.json()["status"] == "cancelled"
+
+
+def test_staff_session_reads_the_interactive_docs_and_their_schema(staff_client: APIClient) -> None:
+    docs = staff_client.get("/api/docs/")
+    assert docs.status_code == 200 and docs["Content-Type"].startswith("text/html")
+    assert staff_client.get("/api/schema/?format=json").json()["info"]["title"] == "MINOOTS API"

@@ -109,8 +109,8 @@ def test_errors_outside_the_api_are_left_to_django(db: Any) -> None:
     assert response.status_code == 302
 
 
-def test_openapi_schema_describes_every_timer_endpoint(anon_client: APIClient, db: Any) -> None:
-    response = anon_client.get("/api/schema/")
+def test_openapi_schema_describes_every_timer_endpoint(client: APIClient) -> None:
+    response = client.get("/api/schema/")
     assert response.status_code == 200
     schema = yaml.safe_load(response.content)
     assert schema["openapi"].startswith("3.")
@@ -125,21 +125,21 @@ def test_openapi_schema_describes_every_timer_endpoint(anon_client: APIClient, d
     assert {"name", "duration", "fireAt", "metadata", "labels", "actionBundle", "agentBinding"} <= create_fields
 
 
-def test_openapi_schema_is_available_as_json(anon_client: APIClient, db: Any) -> None:
-    response = anon_client.get("/api/schema/?format=json")
+def test_openapi_schema_is_available_as_json(client: APIClient) -> None:
+    response = client.get("/api/schema/?format=json")
     assert response.status_code == 200
     assert response.json()["info"]["title"] == "MINOOTS API"
 
 
-def test_interactive_docs_page_loads_the_schema(anon_client: APIClient, db: Any) -> None:
-    response = anon_client.get("/api/docs/")
+def test_interactive_docs_page_loads_the_schema(client: APIClient) -> None:
+    response = client.get("/api/docs/")
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/html")
     assert b"/api/schema/" in response.content
 
 
-def test_openapi_schema_declares_both_api_authentication_methods(anon_client: APIClient, db: Any) -> None:
-    schema = anon_client.get("/api/schema/?format=json").json()
+def test_openapi_schema_declares_both_api_authentication_methods(client: APIClient) -> None:
+    schema = client.get("/api/schema/?format=json").json()
     schemes = schema["components"]["securitySchemes"]
     assert schemes["apiKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
     assert schemes["bearerJwt"]["scheme"] == "bearer"
@@ -148,18 +148,24 @@ def test_openapi_schema_declares_both_api_authentication_methods(anon_client: AP
     assert {"apiKey": []} in security and {"bearerJwt": []} in security
 
 
-def test_openapi_operation_ids_are_unique(anon_client: APIClient, db: Any) -> None:
-    schema = anon_client.get("/api/schema/?format=json").json()
+def test_openapi_operation_ids_are_unique(client: APIClient) -> None:
+    schema = client.get("/api/schema/?format=json").json()
     ids = [op["operationId"] for path in schema["paths"].values() for op in path.values()]
     assert len(ids) == len(set(ids))
     assert "timers_list" in ids and "timers_create" in ids
 
 
-def test_openapi_create_body_documents_duration_and_fire_at_types(anon_client: APIClient, db: Any) -> None:
-    props = anon_client.get("/api/schema/?format=json").json()["components"]["schemas"]["TimerCreateInput"]["properties"]
+def test_openapi_create_body_documents_duration_and_fire_at_types(client: APIClient) -> None:
+    props = client.get("/api/schema/?format=json").json()["components"]["schemas"]["TimerCreateInput"]["properties"]
     assert {"type": "integer"} in props["duration"]["oneOf"]
     assert props["fireAt"]["format"] == "date-time"
     assert props["labels"]["additionalProperties"] == {"type": "string"}
+
+
+def test_schema_and_docs_need_credentials_like_every_api_endpoint(anon_client: APIClient, db: Any) -> None:
+    for path in ("/api/schema/", "/api/docs/"):
+        response = anon_client.get(path)
+        assert response.status_code == 401, path
 
 
 def test_a_disallowed_host_header_under_api_gets_a_json_400(client: Any) -> None:
