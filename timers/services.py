@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -111,12 +111,11 @@ def timer_create(
     from timers import ticks
 
     now = now or timezone.now()
-    # The API refuses these with field-specific messages first; the rule itself lives here, for
-    # every caller (Slack, scripts, the bench).
+    # The API refuses this with a field-specific message first; the rule itself lives here, for
+    # every caller. (A fireAt already past is an input error at the API; an internal caller may
+    # mean "now", and the timer then fires at once.)
     if spec.fire_at > now + settings.MINOOTS_MAX_HORIZON:
         raise ServiceError(f"fireAt: must be at most {settings.MINOOTS_MAX_HORIZON.days} days ahead")
-    if spec.fire_at < now - timedelta(seconds=1):
-        raise ServiceError("fireAt: must be in the future")
     try:
         with transaction.atomic():
             if idempotency_key:
