@@ -2,7 +2,6 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-PORT ?= 8000
 
 .PHONY: run test venv dev-venv lint bench
 
@@ -21,7 +20,7 @@ dev-venv: $(VENV)/.dev-installed
 
 run: venv
 	$(PY) manage.py migrate --noinput
-	PORT=$(PORT) $(PY) -m minoots_project.runall
+	$(PY) -m minoots_project.runall
 
 test: dev-venv
 	@bash scripts/test-services.sh
