@@ -22,12 +22,13 @@ run: venv
 	$(PY) manage.py migrate --noinput
 	$(PY) -m minoots_project.runall
 
-test: dev-venv
+test: lint
 	@bash scripts/test-services.sh
 	bash scripts/test.sh
 
 lint: dev-venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy minoots_project timers actions
 
 bench: dev-venv
 	@bash scripts/test-services.sh

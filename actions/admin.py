@@ -14,8 +14,7 @@ class ActionRunInline(admin.TabularInline):
     model = ActionRun
     extra = 0
     can_delete = False
-    fields = ["action_id", "kind", "status", "attempts", "next_attempt_at", "last_error", "finished_at"]
-    readonly_fields = fields
+    fields = readonly_fields = ("action_id", "kind", "status", "attempts", "next_attempt_at", "last_error", "finished_at")
     show_change_link = True
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -26,8 +25,7 @@ class ActionAttemptInline(admin.TabularInline):
     model = ActionAttempt
     extra = 0
     can_delete = False
-    fields = ["number", "started_at", "finished_at", "outcome", "http_status", "exit_code", "duration_ms", "error", "output_excerpt"]
-    readonly_fields = fields
+    fields = readonly_fields = ("number", "started_at", "finished_at", "outcome", "http_status", "exit_code", "duration_ms", "error", "output_excerpt")
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

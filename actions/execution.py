@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 OUTPUT_EXCERPT_CAP = 4 * 1024
 ERROR_CAP = 2000
 JITTER = 0.2
-_METRIC_OUTCOMES = {RunStatus.SUCCEEDED: "success", RunStatus.PENDING: "retry", RunStatus.FAILED: "failed"}
+_METRIC_OUTCOMES: dict[str, str] = {RunStatus.SUCCEEDED: "success", RunStatus.PENDING: "retry", RunStatus.FAILED: "failed"}
 
 
 @dataclass(frozen=True)
@@ -161,6 +161,7 @@ def _republish_if_early(run_id: UUID) -> None:
     if row is None:
         return
     next_attempt_at, db_now = row
+    assert next_attempt_at is not None  # filtered on next_attempt_at__isnull=False
     remaining = next_attempt_at - db_now
     if timedelta(0) < remaining <= settings.MINOOTS_ARM_HORIZON:
         runs_publish([run_id], eta=timezone.now() + remaining)

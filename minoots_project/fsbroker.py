@@ -30,8 +30,8 @@ logger = logging.getLogger(__name__)
 
 
 class Channel(filesystem.Channel):
-    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
-        file = self._exchange_file(exchange)
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str | None, queue: str) -> None:
+        file = self._exchange_file(exchange)  # type: ignore[attr-defined]  # kombu's private helper
         if not file.exists():
             self.control_folder.mkdir(parents=True, exist_ok=True)
             partial = file.with_name(f"{file.name}.{uuid.uuid4().hex}.tmp")
@@ -44,7 +44,7 @@ class Channel(filesystem.Channel):
                 partial.unlink()
         super()._queue_bind(exchange, routing_key, pattern, queue)
 
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]  # kombu passes extra kwargs
         name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
         # Ends in ".tmp", so kombu's _get (which wants "<queue>.msg") skips it.
@@ -56,7 +56,7 @@ class Channel(filesystem.Channel):
         except OSError as exc:
             raise ChannelError(f"Cannot add file {final!r} to directory") from exc
 
-    def _get(self, queue: str) -> Any:
+    def _get(self, queue: str, timeout: float | None = None) -> Any:
         while True:  # kombu's _get raises Empty when no file is left
             try:
                 return super()._get(queue)

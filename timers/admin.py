@@ -60,8 +60,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 class TimerEventInline(ReadOnlyInline):
     model = TimerEvent
-    fields = ["occurred_at", "kind", "state_version", "data"]
-    readonly_fields = fields
+    fields = readonly_fields = ("occurred_at", "kind", "state_version", "data")
     ordering = ["id"]
 
 

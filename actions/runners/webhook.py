@@ -125,8 +125,8 @@ class PinnedAddressAdapter(HTTPAdapter):
         host_params, pool_kwargs = self.build_connection_pool_key_attributes(request, verify, cert)
         hostname = host_params["host"]
         if host_params["scheme"] == "https":
-            pool_kwargs["server_hostname"] = hostname
-            pool_kwargs["assert_hostname"] = hostname
+            pool_kwargs["server_hostname"] = hostname  # type: ignore[typeddict-unknown-key]
+            pool_kwargs["assert_hostname"] = hostname  # type: ignore[typeddict-unknown-key]
         host_params["host"] = self._address
         return self.poolmanager.connection_from_host(**host_params, pool_kwargs=pool_kwargs)
 

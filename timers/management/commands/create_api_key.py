@@ -29,10 +29,10 @@ class Command(BaseCommand):
             validate_slug(tenant_id)
         except ValidationError as exc:
             raise CommandError(f"tenant must be a slug (letters, digits, '-' or '_'): {tenant_id!r}") from exc
-        max_tenant = Tenant._meta.get_field("id").max_length
+        max_tenant = Tenant._meta.get_field("id").max_length or 64
         if len(tenant_id) > max_tenant:
             raise CommandError(f"tenant must be at most {max_tenant} characters: {tenant_id!r}")
-        max_name = ApiKey._meta.get_field("name").max_length
+        max_name = ApiKey._meta.get_field("name").max_length or 100
         if len(name) > max_name:
             raise CommandError(f"--name must be at most {max_name} characters")
         tenant, created = keys.tenant_get_or_create(tenant_id=tenant_id)
