@@ -173,3 +173,18 @@ def test_a_disallowed_host_header_under_api_gets_a_json_400(client: Any) -> None
     assert response.status_code == 400
     assert response["Content-Type"].startswith("application/json")
     assert response.json()["message"].startswith("Bad request")
+
+
+def test_a_database_outage_is_a_503_with_retry_after_not_a_500(client: APIClient, monkeypatch: Any) -> None:
+    from django.db import OperationalError
+
+    from timers.api import views
+
+    def down(**kwargs: Any) -> Any:
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(views.services, "timer_create", down)
+    response = client.post("/api/timers", {"name": "t", "duration": "5m"}, format="json")
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert response.json()["message"].startswith("Database unavailable")

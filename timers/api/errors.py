@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django import db
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, JsonResponse
@@ -36,6 +37,13 @@ def error_body(message: str, details: Any = None, **extra: Any) -> dict[str, Any
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ServiceError):
         return Response(error_body(exc.message, exc.details, **exc.extra), status=exc.status_code)
+    if isinstance(exc, (db.OperationalError, db.InterfaceError)):
+        # The database is down or restarting: nothing was stored; the client should retry.
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return Response(
+            error_body("Database unavailable; retry shortly"), status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "5"},
+        )
     if isinstance(exc, RequestDataTooBig):
         # Raised by request.body inside the view; left alone it would become a 500.
         return Response(
