@@ -204,9 +204,15 @@ def timers_claim_due(*, limit: int | None = None) -> list[ClaimedTimer]:
     return [c for c, _ in results]
 
 
-def _next_armed_fire_at(before: datetime) -> datetime | None:
+def _next_armed_fire_at(*, bucket: int) -> datetime | None:
+    """The earliest armed timer of ``bucket`` (overdue ones of other buckets have their own
+    ticks, or the reconciler's repair)."""
     return (
-        Timer.objects.filter(status=TimerStatus.ARMED, fire_at__lt=before)
+        Timer.objects.filter(
+            status=TimerStatus.ARMED,
+            fire_at__gte=ticks.next_bucket_start(bucket - 1),
+            fire_at__lt=ticks.next_bucket_start(bucket),
+        )
         .order_by("fire_at")
         .values_list("fire_at", flat=True)
         .first()
@@ -235,7 +241,7 @@ def fire_due(*, bucket: int | None) -> int:
         # Forget first, then look: a timer created in this bucket meanwhile either sees no
         # marker and publishes its own tick, or is committed and found here.
         ticks.forget_tick(bucket)
-        upcoming = _next_armed_fire_at(ticks.next_bucket_start(bucket))
+        upcoming = _next_armed_fire_at(bucket=bucket)
         if upcoming is not None:
             # The tick ran early (clock skew, or a later timer of the same bucket).
             now = timezone.now()
