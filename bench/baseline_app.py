@@ -28,6 +28,14 @@ app.conf.update(
 _results = redis.Redis.from_url(BROKER)
 
 
+def publish_probe(connection: object, timer_id: str, fire_at: float) -> None:
+    """Publish to the baseline's own Redis db. (A CELERY_BROKER_URL in the environment, which
+    the bench sets for MINOOTS, would override the app's broker; the worker gets its own.)"""
+    from datetime import UTC, datetime
+
+    probe.apply_async(args=[timer_id, fire_at], eta=datetime.fromtimestamp(fire_at, UTC), connection=connection)
+
+
 @app.task(name="baseline.probe")
 def probe(timer_id: str, fire_at: float) -> None:
     ran_at = time.time()

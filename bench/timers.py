@@ -271,7 +271,9 @@ def baseline_results(r: redis.Redis) -> tuple[dict[str, float], dict[str, int], 
 
 
 def steady_celery(rate: int, seconds: int) -> tuple[Row, list[float]]:
-    from bench.baseline_app import probe
+    from bench.baseline_app import app, publish_probe
+
+    conn = app.connection_for_write(url=BASELINE_BROKER)
 
     r = redis.Redis.from_url(BASELINE_BROKER)
     ids: list[str] = []
@@ -285,7 +287,7 @@ def steady_celery(rate: int, seconds: int) -> tuple[Row, list[float]]:
         last_fire = max(last_fire, fire_at)
         tid = f"steady-{i}"
         ids.append(tid)
-        probe.apply_async(args=[tid, fire_at], eta=datetime.fromtimestamp(fire_at, UTC))
+        publish_probe(conn, tid, fire_at)
     wait_until(lambda: r.hlen("baseline:count") >= len(ids) or time.time() > last_fire + 15, timeout=120)
     lat, counts, _ = baseline_results(r)
     values = [lat[i] for i in ids if i in lat]
@@ -308,14 +310,15 @@ def burst_minoots(count: int, lead: int) -> tuple[Row, list[float]]:
 
 
 def burst_celery(count: int, lead: int) -> tuple[Row, list[float]]:
-    from bench.baseline_app import probe
+    from bench.baseline_app import app, publish_probe
+
+    conn = app.connection_for_write(url=BASELINE_BROKER)
 
     r = redis.Redis.from_url(BASELINE_BROKER)
     fire_at = time.time() + lead
-    eta = datetime.fromtimestamp(fire_at, UTC)
     ids = [f"burst-{i}" for i in range(count)]
     for tid in ids:
-        probe.apply_async(args=[tid, fire_at], eta=eta)
+        publish_probe(conn, tid, fire_at)
     wait_until(lambda: sum(1 for i in ids if r.hexists("baseline:count", i)) >= count, timeout=lead + 120)
     lat, counts, ran = baseline_results(r)
     values = [lat[i] for i in ids if i in lat]
@@ -491,34 +494,29 @@ def main() -> None:
                              "--schedule", str(DATA_DIR / "beat-schedule")], ready="beat: Starting")
         api = f"http://127.0.0.1:{port}"
 
+        def record(label: str, result: tuple[Row, list[float]]) -> None:
+            rows.append(result[0])
+            series[label] = result[1]
+
         if "steady" in cases:
             for via in args.steady_via.split(","):
-                row, lat = steady_minoots(api, key, rate, seconds, via=via)
-                rows.append(row)
-                series[f"steady ({via}): minoots"] = lat
+                record(f"steady ({via}): minoots", steady_minoots(api, key, rate, seconds, via=via))
         if "burst" in cases:
-            row, lat = burst_minoots(burst, lead=20)
-            rows.append(row)
-            series["burst: minoots"] = lat
+            record("burst: minoots", burst_minoots(burst, lead=20))
         if "webhook" in cases:
-            row, lat = webhook_case(burst, lead=20)
-            rows.append(row)
-            series["webhook burst: minoots (arrival)"] = lat
+            record("webhook burst: minoots (arrival)", webhook_case(burst, lead=20))
         if "scale" in cases:
             rows.extend(scale_case(workers, scale_counts, settle=12))
 
         if not args.no_baseline and cases & {"steady", "burst"}:
             group.stop_all()
             for i in range(args.workers):
-                group.start(f"baseline-worker{i}", worker_argv("bench.baseline_app", None, args.concurrency), " ready.")
+                group.start(f"baseline-worker{i}", worker_argv("bench.baseline_app", None, args.concurrency), " ready.",
+                            env={**ENV, "CELERY_BROKER_URL": BASELINE_BROKER})
             if "steady" in cases:
-                row, lat = steady_celery(rate, seconds)
-                rows.append(row)
-                series["steady: celery eta"] = lat
+                record("steady: celery eta", steady_celery(rate, seconds))
             if "burst" in cases:
-                row, lat = burst_celery(burst, lead=20)
-                rows.append(row)
-                series["burst: celery eta"] = lat
+                record("burst: celery eta", burst_celery(burst, lead=20))
     finally:
         group.stop_all()
 

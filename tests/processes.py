@@ -163,9 +163,27 @@ class Processes:
         )
         return proc, f"http://127.0.0.1:{port}"
 
+    def stack(self, tenant: Any) -> tuple[str, dict[str, str]]:
+        """Web, a worker and beat, plus an API key of ``tenant``: (base URL, request headers)."""
+        from timers import keys
+
+        _, raw_key = keys.api_key_create(tenant=tenant, name="e2e")
+        _, base = self.web()
+        self.worker()
+        self.beat()
+        return base, {"X-API-Key": raw_key}
+
     def stop_all(self) -> None:
         for proc in reversed(self.started):
             proc.kill()
+
+
+def print_logs_if_failed(request: pytest.FixtureRequest, logs: list[tuple[str, str]]) -> None:
+    """After a failed test, print each process's output (the test's own report hides it)."""
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        for name, text in logs:
+            sys.stderr.write(f"\n----- {name} output -----\n{text[-6000:]}\n")
 
 
 @pytest.fixture
@@ -175,7 +193,4 @@ def processes(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Proces
         yield procs
     finally:
         procs.stop_all()
-        failed = getattr(request.node, "rep_call", None)
-        if failed is not None and failed.failed:
-            for proc in procs.started:
-                sys.stderr.write(f"\n----- {proc.name} log -----\n{proc.log()[-4000:]}\n")
+        print_logs_if_failed(request, [(proc.name, proc.log()) for proc in procs.started])

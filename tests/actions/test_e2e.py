@@ -18,7 +18,7 @@ from standardwebhooks import Webhook
 from actions.models import ActionRun, AttemptOutcome, RunStatus
 from tests.actions.support import Receiver, Reply
 from tests.processes import Processes, wait_for
-from timers import keys, services
+from timers import services
 from timers.models import Tenant, Timer, TimerStatus
 from timers.services import TimerSpec
 
@@ -43,11 +43,7 @@ def action_env(processes: Processes, tmp_path: Path) -> Path:
 def test_timer_with_a_webhook_a_command_and_a_file_action_settles_with_all_three_effects(
     tenant: Tenant, receiver: Receiver, processes: Processes, action_env: Path, tmp_path: Path
 ) -> None:
-    _, raw_key = keys.api_key_create(tenant=tenant, name="e2e")
-    _, base = processes.web()
-    processes.worker()
-    processes.beat()
-    headers = {"X-API-Key": raw_key}
+    base, headers = processes.stack(tenant)
     command_out = tmp_path / "command-ran"
     bundle = {
         "actions": [

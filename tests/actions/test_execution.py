@@ -3,8 +3,8 @@ recovery of lost runs, and how the timer settles."""
 
 from __future__ import annotations
 
-import threading
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
@@ -18,6 +18,7 @@ from actions.models import ActionRun, AttemptOutcome, RunStatus
 from actions.runners import RUNNERS, ActionContext, ActionResult, Runner, register
 from tests.actions.conftest import FireTimer
 from tests.actions.support import Receiver, Reply, drive, execute_next, queued_runs, webhook
+from tests.concurrency import run_in_threads
 from timers.models import Timer, TimerEvent, TimerStatus
 
 pytestmark = pytest.mark.django_db
@@ -388,25 +389,10 @@ def test_timer_detail_shows_runs_with_their_attempts(
 def test_same_run_delivered_to_many_workers_at_once_executes_once(
     receiver: Receiver, allow_private: None, fire_timer: FireTimer
 ) -> None:
-    from django.db import connection
-
     timer = fire_timer(webhook("a", f"{receiver.url}/a"))
     run_id = runs(timer)["a"].pk
-    barrier = threading.Barrier(8)
-    results: list[bool] = []
 
-    def deliver() -> None:
-        try:
-            barrier.wait()
-            results.append(run_execute(run_id=run_id))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=deliver) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = run_in_threads(*[lambda: run_execute(run_id=run_id)] * 8, start_together=True)
 
     assert sorted(results) == [False] * 7 + [True]
     assert len(receiver.at("/a")) == 1
@@ -417,25 +403,11 @@ def test_same_run_delivered_to_many_workers_at_once_executes_once(
 def test_runs_of_one_timer_finishing_at_the_same_moment_still_settle_it(
     receiver: Receiver, allow_private: None, fire_timer: FireTimer
 ) -> None:
-    from django.db import connection
-
     names = [f"a{i}" for i in range(6)]
     timer = fire_timer(*(webhook(name, f"{receiver.url}/{name}") for name in names), concurrency=6)
     run_ids = [r.pk for r in runs(timer).values()]
-    barrier = threading.Barrier(len(run_ids))
 
-    def deliver(run_id: Any) -> None:
-        try:
-            barrier.wait()
-            run_execute(run_id=run_id)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=deliver, args=(run_id,)) for run_id in run_ids]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(*[partial(run_execute, run_id=run_id) for run_id in run_ids], start_together=True)
 
     timer.refresh_from_db()
     assert timer.status == TimerStatus.SETTLED

@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from tests.processes import print_logs_if_failed
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -163,10 +164,7 @@ def supervised(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Super
         yield sup
     finally:
         sup.kill_all()
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            for tree in sup.trees:
-                sys.stderr.write(f"\n----- {tree.name} output -----\n{tree.output()[-6000:]}\n")
+        print_logs_if_failed(request, [(tree.name, tree.output()) for tree in sup.trees])
 
 
 def wait_http_ok(url: str, tree: Tree, *, timeout: float = 60) -> requests.Response:

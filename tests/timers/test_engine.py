@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -12,10 +11,10 @@ import pytest
 import redis
 from django.conf import settings
 from django.core.management import call_command
-from django.db import connection
 from django.utils import timezone
 
 from actions.models import ActionRun, RunStatus
+from tests.concurrency import run_in_threads
 from timers import engine, services, ticks
 from timers.models import Tenant, Timer, TimerEvent, TimerStatus
 from timers.services import Conflict, TimerSpec
@@ -197,35 +196,15 @@ def test_cancel_after_the_claim_is_a_conflict(tenant: Tenant, broker: redis.Redi
 def test_cancel_racing_the_claim_leaves_exactly_one_winner(tenant: Tenant, broker: redis.Redis) -> None:
     timers = [make_timer(tenant, in_=timedelta(seconds=5)) for _ in range(40)]
     Timer.objects.update(fire_at=timezone.now() - timedelta(milliseconds=1))
-    errors: list[BaseException] = []
-
     def cancel_all() -> None:
-        try:
-            for t in timers:
-                try:
-                    services.timer_cancel(timer=Timer.objects.get(pk=t.pk), reason="race", by="test")
-                except Conflict:
-                    pass
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-        finally:
-            connection.close()
+        for t in timers:
+            try:
+                services.timer_cancel(timer=Timer.objects.get(pk=t.pk), reason="race", by="test")
+            except Conflict:
+                pass
 
-    def claim_all() -> None:
-        try:
-            engine.fire_due(bucket=None)
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
+    run_in_threads(cancel_all, lambda: engine.fire_due(bucket=None))
 
-    threads = [threading.Thread(target=cancel_all), threading.Thread(target=claim_all)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(60)
-
-    assert errors == []
     for t in timers:
         kinds = event_kinds(t)
         t.refresh_from_db()
@@ -244,24 +223,12 @@ def test_concurrent_claimers_fire_every_timer_exactly_once(tenant: Tenant, broke
             for i in range(600)
         ]
     )
-    errors: list[BaseException] = []
-
     def claimer() -> None:
-        try:
-            while engine.timers_claim_due(limit=50):
-                pass
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
+        while engine.timers_claim_due(limit=50):
+            pass
 
-    threads = [threading.Thread(target=claimer) for _ in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(60)
+    run_in_threads(*[claimer] * 4)
 
-    assert errors == []
     fired = Counter(TimerEvent.objects.filter(kind="fired").values_list("timer_id", flat=True))
     assert len(fired) == 600
     assert set(fired.values()) == {1}
@@ -277,22 +244,13 @@ def test_two_reconcilers_at_once_arm_each_timer_once(tenant: Tenant, broker: red
             for i in range(500)
         ]
     )
-    armed_counts: list[int] = []
+    def arm() -> int:
+        armed = 0
+        while n := engine.timers_arm_due(horizon_end=now + timedelta(minutes=1), limit=40):
+            armed += n
+        return armed
 
-    def arm() -> None:
-        try:
-            while n := engine.timers_arm_due(horizon_end=now + timedelta(minutes=1), limit=40):
-                armed_counts.append(n)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=arm) for _ in range(3)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(60)
-
-    assert sum(armed_counts) == 500
+    assert sum(run_in_threads(arm, arm, arm)) == 500
     armed = Counter(TimerEvent.objects.filter(kind="armed").values_list("timer_id", flat=True))
     assert len(armed) == 500 and set(armed.values()) == {1}
 

@@ -6,7 +6,6 @@ Waits are bounded ("eventually, within N seconds"); nothing here asserts how fas
 from __future__ import annotations
 
 import signal
-import threading
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -15,11 +14,11 @@ import pytest
 import redis
 import requests
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 
+from tests.concurrency import run_in_threads
 from tests.processes import Processes, wait_for
-from timers import keys, services, ticks
+from timers import services, ticks
 from timers.models import Tenant, Timer, TimerEvent, TimerStatus
 from timers.services import Conflict, TimerSpec
 from timers.tasks import fire_due
@@ -57,6 +56,11 @@ def assert_each_fired_once(timers: list[Timer]) -> None:
     assert {t.pk: counts[t.pk] for t in timers} == {t.pk: 1 for t in timers}
 
 
+def assert_all_settle_firing_once(timers: list[Timer], *, timeout: float, what: str) -> None:
+    wait_for(lambda: all_settled(timers), timeout=timeout, what=what)
+    assert_each_fired_once(timers)
+
+
 def test_timers_fire_once_after_redis_loses_every_message(tenant: Tenant, broker: redis.Redis, processes: Processes) -> None:
     timers = create_timers(tenant, 30, in_=timedelta(seconds=4))
     assert broker.llen("timers") >= 1
@@ -65,8 +69,7 @@ def test_timers_fire_once_after_redis_loses_every_message(tenant: Tenant, broker
     processes.worker()
     processes.beat()
 
-    wait_for(lambda: all_settled(timers), timeout=40, what="every timer to settle after the flush")
-    assert_each_fired_once(timers)
+    assert_all_settle_firing_once(timers, timeout=40, what="every timer to settle after the flush")
 
 
 def test_worker_killed_during_a_burst_loses_no_timer_and_fires_none_twice(
@@ -81,8 +84,7 @@ def test_worker_killed_during_a_burst_loses_no_timer_and_fires_none_twice(
 
     processes.worker("survivor")
     processes.beat()
-    wait_for(lambda: all_settled(timers), timeout=60, what="every timer to settle after the kill")
-    assert_each_fired_once(timers)
+    assert_all_settle_firing_once(timers, timeout=60, what="every timer to settle after the kill")
 
 
 def test_two_beats_never_fire_a_timer_twice(tenant: Tenant, broker: redis.Redis, processes: Processes, settings: Any) -> None:
@@ -96,8 +98,7 @@ def test_two_beats_never_fire_a_timer_twice(tenant: Tenant, broker: redis.Redis,
     processes.beat("beat-a")
     processes.beat("beat-b")
 
-    wait_for(lambda: all_settled(timers), timeout=40, what="every timer to settle")
-    assert_each_fired_once(timers)
+    assert_all_settle_firing_once(timers, timeout=40, what="every timer to settle")
     armed = Counter(TimerEvent.objects.filter(kind="armed").values_list("timer_id", flat=True))
     assert set(armed.values()) == {1}
 
@@ -114,8 +115,7 @@ def test_timers_overdue_while_beat_was_stopped_fire_once_when_it_returns(
     assert Timer.objects.filter(status=TimerStatus.SCHEDULED).count() == 10  # nobody armed them
 
     processes.beat()
-    wait_for(lambda: all_settled(timers), timeout=30, what="overdue timers to fire")
-    assert_each_fired_once(timers)
+    assert_all_settle_firing_once(timers, timeout=30, what="overdue timers to fire")
     # Missed-run policy: they fire as soon as possible, with their true lateness recorded.
     assert all(t.lateness_ms >= 2000 for t in Timer.objects.filter(pk__in=[t.pk for t in timers]))
 
@@ -128,8 +128,7 @@ def test_duplicate_and_early_ticks_fire_a_timer_once(tenant: Tenant, broker: red
     fire_due.apply_async(kwargs={"bucket": bucket})  # arrives early: nothing is due yet
 
     processes.worker()
-    wait_for(lambda: all_settled(timers), timeout=30, what="timers to settle")
-    assert_each_fired_once(timers)
+    assert_all_settle_firing_once(timers, timeout=30, what="timers to settle")
 
 
 def test_cancels_racing_the_claim_either_win_or_get_a_conflict(
@@ -140,20 +139,15 @@ def test_cancels_racing_the_claim_either_win_or_get_a_conflict(
     outcomes: dict[Any, str] = {}
 
     def cancel_around_fire_time() -> None:
-        try:
-            wait_for(lambda: timezone.now() >= timers[0].fire_at - timedelta(milliseconds=20), timeout=10)
-            for t in timers:
-                try:
-                    services.timer_cancel(timer=Timer.objects.get(pk=t.pk), reason="race", by="test")
-                    outcomes[t.pk] = "cancelled"
-                except Conflict:
-                    outcomes[t.pk] = "conflict"
-        finally:
-            connection.close()
+        wait_for(lambda: timezone.now() >= timers[0].fire_at - timedelta(milliseconds=20), timeout=10)
+        for t in timers:
+            try:
+                services.timer_cancel(timer=Timer.objects.get(pk=t.pk), reason="race", by="test")
+                outcomes[t.pk] = "cancelled"
+            except Conflict:
+                outcomes[t.pk] = "conflict"
 
-    th = threading.Thread(target=cancel_around_fire_time)
-    th.start()
-    th.join(30)
+    run_in_threads(cancel_around_fire_time, timeout=30)
 
     wait_for(lambda: not Timer.objects.filter(status__in=["armed", "fired"]).exists(), timeout=30, what="quiescence")
     counts = fired_counts()
@@ -170,11 +164,7 @@ def test_cancels_racing_the_claim_either_win_or_get_a_conflict(
 def test_timer_created_over_http_moves_to_settled_with_its_lateness(
     tenant: Tenant, broker: redis.Redis, processes: Processes
 ) -> None:
-    _, raw_key = keys.api_key_create(tenant=tenant, name="e2e")
-    _, base = processes.web()
-    processes.worker()
-    processes.beat()
-    headers = {"X-API-Key": raw_key}
+    base, headers = processes.stack(tenant)
 
     created = requests.post(f"{base}/api/timers", json={"name": "e2e", "duration": "2s"}, headers=headers, timeout=10)
     assert created.status_code == 201, created.text

@@ -184,14 +184,11 @@ def test_new_tenants_get_the_default_quotas(db: Any, settings: Any) -> None:
     assert tenant.max_creates_per_day == settings.MINOOTS_DEFAULT_MAX_CREATES_PER_DAY
 
 
-def test_a_concurrent_insert_with_the_same_key_is_answered_with_the_winner(
-    client: APIClient, monkeypatch: Any
-) -> None:
-    """Two requests race: both miss the replay lookup, the loser's insert hits the unique
-    constraint and must answer with the winner's timer, not a 500."""
+def _replay_misses_once(monkeypatch: Any) -> list[int]:
+    """Make the next replay lookup miss, as when a concurrent request inserts the same key
+    between our lookup and our insert; return the list of lookups made."""
     from timers import services
 
-    winner = _create(client, key="race").json()
     real_replay = services._idempotent_replay
     calls: list[int] = []
 
@@ -200,6 +197,16 @@ def test_a_concurrent_insert_with_the_same_key_is_answered_with_the_winner(
         return None if len(calls) == 1 else real_replay(*args, **kwargs)
 
     monkeypatch.setattr(services, "_idempotent_replay", miss_first_time)
+    return calls
+
+
+def test_a_concurrent_insert_with_the_same_key_is_answered_with_the_winner(
+    client: APIClient, monkeypatch: Any
+) -> None:
+    """Two requests race: both miss the replay lookup, the loser's insert hits the unique
+    constraint and must answer with the winner's timer, not a 500."""
+    winner = _create(client, key="race").json()
+    calls = _replay_misses_once(monkeypatch)
     loser = _create(client, key="race")
     assert loser.status_code == 200, loser.content
     assert loser.json()["id"] == winner["id"]
@@ -210,16 +217,8 @@ def test_a_concurrent_insert_with_the_same_key_is_answered_with_the_winner(
 def test_a_concurrent_insert_with_the_same_key_and_another_body_is_409(
     client: APIClient, monkeypatch: Any
 ) -> None:
-    from timers import services
-
     _create(client, key="race")
-    real_replay = services._idempotent_replay
-    calls: list[int] = []
-
-    def miss_first_time(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return None if len(calls) == 1 else real_replay(*args, **kwargs)
-
-    monkeypatch.setattr(services, "_idempotent_replay", miss_first_time)
+    calls = _replay_misses_once(monkeypatch)
     assert _create(client, {**BODY, "name": "other"}, key="race").status_code == 409
+    assert len(calls) == 2  # the insert lost the race, then the lookup found the other body
     assert Timer.objects.count() == 1
