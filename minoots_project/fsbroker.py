@@ -3,8 +3,10 @@
 kombu's ``filesystem`` transport opens a message file under its final ``*.msg`` name and only
 then writes the payload. A worker polling the folder can move and read the file in between: it
 gets an empty payload, dies with ``Unrecoverable error: JSONDecodeError`` (which stops all of
-``make run``), and the message is lost. Here the payload goes to a name the consumer ignores and
-is renamed into place, atomic within one directory, so a consumer only ever sees whole messages.
+``make run``), and the message is lost (celery/kombu#1551,
+https://github.com/celery/kombu/issues/1551). Here the payload goes to a name the consumer
+ignores and is renamed into place, atomic within one directory, so a consumer only ever sees
+whole messages.
 A file that still cannot be decoded (a crash mid-write) is dropped with a warning instead of
 killing the worker; the reconciler re-publishes whatever a lost message was for.
 
