@@ -5,18 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from actions.errors import ParameterError
+
 MAX_ACTIONS = 20
 MAX_ESCALATION_DEPTH = 3
 ACTION_ID_MAX = 100
-
-
-class BundleError(ValueError):
-    """An invalid bundle; ``field`` is the dotted path of the offending field."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -49,22 +42,22 @@ class ActionBundle:
 
 def _int(raw: Any, path: str, *, minimum: int, maximum: int) -> int:
     if isinstance(raw, bool) or not isinstance(raw, int):
-        raise BundleError(path, "must be an integer")
+        raise ParameterError(path, "must be an integer")
     if not minimum <= raw <= maximum:
-        raise BundleError(path, f"must be between {minimum} and {maximum}")
+        raise ParameterError(path, f"must be between {minimum} and {maximum}")
     return raw
 
 
 def _object(raw: Any, path: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
-        raise BundleError(path, "must be an object")
+        raise ParameterError(path, "must be an object")
     return raw
 
 
 def _unknown_keys(raw: dict[str, Any], allowed: set[str], path: str) -> None:
     extra = sorted(set(raw) - allowed)
     if extra:
-        raise BundleError(f"{path}.{extra[0]}", f"unknown field; allowed: {', '.join(sorted(allowed))}")
+        raise ParameterError(f"{path}.{extra[0]}", f"unknown field; allowed: {', '.join(sorted(allowed))}")
 
 
 def _retry_policy(raw: Any, path: str) -> RetryPolicy:
@@ -75,7 +68,7 @@ def _retry_policy(raw: Any, path: str) -> RetryPolicy:
     default = RetryPolicy()
     multiplier = obj.get("backoffMultiplier", default.backoff_multiplier)
     if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or not 1 <= multiplier <= 10:
-        raise BundleError(f"{path}.backoffMultiplier", "must be a number between 1 and 10")
+        raise ParameterError(f"{path}.backoffMultiplier", "must be a number between 1 and 10")
     return RetryPolicy(
         max_attempts=_int(obj.get("maxAttempts", default.max_attempts), f"{path}.maxAttempts", minimum=1, maximum=100),
         backoff_initial_ms=_int(
@@ -93,24 +86,24 @@ def _action(raw: Any, path: str, depth: int, seen_ids: set[str]) -> ActionSpec:
     _unknown_keys(obj, {"id", "kind", "parameters", "escalation"}, path)
     action_id = obj.get("id")
     if not isinstance(action_id, str) or not action_id.strip() or len(action_id) > ACTION_ID_MAX:
-        raise BundleError(f"{path}.id", f"must be a non-empty string of at most {ACTION_ID_MAX} characters")
+        raise ParameterError(f"{path}.id", f"must be a non-empty string of at most {ACTION_ID_MAX} characters")
     if action_id in seen_ids:
-        raise BundleError(f"{path}.id", f"duplicate action id '{action_id}'")
+        raise ParameterError(f"{path}.id", f"duplicate action id '{action_id}'")
     seen_ids.add(action_id)
     kind = obj.get("kind")
     if not isinstance(kind, str):
-        raise BundleError(f"{path}.kind", "must be a string")
+        raise ParameterError(f"{path}.kind", "must be a string")
     parameters = obj.get("parameters", {})
     if not isinstance(parameters, dict):
-        raise BundleError(f"{path}.parameters", "must be an object")
+        raise ParameterError(f"{path}.parameters", "must be an object")
     escalation = None
     if obj.get("escalation") is not None:
         esc = _object(obj["escalation"], f"{path}.escalation")
         _unknown_keys(esc, {"afterAttempts", "escalatesTo"}, f"{path}.escalation")
         if depth >= MAX_ESCALATION_DEPTH:
-            raise BundleError(f"{path}.escalation", f"escalations nest at most {MAX_ESCALATION_DEPTH} levels")
+            raise ParameterError(f"{path}.escalation", f"escalations nest at most {MAX_ESCALATION_DEPTH} levels")
         if "escalatesTo" not in esc:
-            raise BundleError(f"{path}.escalation.escalatesTo", "is required")
+            raise ParameterError(f"{path}.escalation.escalatesTo", "is required")
         escalation = Escalation(
             after_attempts=_int(
                 esc.get("afterAttempts", 1), f"{path}.escalation.afterAttempts", minimum=1, maximum=100
@@ -121,14 +114,15 @@ def _action(raw: Any, path: str, depth: int, seen_ids: set[str]) -> ActionSpec:
 
 
 def parse_bundle(raw: Any, path: str = "actionBundle") -> ActionBundle:
-    """Parse the stored/posted JSON form. Kind-specific parameters are checked by the runners."""
+    """Parse the stored/posted JSON form, or ParameterError whose ``field`` is the dotted path
+    (``actionBundle.actions[0].id``). Kind-specific parameters are checked by the runners."""
     obj = _object(raw, path)
     _unknown_keys(obj, {"actions", "concurrency", "retryPolicy"}, path)
     actions_raw = obj.get("actions", [])
     if not isinstance(actions_raw, list):
-        raise BundleError(f"{path}.actions", "must be a list")
+        raise ParameterError(f"{path}.actions", "must be a list")
     if len(actions_raw) > MAX_ACTIONS:
-        raise BundleError(f"{path}.actions", f"at most {MAX_ACTIONS} actions per timer")
+        raise ParameterError(f"{path}.actions", f"at most {MAX_ACTIONS} actions per timer")
     seen: set[str] = set()
     actions = tuple(_action(a, f"{path}.actions[{i}]", 0, seen) for i, a in enumerate(actions_raw))
     concurrency = _int(obj.get("concurrency", 1), f"{path}.concurrency", minimum=1, maximum=MAX_ACTIONS)

@@ -1,18 +1,16 @@
-"""One base class and one error type for every action kind (see DESIGN.md "Actions")."""
+"""One base class for every action kind (see DESIGN.md "Actions").
+
+A runner parses an action's stored JSON parameters into its typed parameter object once, then
+runs one attempt with that object; the raw dict goes no further than ``parse``.
+"""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, final
 
-
-class ParameterError(ValueError):
-    """Parameters that can never work; ``field`` names the parameter (e.g. ``url``)."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+from actions.errors import ActionError, ParameterError
 
 
 def is_utf8(text: str) -> bool:
@@ -22,27 +20,6 @@ def is_utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-class ActionError(Exception):
-    """A failed attempt. ``permanent`` says a retry cannot help; ``retry_after`` (seconds) is a hint."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        permanent: bool,
-        retry_after: float | None = None,
-        http_status: int | None = None,
-        exit_code: int | None = None,
-        output: str = "",
-    ) -> None:
-        super().__init__(message)
-        self.permanent = permanent
-        self.retry_after = retry_after
-        self.http_status = http_status
-        self.exit_code = exit_code
-        self.output = output
 
 
 @dataclass(frozen=True)
@@ -63,15 +40,47 @@ class ActionResult:
     output: str = ""
 
 
-class Runner:
-    """Validate parameters at creation time and run one attempt at fire time."""
+class Params(Protocol):
+    """A kind's typed parameters."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The normalised JSON form (what ``Runner.validate`` returns)."""
+        ...
+
+
+P = TypeVar("P", bound=Params)
+
+
+class Runner(ABC, Generic[P]):
+    """Parse parameters into ``P`` (at creation time and again at every attempt), run one attempt."""
 
     kind: ClassVar[str]
 
-    def validate(self, parameters: dict[str, Any], *, tenant_id: str) -> dict[str, Any]:
-        """Return the normalised parameters or raise ParameterError. Called by the API and again by run()."""
-        raise NotImplementedError
+    @abstractmethod
+    def parse(self, parameters: dict[str, Any], *, tenant_id: str) -> P:
+        """The typed parameters, or ParameterError naming the offending parameter.
 
-    def run(self, parameters: dict[str, Any], context: ActionContext) -> ActionResult:
+        Checks what the settings allow now, so an attempt refuses an action that was valid
+        when its timer was created but is no longer (a command taken off the allow-list)."""
+
+    @abstractmethod
+    def attempt(self, params: P, context: ActionContext) -> ActionResult:
         """Execute one attempt; raise ActionError on failure."""
-        raise NotImplementedError
+
+    def parse_at_create(self, parameters: dict[str, Any], *, tenant_id: str) -> P:
+        """``parse`` plus the checks that only make sense when the action is created."""
+        return self.parse(parameters, tenant_id=tenant_id)
+
+    @final
+    def validate(self, parameters: dict[str, Any], *, tenant_id: str) -> dict[str, Any]:
+        """The normalised parameters, or ParameterError. Called by the API at creation time."""
+        return self.parse_at_create(parameters, tenant_id=tenant_id).to_json()
+
+    @final
+    def run(self, parameters: dict[str, Any], context: ActionContext) -> ActionResult:
+        """Parse, then attempt. Parameters that no longer parse fail the attempt for good."""
+        try:
+            params = self.parse(parameters, tenant_id=context.tenant_id)
+        except ParameterError as exc:
+            raise ActionError(str(exc), permanent=True) from exc
+        return self.attempt(params, context)

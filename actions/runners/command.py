@@ -15,13 +15,15 @@ import subprocess
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from django.conf import settings
 
-from actions.runners import register
-from actions.runners.base import ActionContext, ActionError, ActionResult, ParameterError, Runner, is_utf8
+from actions.errors import ActionError, ParameterError
+from actions.runners.base import ActionContext, ActionResult, Runner, is_utf8
+from actions.runners.file import tenant_root
 
 DEFAULT_TIMEOUT_MS = 60_000
 # Stays below the Celery soft time limit (300 s) and the default action lease (5 min).
@@ -50,8 +52,6 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 def _confined_cwd(tenant_id: str, relative: str) -> str:
     """The tenant's directory ``relative`` below MINOOTS_FILE_ROOT/<tenant>/, links resolved."""
-    from actions.runners.file import tenant_root
-
     root = tenant_root(tenant_id)
     resolved = (root / relative).resolve()
     if not resolved.is_relative_to(root):
@@ -124,10 +124,25 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-class CommandRunner(Runner):
+@dataclass(frozen=True)
+class CommandParams:
+    argv: tuple[str, ...]  # as given; argv[0] names the executable
+    executable: str  # the allow-listed absolute path argv[0] designates: what runs
+    cwd: str | None  # relative to the tenant's directory; None: a scratch directory
+    env: dict[str, str]
+    timeout_ms: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "argv": list(self.argv), "executable": self.executable, "cwd": self.cwd, "env": dict(self.env),
+            "timeoutMs": self.timeout_ms,
+        }
+
+
+class CommandRunner(Runner[CommandParams]):
     kind = "command"
 
-    def validate(self, parameters: dict[str, Any], *, tenant_id: str) -> dict[str, Any]:
+    def parse(self, parameters: dict[str, Any], *, tenant_id: str) -> CommandParams:
         unknown = sorted(set(parameters) - {"argv", "cwd", "env", "timeoutMs"})
         if unknown:
             raise ParameterError(unknown[0], "unknown parameter; allowed: argv, cwd, env, timeoutMs")
@@ -166,22 +181,17 @@ class CommandRunner(Runner):
         timeout_ms = parameters.get("timeoutMs", DEFAULT_TIMEOUT_MS)
         if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or not 1 <= timeout_ms <= MAX_TIMEOUT_MS:
             raise ParameterError("timeoutMs", f"must be an integer between 1 and {MAX_TIMEOUT_MS}")
-        return {"argv": list(argv), "executable": executable, "cwd": cwd, "env": dict(env), "timeoutMs": timeout_ms}
+        return CommandParams(argv=tuple(argv), executable=executable, cwd=cwd, env=dict(env), timeout_ms=timeout_ms)
 
-    def run(self, parameters: dict[str, Any], context: ActionContext) -> ActionResult:
-        try:
-            params = self.validate(parameters, tenant_id=context.tenant_id)
-        except ParameterError as exc:
-            # A command taken off the allow-list after creation stays refused for good.
-            raise ActionError(str(exc), permanent=True) from exc
-        executable: str = params["executable"]
+    def attempt(self, params: CommandParams, context: ActionContext) -> ActionResult:
+        executable = params.executable
         if not (os.path.isfile(executable) and os.access(executable, os.X_OK)):
             raise ActionError(f"{executable} is allow-listed but not an executable file", permanent=True)
         with tempfile.TemporaryDirectory(prefix="minoots-cmd-") as scratch:
-            cwd = scratch if params["cwd"] is None else _confined_cwd(context.tenant_id, params["cwd"])
-            env = {**BASE_ENV, "HOME": scratch, **params["env"],
+            cwd = scratch if params.cwd is None else _confined_cwd(context.tenant_id, params.cwd)
+            env = {**BASE_ENV, "HOME": scratch, **params.env,
                    "MINOOTS_TIMER_ID": context.timer_id, "MINOOTS_TENANT_ID": context.tenant_id}
-            return self._execute([executable, *params["argv"][1:]], cwd, env, params["timeoutMs"])
+            return self._execute([executable, *params.argv[1:]], cwd, env, params.timeout_ms)
 
     @staticmethod
     def _execute(args: list[str], cwd: str, env: dict[str, str], timeout_ms: int) -> ActionResult:
@@ -219,6 +229,3 @@ class CommandRunner(Runner):
             reason = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
             raise ActionError(reason, permanent=False, exit_code=code, output=output)
         return ActionResult(summary="exit 0", exit_code=0, output=output)
-
-
-register(CommandRunner())

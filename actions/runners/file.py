@@ -11,17 +11,19 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 from django.conf import settings
 
-from actions.runners import register
-from actions.runners.base import ActionContext, ActionError, ActionResult, ParameterError, Runner, is_utf8
+from actions.errors import ActionError, ParameterError
+from actions.runners.base import ActionContext, ActionResult, Runner, is_utf8
 
 MAX_BYTES = 1024 * 1024
 MAX_PATH = 1024
 MODES = ("write", "append")
+Mode = Literal["write", "append"]
 
 
 def _content_bytes(content: Any) -> bytes:
@@ -43,10 +45,21 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class FileRunner(Runner):
+@dataclass(frozen=True)
+class FileParams:
+    path: str  # normalised, relative to the tenant's directory
+    content: Any  # as given: a string, or a JSON value written serialised
+    mode: Mode
+    data: bytes = field(repr=False, compare=False)  # what ``content`` writes: derived, not compared
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "content": self.content, "mode": self.mode}
+
+
+class FileRunner(Runner[FileParams]):
     kind = "file"
 
-    def validate(self, parameters: dict[str, Any], *, tenant_id: str) -> dict[str, Any]:
+    def parse(self, parameters: dict[str, Any], *, tenant_id: str) -> FileParams:
         unknown = sorted(set(parameters) - {"path", "content", "mode"})
         if unknown:
             raise ParameterError(unknown[0], "unknown parameter; allowed: path, content, mode")
@@ -73,19 +86,16 @@ class FileRunner(Runner):
         text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
         if not is_utf8(text):
             raise ParameterError("content", "must be valid Unicode text")
-        if len(_content_bytes(content)) > MAX_BYTES:
+        data = _content_bytes(content)
+        if len(data) > MAX_BYTES:
             raise ParameterError("content", f"must be at most {MAX_BYTES // 1024} KiB")
-        return {"path": str(pure), "content": parameters["content"], "mode": mode}
+        return FileParams(path=str(pure), content=content, mode=mode, data=data)
 
-    def run(self, parameters: dict[str, Any], context: ActionContext) -> ActionResult:
+    def attempt(self, params: FileParams, context: ActionContext) -> ActionResult:
+        data = params.data
         try:
-            params = self.validate(parameters, tenant_id=context.tenant_id)
-        except ParameterError as exc:
-            raise ActionError(str(exc), permanent=True) from exc
-        data = _content_bytes(params["content"])
-        try:
-            target = self._confined_target(context.tenant_id, params["path"])
-            if params["mode"] == "append":
+            target = self._confined_target(context.tenant_id, params.path)
+            if params.mode == "append":
                 size = self._append(target, data)
             else:
                 size = self._write(target, data)
@@ -93,9 +103,9 @@ class FileRunner(Runner):
             raise
         except OSError as exc:
             # Disk full, permissions, a directory in the way: an operator can fix these.
-            raise ActionError(f"{params['mode']} {params['path']} failed: {exc.strerror or exc}", permanent=False) from exc
-        verb = "appended" if params["mode"] == "append" else "wrote"
-        return ActionResult(summary=f"{verb} {len(data)} bytes to {params['path']} ({size} bytes now)")
+            raise ActionError(f"{params.mode} {params.path} failed: {exc.strerror or exc}", permanent=False) from exc
+        verb = "appended" if params.mode == "append" else "wrote"
+        return ActionResult(summary=f"{verb} {len(data)} bytes to {params.path} ({size} bytes now)")
 
     @staticmethod
     def _confined_target(tenant_id: str, relative: str) -> Path:
@@ -157,6 +167,3 @@ class FileRunner(Runner):
             return size + len(data)
         finally:
             os.close(fd)
-
-
-register(FileRunner())

@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from http.cookiejar import DefaultCookiePolicy
@@ -29,8 +30,8 @@ from requests.structures import CaseInsensitiveDict
 from standardwebhooks import Webhook
 from urllib3 import HTTPConnectionPool
 
-from actions.runners import register
-from actions.runners.base import ActionContext, ActionError, ActionResult, ParameterError, Runner, is_utf8
+from actions.errors import ActionError, ParameterError
+from actions.runners.base import ActionContext, ActionResult, Runner, is_utf8
 from actions.secrets import webhook_secrets_in_force
 
 METHODS = ("POST", "PUT", "PATCH", "GET", "DELETE")
@@ -128,7 +129,8 @@ class PinnedAddressAdapter(HTTPAdapter):
             pool_kwargs["server_hostname"] = hostname  # type: ignore[typeddict-unknown-key]
             pool_kwargs["assert_hostname"] = hostname  # type: ignore[typeddict-unknown-key]
         host_params["host"] = self._address
-        return self.poolmanager.connection_from_host(**host_params, pool_kwargs=pool_kwargs)
+        pool: HTTPConnectionPool = self.poolmanager.connection_from_host(**host_params, pool_kwargs=pool_kwargs)
+        return pool
 
 
 _local = threading.local()
@@ -209,15 +211,34 @@ def _read_capped(response: requests.Response, deadline: float) -> tuple[bytes, b
     return b"".join(chunks), False
 
 
-class WebhookRunner(Runner):
+@dataclass(frozen=True)
+class WebhookParams:
+    url: str
+    host: str  # from ``url``
+    port: int  # from ``url``, or the scheme's default
+    method: str  # upper case, one of METHODS
+    headers: dict[str, str]
+    timeout_ms: int
+    body: Any = None  # None: not given (a default body for BODY_METHODS); a str is sent as is
+
+    def to_json(self) -> dict[str, Any]:
+        normalised: dict[str, Any] = {
+            "url": self.url, "method": self.method, "headers": dict(self.headers), "timeoutMs": self.timeout_ms
+        }
+        if self.body is not None:
+            normalised["body"] = self.body
+        return normalised
+
+
+class WebhookRunner(Runner[WebhookParams]):
     kind = "webhook"
 
-    def validate(self, parameters: dict[str, Any], *, tenant_id: str) -> dict[str, Any]:
-        return self._validate(parameters, check_dns=True)
+    def parse_at_create(self, parameters: dict[str, Any], *, tenant_id: str) -> WebhookParams:
+        return self.parse(parameters, tenant_id=tenant_id, check_dns=True)
 
-    def _validate(self, parameters: dict[str, Any], *, check_dns: bool) -> dict[str, Any]:
-        """``check_dns``: refuse a host that resolves to a private address now. run() skips it
-        because it resolves, checks and pins the address itself."""
+    def parse(self, parameters: dict[str, Any], *, tenant_id: str, check_dns: bool = False) -> WebhookParams:
+        """``check_dns``: refuse a host that resolves to a private address now. An attempt skips
+        it because it resolves, checks and pins the address itself."""
         unknown = sorted(set(parameters) - {"url", "method", "headers", "body", "timeoutMs"})
         if unknown:
             raise ParameterError(unknown[0], "unknown parameter; allowed: url, method, headers, body, timeoutMs")
@@ -264,18 +285,17 @@ class WebhookRunner(Runner):
         timeout_ms = parameters.get("timeoutMs", min(settings.ACTION_WEBHOOK_TIMEOUT_MS, MAX_TIMEOUT_MS))
         if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or not 1 <= timeout_ms <= MAX_TIMEOUT_MS:
             raise ParameterError("timeoutMs", f"must be an integer between 1 and {MAX_TIMEOUT_MS}")
-        normalised: dict[str, Any] = {
-            "url": url, "method": method.upper(), "headers": dict(headers), "timeoutMs": timeout_ms
-        }
-        if "body" in parameters and parameters["body"] is not None:
-            body = parameters["body"]
+        body = parameters.get("body")
+        if body is not None:
             encoded = body if isinstance(body, str) else json.dumps(body, separators=(",", ":"))
             if not is_utf8(encoded):
                 raise ParameterError("body", "must be valid Unicode text")
             if len(encoded.encode()) > MAX_BODY_BYTES:
                 raise ParameterError("body", f"must be at most {MAX_BODY_BYTES // 1024} KiB")
-            normalised["body"] = body
-        return normalised
+        return WebhookParams(
+            url=url, host=host, port=port, method=method.upper(), headers=dict(headers), timeout_ms=timeout_ms,
+            body=body,
+        )
 
     @staticmethod
     def _check_public_host(host: str, port: int, *, check_dns: bool) -> None:
@@ -299,15 +319,8 @@ class WebhookRunner(Runner):
         if refusal is not None:
             raise ParameterError("url", f"host '{host}' {refusal}")
 
-    def run(self, parameters: dict[str, Any], context: ActionContext) -> ActionResult:
-        try:
-            params = self._validate(parameters, check_dns=False)
-        except ParameterError as exc:
-            raise ActionError(str(exc), permanent=True) from exc
-        url: str = params["url"]
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+    def attempt(self, params: WebhookParams, context: ActionContext) -> ActionResult:
+        url, host, port, method = params.url, params.host, params.port, params.method
         try:
             addresses = resolve(host, port)
         except OSError as exc:
@@ -319,11 +332,11 @@ class WebhookRunner(Runner):
             if refusal is not None:
                 raise ActionError(f"host '{host}' {refusal}", permanent=True)
 
-        method: str = params["method"]
         headers = CaseInsensitiveDict({"User-Agent": "MINOOTS-Webhook/1"})
-        headers.update(params["headers"])
-        if "body" in params:
-            body = params["body"]
+        headers.update(params.headers)
+        body: Any
+        if params.body is not None:
+            body = params.body
         elif method in BODY_METHODS:
             body = {"event": "timer.fired", "timer": context.timer}
         else:
@@ -349,7 +362,7 @@ class WebhookRunner(Runner):
                 "x-minoots-tenant-id": context.tenant_id,
             }
         )
-        timeout = params["timeoutMs"] / 1000
+        timeout = params.timeout_ms / 1000
         deadline = time.monotonic() + timeout
         session = _session_for(addresses[0])
         try:
@@ -364,7 +377,7 @@ class WebhookRunner(Runner):
         except requests.exceptions.SSLError as exc:
             raise ActionError(f"TLS error talking to {host}: {exc}", permanent=True) from exc
         except requests.Timeout as exc:
-            raise ActionError(f"timed out after {params['timeoutMs']} ms", permanent=False) from exc
+            raise ActionError(f"timed out after {params.timeout_ms} ms", permanent=False) from exc
         except requests.ConnectionError as exc:
             raise ActionError(f"connection to {host} failed: {exc}", permanent=False) from exc
         except requests.RequestException as exc:
@@ -383,6 +396,3 @@ class WebhookRunner(Runner):
             f"HTTP {status}", permanent=not transient, retry_after=retry_after if transient else None,
             http_status=status, output=output,
         )
-
-
-register(WebhookRunner())

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from actions.runners import ParameterError, get_runner
+from actions.bundle import parse_bundle
+from actions.errors import ActionError, ParameterError
+from actions.runners import RUNNERS, ActionContext, get_runner
 from timers.models import Timer
 
 pytestmark = pytest.mark.django_db
@@ -151,3 +153,44 @@ def test_a_webhook_url_with_an_invalid_host_name_is_a_400_naming_the_url(client:
     response = client.post("/api/timers", body, format="json")
     assert response.status_code == 400
     assert "url" in response.json()["message"]
+
+
+def test_the_registry_lists_each_kind_under_its_own_name() -> None:
+    assert sorted(RUNNERS) == ["command", "file", "webhook"]
+    assert all(runner.kind == kind for kind, runner in RUNNERS.items())
+
+
+def test_looking_up_an_unknown_kind_is_a_parameter_error_on_kind() -> None:
+    with pytest.raises(ParameterError) as info:
+        get_runner("shell")
+    assert info.value.field == "kind"
+    assert str(info.value) == "kind: unknown kind 'shell'; available kinds: command, file, webhook"
+
+
+def test_an_invalid_bundle_is_a_parameter_error_naming_the_dotted_path() -> None:
+    with pytest.raises(ParameterError) as info:
+        parse_bundle({"actions": [{"id": "a", "kind": "webhook"}, {"id": "a", "kind": "webhook"}]})
+    assert info.value.field == "actionBundle.actions[1].id"
+    assert info.value.message == "duplicate action id 'a'"
+
+
+@pytest.mark.parametrize(
+    ("kind", "parameters", "message"),
+    [
+        ("webhook", {"url": "gopher://x"}, "url: must be an http or https URL"),
+        ("command", {"argv": ["/bin/echo"]}, "argv: command actions are disabled"),
+        ("file", {"path": "x.txt", "content": "y"}, "path: file actions are disabled"),
+    ],
+)
+def test_an_attempt_with_parameters_that_no_longer_parse_fails_for_good(
+    settings: Any, kind: str, parameters: dict[str, Any], message: str
+) -> None:
+    settings.MINOOTS_COMMAND_ALLOWLIST = []
+    settings.MINOOTS_FILE_ROOT = ""
+    context = ActionContext(run_id="run", timer_id="timer", tenant_id="acme", timer={})
+
+    with pytest.raises(ActionError) as info:
+        get_runner(kind).run(parameters, context)
+
+    assert info.value.permanent
+    assert str(info.value).startswith(message)

@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
+from actions.errors import ParameterError
 from actions.models import ActionRun, AttemptOutcome, RunStatus
-from actions.runners import ParameterError, get_runner
+from actions.runners import get_runner
+from actions.runners.command import CommandParams
 from tests.actions.conftest import FireTimer
 from tests.actions.support import drive
 from timers.models import TimerStatus
@@ -89,6 +91,20 @@ def test_command_removed_from_the_allow_list_after_creation_fails_for_good(
     assert run.attempt_records.get().outcome == AttemptOutcome.PERMANENT
     assert "not in MINOOTS_COMMAND_ALLOWLIST" in run.last_error
     assert run.attempt_records.get().output_excerpt == ""
+
+
+def test_parsed_command_names_the_allow_listed_path_that_runs(allowlist: list[str]) -> None:
+    parameters = {"argv": ["echo", "hi"], "env": {"GREETING": "hello"}}
+
+    params = get_runner("command").parse(parameters, tenant_id="acme")
+
+    assert params == CommandParams(
+        argv=("echo", "hi"), executable="/bin/echo", cwd=None, env={"GREETING": "hello"}, timeout_ms=60_000
+    )
+    assert get_runner("command").validate(parameters, tenant_id="acme") == {
+        "argv": ["echo", "hi"], "executable": "/bin/echo", "cwd": None, "env": {"GREETING": "hello"},
+        "timeoutMs": 60_000,
+    }
 
 
 def test_commands_are_disabled_when_the_allow_list_is_empty(settings: Any) -> None:

@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 
+from actions.errors import ParameterError
 from actions.models import ActionRun, AttemptOutcome, RunStatus
-from actions.runners import ParameterError, get_runner
+from actions.runners import get_runner
+from actions.runners.file import FileParams
 from tests.actions.conftest import FireTimer
 from tests.actions.support import drive
 from timers.models import TimerStatus
@@ -120,6 +122,19 @@ def test_symlink_staying_inside_the_tenant_directory_is_followed(file_root: Path
     drive(fire_timer(file_action("ok", "alias/x.txt", "inside")))
 
     assert (tenant_dir / "real" / "x.txt").read_text() == "inside"
+
+
+def test_parsed_file_parameters_carry_the_bytes_to_write(file_root: Path) -> None:
+    parameters = {"path": "./notes//today.json", "content": {"done": True}, "mode": "append"}
+
+    params = get_runner("file").parse(parameters, tenant_id="acme")
+
+    assert isinstance(params, FileParams)
+    assert (params.path, params.content, params.mode) == ("notes/today.json", {"done": True}, "append")
+    assert params.data == json.dumps({"done": True}, indent=2).encode()
+    assert get_runner("file").validate(parameters, tenant_id="acme") == {
+        "path": "notes/today.json", "content": {"done": True}, "mode": "append"
+    }
 
 
 def test_file_actions_are_disabled_without_a_root(settings: Any) -> None:

@@ -10,8 +10,10 @@ import pytest
 from django.utils import timezone
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from actions.errors import ParameterError
 from actions.models import ActionRun, AttemptOutcome, RunStatus
-from actions.runners import ParameterError, get_runner
+from actions.runners import get_runner
+from actions.runners.webhook import WebhookParams
 from tests.actions.conftest import FireTimer
 from tests.actions.support import Receiver, Reply, drive, execute_next, webhook
 from timers.models import Tenant, TimerEvent, TimerStatus
@@ -253,6 +255,30 @@ def test_hostname_resolving_to_loopback_is_refused(monkeypatch: pytest.MonkeyPat
         get_runner("webhook").validate({"url": "http://sneaky.example.com/"}, tenant_id="acme")
     timer = drive(fire_timer(webhook("notify", "http://sneaky.example.com/")))
     assert ActionRun.objects.get(timer=timer).status == RunStatus.FAILED
+
+
+def test_parameters_parse_into_a_typed_object_whose_json_form_is_what_validation_returns(settings: Any) -> None:
+    settings.ACTION_WEBHOOK_TIMEOUT_MS = 5000
+    parameters = {"url": "https://93.184.215.14:8443/hook", "method": "put", "headers": {"X-Team": "ops"}}
+
+    params = get_runner("webhook").parse(parameters, tenant_id="acme")
+
+    assert params == WebhookParams(
+        url="https://93.184.215.14:8443/hook", host="93.184.215.14", port=8443, method="PUT",
+        headers={"X-Team": "ops"}, timeout_ms=5000,
+    )
+    assert get_runner("webhook").validate(parameters, tenant_id="acme") == params.to_json() == {
+        "url": "https://93.184.215.14:8443/hook", "method": "PUT", "headers": {"X-Team": "ops"}, "timeoutMs": 5000
+    }
+
+
+def test_parsing_for_an_attempt_leaves_the_dns_check_to_the_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
+    looked_up = fake_dns(monkeypatch, {"sneaky.example.com": ["127.0.0.1"]})
+
+    params = get_runner("webhook").parse({"url": "http://sneaky.example.com/"}, tenant_id="acme")
+
+    assert params.host == "sneaky.example.com"
+    assert looked_up == []
 
 
 def test_host_that_resolves_to_a_private_address_by_fire_time_is_refused(
