@@ -8,7 +8,13 @@ class ActionsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Importing the runner modules registers each kind.
-        from actions.runners import load_runners
+        """Plug actions into the timers domain's ports (timers never imports actions).
 
-        load_runners()
+        Runners need no loading here: ``actions.runners.registry`` lists every kind.
+        """
+        # Imported here, not at module level: models may only be imported once apps are ready.
+        from actions import services
+        from timers import ports
+
+        ports.register_fired_handler(services.runs_create_for_fired)
+        ports.register_recover_handler(services.runs_recover)

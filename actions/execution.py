@@ -1,6 +1,8 @@
-"""Execute one action run: claim it, run one attempt, record it, then retry, escalate or settle.
+"""Execute action runs: claim, run one attempt, record it, then retry, escalate or settle.
 
-``run_execute`` is what the ``actions.run_action`` task calls; tests call it directly.
+``run_execute`` is what the ``actions.run_action`` task calls; ``actions.batch`` drives many
+first attempts through the same claim and the same ``runs_conclude``. The status changes
+themselves are ``actions.transitions``'; this module decides which one applies.
 
 Contract of a timer's runs (see DESIGN.md "Scheduling" step 4 and "Actions"):
 
@@ -32,66 +34,34 @@ cannot both believe the other is still running (and leave the timer ``fired`` fo
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Q, Value
+from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from actions.bundle import ActionBundle, ActionSpec, BundleError, RetryPolicy, iter_specs, parse_bundle
-from actions.models import ActionAttempt, ActionRun, AttemptOutcome, RunStatus
-from actions.runners import ActionContext, ActionError, ParameterError, get_runner
+from actions import transitions
+from actions.bundle import RetryPolicy
+from actions.errors import ActionError, ParameterError
+from actions.models import ActionRun, RunStatus
+from actions.runners import ActionContext, get_runner
 from actions.services import runs_forget_published, runs_publish
-from timers import metrics
+from actions.transitions import WORKER_LOST, Claim, Finished, Outcome
 from timers.models import Timer
-from timers.services import timer_append_event, timer_finish
+from timers.serializers import timers_wire
+from timers.services import timer_append_event, timer_fail, timers_settle
 
 log = logging.getLogger(__name__)
 
-OUTPUT_EXCERPT_CAP = 4 * 1024
-ERROR_CAP = 2000
 JITTER = 0.2
-_METRIC_OUTCOMES: dict[str, str] = {RunStatus.SUCCEEDED: "success", RunStatus.PENDING: "retry", RunStatus.FAILED: "failed"}
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What one attempt did, whatever the kind."""
-
-    succeeded: bool
-    permanent: bool = False
-    error: str = ""
-    summary: str = ""
-    retry_after: float | None = None
-    http_status: int | None = None
-    exit_code: int | None = None
-    output: str = ""
-
-
-@dataclass(frozen=True)
-class Claim:
-    run: ActionRun
-    number: int
-    attempt_id: int | None
-    bundle: ActionBundle
-    spec: ActionSpec | None
-
-
-def excerpt(text: str, cap: int = OUTPUT_EXCERPT_CAP) -> str:
-    """At most ``cap`` bytes of UTF-8, cut on a character boundary."""
-    raw = text.encode()
-    if len(raw) <= cap:
-        return text
-    return raw[: cap - 12].decode(errors="ignore") + "\n[truncated]"
 
 
 def retry_delay(policy: RetryPolicy, *, failed_attempt: int, retry_after: float | None = None) -> timedelta:
@@ -105,48 +75,6 @@ def retry_delay(policy: RetryPolicy, *, failed_attempt: int, retry_after: float 
     if retry_after is not None:
         delay_ms = max(delay_ms, retry_after * 1000)
     return timedelta(milliseconds=max(0.0, min(delay_ms, cap_ms)))
-
-
-def spec_for(bundle: ActionBundle, action_id: str) -> ActionSpec | None:
-    return next((spec for _, spec in iter_specs(bundle) if spec.id == action_id), None)
-
-
-# --- claim ---------------------------------------------------------------------------------
-
-
-def _claim(run_id: UUID) -> Claim | None:
-    lease_end = ExpressionWrapper(
-        Now() + Value(settings.MINOOTS_ACTION_LEASE, output_field=DurationField()), output_field=DateTimeField()
-    )
-    due = Q(status=RunStatus.PENDING, next_attempt_at__lte=Now()) | Q(
-        status=RunStatus.RUNNING, lease_expires_at__lt=Now()
-    )
-    with transaction.atomic():
-        claimed = ActionRun.objects.filter(Q(pk=run_id) & due).update(
-            status=RunStatus.RUNNING, attempts=F("attempts") + 1, lease_expires_at=lease_end, next_attempt_at=None
-        )
-        if not claimed:
-            return None
-        run = ActionRun.objects.select_related("timer").get(pk=run_id)
-        now = timezone.now()
-        try:
-            bundle = parse_bundle(run.timer.action_bundle)
-        except BundleError:
-            bundle = ActionBundle(actions=())
-        number = run.attempts
-        lost = list(ActionAttempt.objects.filter(run=run, finished_at__isnull=True).values_list("number", flat=True))
-        if lost:
-            ActionAttempt.objects.filter(run=run, finished_at__isnull=True).update(
-                finished_at=now, outcome=AttemptOutcome.TRANSIENT,
-                error="worker lost: the lease expired before the attempt finished",
-            )
-            if max(lost) >= bundle.retry_policy.max_attempts:
-                # The lost attempt was the last one allowed: conclude without a new attempt.
-                ActionRun.objects.filter(pk=run.pk).update(attempts=max(lost))
-                run.attempts = max(lost)
-                return Claim(run=run, number=max(lost), attempt_id=None, bundle=bundle, spec=spec_for(bundle, run.action_id))
-        attempt = ActionAttempt.objects.create(run=run, number=number, started_at=now)
-    return Claim(run=run, number=number, attempt_id=attempt.pk, bundle=bundle, spec=spec_for(bundle, run.action_id))
 
 
 def _republish_if_early(run_id: UUID) -> None:
@@ -176,17 +104,16 @@ def timers_json(timers: list[Timer]) -> list[dict[str, Any]]:
     ``actionBundle`` is left out: its parameters may carry another action's credentials
     (an Authorization header, a command's env) that a third-party receiver must not see.
     """
-    from rest_framework.renderers import JSONRenderer
-
-    from timers.api.serializers import TimerOutput
-
-    rendered = json.loads(JSONRenderer().render(TimerOutput(timers, many=True).data))
+    rendered = timers_wire(timers)
     for timer in rendered:
         timer.pop("actionBundle", None)
     return rendered
 
 
 def attempt_run(claim: Claim, *, timer_json: dict[str, Any] | None = None) -> Outcome:
+    """Run one attempt of a claimed run (or report the lost one it stands for)."""
+    if claim.attempt_id is None:
+        return Outcome(succeeded=False, error=WORKER_LOST)
     run = claim.run
     context = ActionContext(
         run_id=str(run.pk), timer_id=str(run.timer_id), tenant_id=run.timer.tenant_id,
@@ -203,7 +130,7 @@ def attempt_run(claim: Claim, *, timer_json: dict[str, Any] | None = None) -> Ou
             http_status=exc.http_status, exit_code=exc.exit_code, output=exc.output,
         )
     except Exception as exc:
-        from celery.exceptions import SoftTimeLimitExceeded
+        from celery.exceptions import SoftTimeLimitExceeded  # only raised inside a worker
 
         if isinstance(exc, SoftTimeLimitExceeded):
             return Outcome(succeeded=False, error="the worker's time limit interrupted the attempt")
@@ -219,88 +146,42 @@ def attempt_run(claim: Claim, *, timer_json: dict[str, Any] | None = None) -> Ou
 # --- conclude ------------------------------------------------------------------------------
 
 
-def event_data(claim: Claim, outcome: Outcome, **extra: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {"runId": str(claim.run.pk), "actionId": claim.run.action_id, "attempt": claim.number}
-    if outcome.http_status is not None:
-        data["httpStatus"] = outcome.http_status
-    if outcome.exit_code is not None:
-        data["exitCode"] = outcome.exit_code
-    if outcome.error:
-        data["error"] = outcome.error[:500]
-    return {**data, **extra}
-
-
-def conclude(claim: Claim, outcome: Outcome, started: float) -> str:
-    """Record the attempt and move the run on. Return the run's new status (or 'stale')."""
-    run = claim.run
-    timer_id = run.timer_id
+def runs_conclude(finished: Sequence[Finished]) -> list[Finished]:
+    """Record these attempts and move each run on: succeeded, retrying, or failed (then its
+    escalation); start runs waiting for a concurrency slot; finish timers whose runs are all
+    done. Return the outcomes that applied (stale ones, of runs taken over, are dropped).
+    """
+    if not finished:
+        return []
     now = timezone.now()
+    timer_ids = sorted({f.claim.run.timer_id for f in finished})
     to_publish: list[UUID] = []
-    retry_at: datetime | None = None
     with transaction.atomic():
-        # Serialises outcomes per timer (see module docstring). NO KEY: event and run inserts
-        # referencing the timer are not blocked.
-        list(Timer.objects.select_for_update(no_key=True).filter(pk=timer_id).values_list("pk", flat=True))
-        if claim.attempt_id is not None:
-            ActionAttempt.objects.filter(pk=claim.attempt_id, finished_at__isnull=True).update(
-                finished_at=now,
-                outcome=(
-                    AttemptOutcome.SUCCEEDED if outcome.succeeded
-                    else AttemptOutcome.PERMANENT if outcome.permanent else AttemptOutcome.TRANSIENT
-                ),
-                http_status=outcome.http_status,
-                exit_code=outcome.exit_code,
-                duration_ms=max(0, int((time.monotonic() - started) * 1000)),
-                error=outcome.error[:ERROR_CAP],
-                output_excerpt=excerpt(outcome.output),
-            )
-        mine = ActionRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING, attempts=claim.number)
-        policy = claim.bundle.retry_policy
-        if outcome.succeeded:
-            status = RunStatus.SUCCEEDED
-            moved = mine.update(
-                status=status, finished_at=now, lease_expires_at=None, last_error="", result_summary=outcome.summary[:500]
-            )
-        elif not outcome.permanent and claim.number < policy.max_attempts:
-            status = RunStatus.PENDING
-            retry_at = now + retry_delay(policy, failed_attempt=claim.number, retry_after=outcome.retry_after)
-            moved = mine.update(
-                status=status, next_attempt_at=retry_at, lease_expires_at=None, last_error=outcome.error[:ERROR_CAP]
-            )
-        else:
-            status = RunStatus.FAILED
-            moved = mine.update(
-                status=status, finished_at=now, lease_expires_at=None, last_error=outcome.error[:ERROR_CAP]
-            )
-        if not moved:
-            # Our lease expired and another worker took the run over: its outcome counts.
-            log.warning("stale action outcome ignored", extra={"run_id": str(run.pk), "attempt": claim.number})
-            return "stale"
-
-        if status == RunStatus.SUCCEEDED:
-            timer_append_event(timer_id=timer_id, kind="action.succeeded", **event_data(claim, outcome, summary=outcome.summary[:200]))
-        elif status == RunStatus.PENDING:
-            assert retry_at is not None
-            timer_append_event(
-                timer_id=timer_id, kind="action.retrying", **event_data(claim, outcome, nextAttemptAt=retry_at.isoformat())
-            )
-        else:
-            timer_append_event(timer_id=timer_id, kind="action.failed", **event_data(claim, outcome))
-
-        if status != RunStatus.SUCCEEDED:
-            to_publish += _escalate(claim, failed_for_good=status == RunStatus.FAILED, now=now)
-        if status != RunStatus.PENDING:
-            to_publish += start_waiting(timer_id=timer_id, concurrency=claim.bundle.concurrency, now=now)
-            finish_timer_if_done(timer_id)
-
+        # Serialises outcomes per timer (see module docstring), in id order (no deadlocks).
+        # NO KEY: event and run inserts referencing the timer are not blocked.
+        list(Timer.objects.select_for_update(no_key=True).filter(pk__in=timer_ids).order_by("pk").values_list("pk", flat=True))
+        transitions.attempts_record(finished, at=now)
+        held = transitions.runs_held(finished)
+        transitions.runs_succeed([f for f in held if f.outcome.succeeded], at=now)
+        slot_freed: dict[UUID, int] = {f.claim.run.timer_id: f.claim.bundle.concurrency for f in held if f.outcome.succeeded}
+        for f in held:
+            if f.outcome.succeeded:
+                continue
+            policy = f.claim.bundle.retry_policy
+            retrying = transitions.retry_policy_allows(policy, f.claim, f.outcome)
+            if retrying:
+                delay = retry_delay(policy, failed_attempt=f.claim.number, retry_after=f.outcome.retry_after)
+                transitions.run_retry(f, retry_at=now + delay)
+            else:
+                transitions.run_fail(f, at=now)
+                slot_freed[f.claim.run.timer_id] = f.claim.bundle.concurrency
+            to_publish += _escalate(f.claim, failed_for_good=not retrying, now=now)
+        for timer_id, concurrency in sorted(slot_freed.items()):
+            to_publish += start_waiting(timer_id=timer_id, concurrency=concurrency, now=now)
+        timers_finish_if_done(sorted(slot_freed))
         if to_publish:
             transaction.on_commit(lambda: runs_publish(to_publish))
-        if retry_at is not None and retry_at <= now + settings.MINOOTS_ARM_HORIZON:
-            run_ids = [run.pk]
-            eta = retry_at
-            transaction.on_commit(lambda: runs_publish(run_ids, eta=eta))
-    metrics.action_attempt(run.kind, _METRIC_OUTCOMES[str(status)], time.monotonic() - started)
-    return str(status)
+    return held
 
 
 def _escalate(claim: Claim, *, failed_for_good: bool, now: datetime) -> list[UUID]:
@@ -344,14 +225,28 @@ def start_waiting(*, timer_id: UUID, concurrency: int, now: datetime) -> list[UU
     return waiting
 
 
-def finish_timer_if_done(timer_id: UUID) -> bool:
-    runs = ActionRun.objects.filter(timer_id=timer_id)
-    if runs.filter(status__in=[RunStatus.PENDING, RunStatus.RUNNING]).exists():
-        return False
-    failed = list(
-        runs.filter(status=RunStatus.FAILED).order_by("escalation_level", "position").values_list("action_id", flat=True)
-    )
-    return timer_finish(timer_id=timer_id, failed_actions=failed)
+def timers_finish_if_done(timer_ids: Sequence[UUID]) -> None:
+    """Settle (every run succeeded) or fail (naming each failed run's action) the timers of
+    ``timer_ids`` that have no run pending or running any more."""
+    if not timer_ids:
+        return
+    runs = ActionRun.objects.filter(timer_id__in=timer_ids)
+    busy = set(runs.filter(status__in=[RunStatus.PENDING, RunStatus.RUNNING]).values_list("timer_id", flat=True))
+    done = [t for t in timer_ids if t not in busy]
+    if not done:
+        return
+    failed: dict[UUID, list[str]] = {}
+    for timer_id, action_id in (
+        runs.filter(timer_id__in=done, status=RunStatus.FAILED)
+        .order_by("escalation_level", "position")
+        .values_list("timer_id", "action_id")
+    ):
+        failed.setdefault(timer_id, []).append(action_id)
+    clean = [t for t in done if t not in failed]
+    if clean:
+        timers_settle(timer_ids=clean)
+    for timer_id, action_ids in failed.items():
+        timer_fail(timer_id=timer_id, failed_actions=action_ids)
 
 
 # --- entry point ---------------------------------------------------------------------------
@@ -365,19 +260,25 @@ def run_execute(*, run_id: str | UUID) -> bool:
     except ValueError:
         log.warning("run_action with an invalid run id", extra={"run_id": str(run_id)})
         return False
-    claim = _claim(run_uuid)
-    if claim is None:
+    claims = transitions.runs_claim(run_ids=[run_uuid])
+    if not claims:
         _republish_if_early(run_uuid)
         return False
+    claim = claims[0]
     runs_forget_published([run_uuid])
     started = time.monotonic()
-    if claim.attempt_id is None:
-        outcome = Outcome(succeeded=False, error="worker lost: the lease expired before the attempt finished")
-    else:
-        outcome = attempt_run(claim)
-    status = conclude(claim, outcome, started)
+    outcome = attempt_run(claim)
+    applied = runs_conclude([Finished(claim=claim, outcome=outcome, seconds=time.monotonic() - started)])
     log.info(
-        "action attempt %s", status,
+        "action attempt %s", _status_word(outcome, claim) if applied else "stale",
         extra={"run_id": str(run_uuid), "timer_id": str(claim.run.timer_id), "attempt": claim.number, "event": "action"},
     )
     return True
+
+
+def _status_word(outcome: Outcome, claim: Claim) -> str:
+    if outcome.succeeded:
+        return RunStatus.SUCCEEDED
+    if transitions.retry_policy_allows(claim.bundle.retry_policy, claim, outcome):
+        return RunStatus.PENDING
+    return RunStatus.FAILED

@@ -1,7 +1,8 @@
 """Action runs: create them when a timer fires, publish them, recover lost ones.
 
-(The execution step — claim, run, record the attempt, retry, escalate, settle — lives in
-``actions.execution``.)
+``runs_create_for_fired`` and ``runs_recover`` are what the timers domain calls through its
+ports (registered in ``ActionsConfig.ready``). The status changes of a run live in
+``actions.transitions``; the execution step that drives them in ``actions.execution``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
 from uuid import UUID
 
 from django.conf import settings
@@ -17,27 +17,27 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
-from actions.bundle import BundleError, parse_bundle
+from actions.bundle import parse_bundle
+from actions.errors import ParameterError
 from actions.models import ActionRun, RunStatus
 from actions.runners import RUNNERS
-
-if TYPE_CHECKING:
-    from timers.engine import ClaimedTimer
+from timers.ports import ClaimedTimer
+from timers.publishing import RUN_ACTION, RUN_ACTIONS, publish
+from timers.services import timer_fail
 
 log = logging.getLogger(__name__)
 
 _MARKER_PREFIX = "run:"
 
 
-def runs_create_for_fired(*, timers: Sequence[ClaimedTimer]) -> list[UUID]:
-    """Create one pending run per top-level action; return the runs to publish now (the first
-    ``concurrency`` of each timer; the rest follow as earlier ones finish).
+def runs_create_for_fired(timers: Sequence[ClaimedTimer]) -> None:
+    """Create one pending run per top-level action of each fired timer, in the claim's
+    transaction; after commit, publish the first ``concurrency`` of each timer (the rest follow
+    as earlier ones finish).
 
     The first attempts are due at the timer's ``fired_at`` (database clock), so the run claim,
     which compares with the database ``now()``, never finds them early.
     """
-    from timers.services import timer_finish
-
     runs: list[ActionRun] = []
     to_publish: list[UUID] = []
     for claimed in timers:
@@ -45,10 +45,10 @@ def runs_create_for_fired(*, timers: Sequence[ClaimedTimer]) -> list[UUID]:
             bundle = parse_bundle(claimed.action_bundle)
             unknown = [spec.kind for spec in bundle.actions if spec.kind not in RUNNERS]
             if unknown:
-                raise BundleError("actionBundle.actions", f"unknown kind '{unknown[0][:32]}'")
-        except BundleError as exc:  # validated at create time; only a hand-edited row gets here
+                raise ParameterError("actionBundle.actions", f"unknown kind '{unknown[0][:32]}'")
+        except ParameterError as exc:  # validated at create time; only a hand-edited row gets here
             log.error("stored action bundle invalid: %s", exc, extra={"timer_id": str(claimed.id)})
-            timer_finish(timer_id=claimed.id, failed_actions=[f"(invalid actionBundle: {exc})"])
+            timer_fail(timer_id=claimed.id, failed_actions=[f"(invalid actionBundle: {exc})"])
             continue
         for position, spec in enumerate(bundle.actions):
             startable = position < bundle.concurrency
@@ -61,7 +61,8 @@ def runs_create_for_fired(*, timers: Sequence[ClaimedTimer]) -> list[UUID]:
             if startable:
                 to_publish.append(run.id)
     ActionRun.objects.bulk_create(runs)
-    return to_publish
+    if to_publish:
+        transaction.on_commit(lambda: runs_publish_batches(to_publish))
 
 
 def _marker(run_id: UUID | str) -> str:
@@ -75,15 +76,13 @@ def runs_publish(run_ids: Sequence[UUID], *, eta: datetime | None = None) -> int
     it, so the reconciler does not re-publish runs that merely wait in a busy queue. Markers
     and messages live in the same Redis: when Redis loses the messages it loses the markers.
     """
-    from actions.tasks import run_action
-
     now = timezone.now()
     if eta is not None and eta <= now:
         eta = None
     published: list[UUID] = []
     for run_id in run_ids:
         try:
-            run_action.apply_async(args=[str(run_id)], eta=eta)
+            publish(RUN_ACTION, args=[str(run_id)], eta=eta)
             published.append(run_id)
         except Exception:
             log.error("could not publish action run; the reconciler will recover it", exc_info=True)
@@ -101,14 +100,12 @@ def runs_publish(run_ids: Sequence[UUID], *, eta: datetime | None = None) -> int
 def runs_publish_batches(run_ids: Sequence[UUID]) -> int:
     """Publish first attempts in chunks of MINOOTS_ACTION_BATCH, one ``run_actions`` message
     each (see actions.batch). Never raises; returns how many runs were published."""
-    from actions.tasks import run_actions
-
     size = max(1, settings.MINOOTS_ACTION_BATCH)
     published: list[UUID] = []
     for start in range(0, len(run_ids), size):
         chunk = list(run_ids[start : start + size])
         try:
-            run_actions.apply_async(args=[[str(run_id) for run_id in chunk]])
+            publish(RUN_ACTIONS, args=[[str(run_id) for run_id in chunk]])
         except Exception:
             log.error("could not publish action runs; the reconciler will recover them", exc_info=True)
             break
@@ -131,7 +128,7 @@ def runs_forget_published(run_ids: Sequence[UUID]) -> None:
         log.warning("action run marker cache unavailable", exc_info=True)
 
 
-def runs_recover(*, now: datetime, limit: int) -> int:
+def runs_recover(now: datetime, limit: int) -> int:
     """Re-publish runs whose message was lost; return how many.
 
     - ``pending`` runs due for longer than the repair grace with no publish marker: their

@@ -1,4 +1,7 @@
-"""Celery shims for the actions queue: take ids, call a service."""
+"""Celery shims for the actions queue: take ids, call a service.
+
+The task names are registered in ``timers.publishing``, which is how services publish them.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,10 @@ from typing import Any
 
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
+
+from actions.batch import runs_execute_batch
+from actions.execution import run_execute
+from timers.publishing import RUN_ACTION, RUN_ACTIONS
 
 # A database outage before the claim would otherwise leave the run to the reconciler (after
 # its publish marker expires); retrying is safe because the claim makes execution idempotent.
@@ -18,16 +25,12 @@ RETRY_ON_DATABASE_OUTAGE: dict[str, Any] = {
 }
 
 
-@shared_task(name="actions.run_action", **RETRY_ON_DATABASE_OUTAGE)
+@shared_task(name=RUN_ACTION, **RETRY_ON_DATABASE_OUTAGE)
 def run_action(run_id: str) -> None:
-    from actions.execution import run_execute
-
     run_execute(run_id=run_id)
 
 
-@shared_task(name="actions.run_actions", **RETRY_ON_DATABASE_OUTAGE)
+@shared_task(name=RUN_ACTIONS, **RETRY_ON_DATABASE_OUTAGE)
 def run_actions(run_ids: list[str]) -> None:
     """A chunk of first attempts published together when their timers fired."""
-    from actions.batch import runs_execute_batch
-
     runs_execute_batch(run_ids=run_ids)

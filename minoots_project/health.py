@@ -18,6 +18,9 @@ from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from timers.metrics import render_latest
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +124,6 @@ def metrics_allowed(*, authorization: str, remote_addr: str, token: str, proxied
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus text format, merged across web, worker and beat processes."""
-    from prometheus_client import CONTENT_TYPE_LATEST
-
-    from timers.metrics import render_latest
-
     token = settings.MINOOTS_METRICS_TOKEN
     if not metrics_allowed(
         authorization=request.headers.get("Authorization", ""),

@@ -1,4 +1,8 @@
-"""Shared fixtures: tenants, keys and API clients against real Postgres and Redis."""
+"""Shared fixtures: tenants, keys, API clients and the broker, against real Postgres and Redis.
+
+Rows come from ``tests.factories``; queued messages are read with ``tests.broker.queued_tasks``;
+API errors are checked with ``tests.assertions.assert_error``; ports come from ``tests.net``.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
+from django.conf import settings
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from actions.secrets import secrets_cache_clear
-from timers import keys
+from tests.factories import api_client, make_api_key, make_tenant
 from timers.models import Tenant
 
 
@@ -24,30 +30,38 @@ def _clear_tick_markers() -> Iterator[None]:
 
 @pytest.fixture
 def tenant(db: Any) -> Tenant:
-    return Tenant.objects.create(id="acme", name="Acme")
+    return make_tenant(id="acme")
 
 
 @pytest.fixture
 def other_tenant(db: Any) -> Tenant:
-    return Tenant.objects.create(id="globex", name="Globex")
+    return make_tenant(id="globex")
 
 
 @pytest.fixture
 def api_key(tenant: Tenant) -> str:
-    _, raw = keys.api_key_create(tenant=tenant, name="test")
-    return raw
+    return make_api_key(tenant=tenant)
 
 
 @pytest.fixture
 def client(api_key: str) -> APIClient:
-    c = APIClient()
-    c.credentials(HTTP_X_API_KEY=api_key)
-    return c
+    return api_client(api_key=api_key)
 
 
 @pytest.fixture
 def anon_client() -> APIClient:
-    return APIClient()
+    return api_client()
+
+
+@pytest.fixture
+def broker() -> Iterator[redis.Redis]:
+    """The test broker's Redis db, empty when the test starts (read it with ``tests.broker``)."""
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client.flushdb()
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 from tests.processes import processes  # noqa: E402,F401  (fixture for end-to-end tests)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.http import HttpRequest
 
+from actions.admin import ActionRunInline
+from actions.secrets import tenant_webhook_secret_rotate
 from timers.models import ApiKey, Tenant, Timer, TimerEvent
 
 
@@ -30,10 +33,6 @@ class TenantAdmin(admin.ModelAdmin):
 
     @admin.action(description="Rotate the webhook signing secret (the previous one stays valid 24 h)")
     def rotate_webhook_secret(self, request: HttpRequest, queryset: Any) -> None:
-        from django.contrib import messages
-
-        from actions.secrets import tenant_webhook_secret_rotate
-
         for tenant_id in queryset.values_list("pk", flat=True):
             secret = tenant_webhook_secret_rotate(tenant_id=tenant_id)
             # Shown once, to the staff member who rotated it: receivers need it to verify.
@@ -75,8 +74,6 @@ class TimerAdmin(admin.ModelAdmin):
     show_full_result_count = False
 
     def get_inlines(self, request: HttpRequest, obj: Any) -> list[Any]:
-        from actions.admin import ActionRunInline
-
         return [ActionRunInline, TimerEventInline]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -89,8 +86,6 @@ class TimerAdmin(admin.ModelAdmin):
         return False  # deleting a timer mid-flight would bypass the services and the event log
 
     def get_search_results(self, request: HttpRequest, queryset: Any, search_term: str) -> Any:
-        import uuid
-
         try:
             uuid.UUID(search_term)
         except ValueError:

@@ -6,8 +6,8 @@ Web, worker and beat each count in their own process. With PROMETHEUS_MULTIPROC_
 (prometheus-client multiprocess mode). Armed / scheduled counts are not counted at all: a
 collector reads them from the database at scrape time.
 
-Call sites: ``timer_transition`` (timers.services / timers.engine), ``FIRE_LATENESS``,
-``RECONCILE_RUNS``, ``RECONCILE_ACTIONS`` (timers.engine), ``action_attempt`` (actions).
+Call sites: ``timer_transition`` and ``FIRE_LATENESS`` (the transitions in timers.services),
+``RECONCILE_RUNS`` and ``RECONCILE_ACTIONS`` (timers.engine), ``action_attempt`` (actions.transitions).
 """
 
 from __future__ import annotations
@@ -17,10 +17,13 @@ import os
 import socket
 from collections.abc import Iterator
 
+from django.db.models import Count
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import REGISTRY, Collector
+
+from timers.models import Timer, TimerStatus
 
 log = logging.getLogger(__name__)
 
@@ -74,18 +77,10 @@ def timer_transition(tenant: str, event: str, count: int = 1) -> None:
     counter.labels(tenant=tenant).inc(count)
 
 
-def fire_lateness(seconds: float) -> None:
-    FIRE_LATENESS.observe(max(0.0, seconds))
 
 
-def reconcile_run() -> None:
-    RECONCILE_RUNS.inc()
 
 
-def reconcile_repair(kind: str, count: int = 1) -> None:
-    """Count reconciler work: ``armed``, ``tick_republished``, ``repaired``, ``run_recovered``."""
-    if count:
-        RECONCILE_ACTIONS.labels(kind=kind).inc(count)
 
 
 def action_attempt(kind: str, outcome: str, seconds: float) -> None:
@@ -110,10 +105,6 @@ class PendingTimersCollector(Collector):
     """
 
     def collect(self) -> Iterator[Metric]:
-        from django.db.models import Count
-
-        from timers.models import Timer, TimerStatus
-
         statuses = (TimerStatus.ARMED, TimerStatus.SCHEDULED)
         try:
             rows = {

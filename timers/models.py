@@ -1,7 +1,11 @@
 """Tenants, API keys, timers and their append-only event log.
 
-Status changes happen only in ``timers.services`` (conditional UPDATE + event); nothing
-else assigns ``Timer.status``.
+A timer is born ``scheduled`` or ``armed`` in ``timers.services.timer_create``; after that
+each change of ``Timer.status`` has exactly one function in ``timers.services``, which also
+appends the event and counts the metric: ``timers_arm`` (scheduled -> armed), ``timers_fire``
+(armed -> fired), ``timers_settle`` / ``timer_fail`` (fired -> settled / failed) and
+``timer_cancel`` (-> cancelled). Nothing else assigns ``Timer.status``; the raw SQL they run
+lives in ``timers.queries``.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from base64 import b64encode
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -80,6 +85,12 @@ class TimerStatus(models.TextChoices):
 
 PENDING_STATUSES = (TimerStatus.SCHEDULED, TimerStatus.ARMED)
 TERMINAL_STATUSES = (TimerStatus.SETTLED, TimerStatus.FAILED, TimerStatus.CANCELLED)
+
+
+def has_actions(action_bundle: Any) -> bool:
+    """Whether a stored ``actionBundle`` asks for any action: the one rule deciding whether a
+    fired timer settles at once or waits for its action runs."""
+    return isinstance(action_bundle, dict) and isinstance(action_bundle.get("actions"), list) and bool(action_bundle["actions"])
 
 
 class Timer(models.Model):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from django.db.models import Prefetch, QuerySet, TextField
+from django.db.models import QuerySet, TextField
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 
@@ -47,17 +47,7 @@ def timers_list(
 
 
 def timer_get(*, tenant: Tenant | None, timer_id: UUID) -> Timer | None:
-    from actions.models import ActionAttempt, ActionRun
-
-    runs = ActionRun.objects.select_related("escalated_from").prefetch_related(
-        Prefetch("attempt_records", queryset=ActionAttempt.objects.order_by("number"))
-    )
-    return (
-        timers_visible(tenant=tenant)
-        .prefetch_related(Prefetch("action_runs", queryset=runs))
-        .filter(pk=timer_id)
-        .first()
-    )
+    return timers_visible(tenant=tenant).filter(pk=timer_id).first()
 
 
 def timer_events(*, timer: Timer) -> QuerySet[TimerEvent]:

@@ -1,12 +1,17 @@
-"""Writes on timers: create, cancel, settle. Every status change is a conditional UPDATE plus an event."""
+"""Writes on timers. Each status change is one function here: a conditional UPDATE, its event
+row and its metric (see the docstring of ``timers.models``). Bulk forms serve the engine.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -15,7 +20,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from timers.models import PENDING_STATUSES, Tenant, Timer, TimerEvent, TimerStatus
+from timers import metrics, ports, queries, ticks
+from timers.models import PENDING_STATUSES, Tenant, Timer, TimerEvent, TimerStatus, has_actions
+from timers.queries import EventRow
+from timers.quotas import QuotaExhausted, quota_check_and_count
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +46,6 @@ class Conflict(ServiceError):
 
 class QuotaExceeded(ServiceError):
     status_code = 429
-
-
-class IllegalTransition(Conflict):
-    pass
 
 
 @dataclass(frozen=True)
@@ -67,8 +71,6 @@ def _event(timer_id: UUID, kind: str, version: int, at: datetime, **data: Any) -
 
 
 def _check_quotas(tenant: Tenant, now: datetime) -> None:
-    from timers.quotas import QuotaExhausted, quota_check_and_count
-
     try:
         quota_check_and_count(tenant=tenant, now=now)
     except QuotaExhausted as exc:
@@ -108,8 +110,6 @@ def timer_create(
     ``now`` is the moment the request's ``fire_at`` was computed from, so that the stored
     ``created_at + duration_ms == fire_at`` holds exactly; it defaults to the current time.
     """
-    from timers import ticks
-
     now = now or timezone.now()
     # The API refuses this with a field-specific message first; the rule itself lives here, for
     # every caller. (A fireAt already past is an input error at the API; an internal caller may
@@ -155,10 +155,94 @@ def timer_create(
             raise
         return replay, False
     log.info("timer created", extra={"timer_id": str(timer.id), "tenant": tenant.id, "event": "created"})
-    from timers import metrics
-
     metrics.timer_transition(tenant.id, "created")
     return timer, True
+
+
+def _count_on_commit(tenant_ids: Iterable[str], event: str) -> None:
+    """Count the transition in the metrics once it is committed."""
+    counts = Counter(tenant_ids)
+    if counts:
+        transaction.on_commit(partial(_count, counts, event))
+
+
+def _count(counts: Counter[str], event: str) -> None:
+    for tenant_id, n in counts.items():
+        metrics.timer_transition(tenant_id, event, n)
+
+
+def _observe_lateness(lateness_ms: list[int]) -> None:
+    for ms in lateness_ms:
+        metrics.FIRE_LATENESS.observe(ms / 1000)
+
+
+def timers_arm(*, horizon_end: datetime, limit: int) -> int:
+    """scheduled -> armed for up to ``limit`` timers due before ``horizon_end``; after commit,
+    one tick per bucket they fall in. Return how many were armed."""
+    with transaction.atomic():
+        rows = queries.arm_due(horizon_end=horizon_end, limit=limit)
+        if not rows:
+            return 0
+        now = timezone.now()
+        queries.insert_events([EventRow(timer_id, "armed", now, version, {}) for timer_id, _, version in rows])
+        firsts: dict[int, datetime] = {}
+        for _, fire_at, _ in rows:
+            bucket = ticks.bucket_of(fire_at)
+            if bucket not in firsts or fire_at < firsts[bucket]:
+                firsts[bucket] = fire_at
+        transaction.on_commit(lambda: ticks.ensure_ticks(list(firsts.values())))
+    return len(rows)
+
+
+def timers_fire(*, limit: int | None = None) -> list[ports.ClaimedTimer]:
+    """armed -> fired for up to ``limit`` due timers, exactly once; return them.
+
+    Each gets its ``fired`` event. Timers without actions then settle at once; the others go
+    to the registered fired-timer handler (actions creates their runs), in this transaction.
+    """
+    limit = limit or settings.MINOOTS_CLAIM_BATCH
+    with transaction.atomic():
+        claimed = queries.claim_due(limit=limit)
+        if not claimed:
+            return []
+        queries.insert_events(
+            [EventRow(c.id, "fired", c.fired_at, c.state_version, {"latenessMs": c.lateness_ms}) for c in claimed]
+        )
+        _count_on_commit((c.tenant_id for c in claimed), "fired")
+        transaction.on_commit(partial(_observe_lateness, [c.lateness_ms for c in claimed]))
+        with_actions = [c for c in claimed if has_actions(c.action_bundle)]
+        without = [c.id for c in claimed if not has_actions(c.action_bundle)]
+        if without:
+            # One statement, one clock: they all fired at the same database instant.
+            timers_settle(timer_ids=without, at=claimed[0].fired_at)
+        if with_actions:
+            ports.fired_handler()(with_actions)
+    return claimed
+
+
+def _timers_finish(
+    *, timer_ids: Sequence[UUID], status: TimerStatus, at: datetime | None, failed_actions: Sequence[str] = ()
+) -> list[UUID]:
+    """fired -> settled / failed: the one writer of both, through the two functions below."""
+    at = at or timezone.now()
+    reason = f"actions failed: {', '.join(failed_actions)}" if failed_actions else ""
+    data: dict[str, Any] = {"failedActions": list(failed_actions)} if failed_actions else {}
+    with transaction.atomic():
+        rows = queries.finish_fired(timer_ids=timer_ids, status=status, at=at, failure_reason=reason)
+        queries.insert_events([EventRow(timer_id, str(status), at, version, data) for timer_id, _, version in rows])
+        _count_on_commit((tenant_id for _, tenant_id, _ in rows), str(status))
+    return [timer_id for timer_id, _, _ in rows]
+
+
+def timers_settle(*, timer_ids: Sequence[UUID], at: datetime | None = None) -> list[UUID]:
+    """fired -> settled (every action succeeded, or there were none). Idempotent: timers no
+    longer ``fired`` are left alone. Return the ids that moved."""
+    return _timers_finish(timer_ids=timer_ids, status=TimerStatus.SETTLED, at=at)
+
+
+def timer_fail(*, timer_id: UUID, failed_actions: Sequence[str], at: datetime | None = None) -> bool:
+    """fired -> failed, naming the actions that failed. Idempotent; True if it moved."""
+    return bool(_timers_finish(timer_ids=[timer_id], status=TimerStatus.FAILED, at=at, failed_actions=failed_actions))
 
 
 def timer_cancel(*, timer: Timer, reason: str = "", by: str = "") -> Timer:
@@ -178,10 +262,8 @@ def timer_cancel(*, timer: Timer, reason: str = "", by: str = "") -> Timer:
                 timer=timer, kind="cancelled", occurred_at=now, state_version=timer.state_version,
                 data={"reason": reason, "by": by},
             )
+            _count_on_commit([timer.tenant_id], "cancelled")
     if updated:
-        from timers import metrics
-
-        metrics.timer_transition(timer.tenant_id, "cancelled")
         return timer
     if timer.status == TimerStatus.FIRED:
         raise Conflict(
@@ -191,30 +273,18 @@ def timer_cancel(*, timer: Timer, reason: str = "", by: str = "") -> Timer:
     return timer
 
 
-def timer_finish(*, timer_id: UUID, failed_actions: list[str]) -> bool:
-    """Move a fired timer to settled (no failed actions) or failed. Idempotent; True if it moved."""
-    now = timezone.now()
-    status = TimerStatus.FAILED if failed_actions else TimerStatus.SETTLED
-    reason = f"actions failed: {', '.join(failed_actions)}" if failed_actions else ""
-    with transaction.atomic():
-        updated = Timer.objects.filter(pk=timer_id, status=TimerStatus.FIRED).update(
-            status=status, settled_at=now, failure_reason=reason, state_version=F("state_version") + 1
-        )
-        if not updated:
-            return False
-        timer = Timer.objects.only("state_version", "tenant_id").get(pk=timer_id)
-        TimerEvent.objects.create(
-            timer_id=timer_id, kind=str(status), occurred_at=now, state_version=timer.state_version,
-            data={"failedActions": failed_actions} if failed_actions else {},
-        )
-    from timers import metrics
-
-    metrics.timer_transition(timer.tenant_id, str(status))
-    return True
+def timers_append_events(*, events: Sequence[tuple[UUID, str, dict[str, Any]]], at: datetime | None = None) -> None:
+    """Record action outcomes in their timers' histories (status unchanged), at each timer's
+    current state version. Events of timers that no longer exist are dropped."""
+    if not events:
+        return
+    at = at or timezone.now()
+    versions = dict(Timer.objects.filter(pk__in={e[0] for e in events}).values_list("pk", "state_version"))
+    queries.insert_events(
+        [EventRow(timer_id, kind, at, versions[timer_id], data) for timer_id, kind, data in events if timer_id in versions]
+    )
 
 
 def timer_append_event(*, timer_id: UUID, kind: str, **data: Any) -> None:
-    """Record an action outcome in the timer's history (status unchanged)."""
-    version = Timer.objects.filter(pk=timer_id).values_list("state_version", flat=True).first()
-    if version is not None:
-        TimerEvent.objects.create(timer_id=timer_id, kind=kind, occurred_at=timezone.now(), state_version=version, data=data)
+    """Record one action outcome in the timer's history (status unchanged)."""
+    timers_append_events(events=[(timer_id, kind, data)])

@@ -15,6 +15,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
+from timers.publishing import FIRE_DUE, publish
+
 log = logging.getLogger(__name__)
 
 _MARKER_PREFIX = "tick:"
@@ -88,13 +90,8 @@ def forget_tick(bucket: int) -> None:
 
 def publish_tick(*, bucket: int | None, eta: datetime | None) -> bool:
     """Publish ``fire_due`` (immediately when ``eta`` is None or past). False if the broker refused."""
-    from timers.tasks import fire_due
-
     try:
-        if eta is not None and eta > timezone.now():
-            fire_due.apply_async(kwargs={"bucket": bucket}, eta=eta)
-        else:
-            fire_due.apply_async(kwargs={"bucket": bucket})
+        publish(FIRE_DUE, kwargs={"bucket": bucket}, eta=eta if eta is not None and eta > timezone.now() else None)
     except Exception:
         log.error("could not publish fire_due tick; the reconciler will repair it", exc_info=True)
         return False

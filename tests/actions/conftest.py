@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Callable, Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
-from django.conf import settings as django_settings
-from django.utils import timezone
 
 from tests.actions.support import Receiver, make_tls_files
-from timers import engine
-from timers.models import Tenant, Timer, TimerStatus
+from tests.factories import make_timer
+from timers import services
+from timers.models import Tenant, Timer
 
 
 @pytest.fixture
@@ -58,12 +55,6 @@ def file_root(settings: Any, tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def broker() -> redis.Redis:
-    """The test broker's Redis db (emptied by the autouse cache fixture of tests/conftest.py)."""
-    return redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
-
-
 FireTimer = Callable[..., Timer]
 
 
@@ -72,14 +63,9 @@ def fire_timer(tenant: Tenant) -> FireTimer:
     """Store an armed, due timer with ``actions`` and claim it, as the fire step does."""
 
     def fire(*actions: dict[str, Any], concurrency: int = 1, retry: dict[str, Any] | None = None) -> Timer:
-        now = timezone.now()
-        bundle: dict[str, Any] = {"actions": list(actions), "concurrency": concurrency}
-        bundle["retryPolicy"] = {"maxAttempts": 3, "backoffInitialMs": 10, "backoffMultiplier": 2, **(retry or {})}
-        timer = Timer.objects.create(
-            tenant=tenant, name="t", status=TimerStatus.ARMED, duration_ms=1, created_at=now,
-            fire_at=now - timedelta(milliseconds=1), state_version=2, action_bundle=bundle,
-        )
-        claimed = engine.timers_claim_due(limit=100)
+        policy = {"maxAttempts": 3, "backoffInitialMs": 10, "backoffMultiplier": 2, **(retry or {})}
+        timer = make_timer(tenant=tenant, actions=actions, concurrency=concurrency, retry_policy=policy)
+        claimed = services.timers_fire(limit=100)
         assert timer.pk in [c.id for c in claimed]
         timer.refresh_from_db()
         return timer

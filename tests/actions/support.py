@@ -4,7 +4,6 @@ due runs by calling ``run_execute`` directly (no worker)."""
 from __future__ import annotations
 
 import json
-import socket
 import ssl
 import threading
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from django.utils import timezone
 
 from actions.execution import run_execute
 from actions.models import ActionRun, RunStatus
+from tests.broker import queued_tasks
 from timers.models import Timer
 
 
@@ -105,14 +105,9 @@ class Receiver:
         self.server.server_close()
 
 
-def queued_runs(broker: redis.Redis) -> list[tuple[str, str | None]]:
-    """(run id, eta) of every run_action message waiting in the `actions` queue."""
-    out = []
-    for raw in broker.lrange("actions", 0, -1):
-        headers = json.loads(raw)["headers"]
-        if headers["task"] == "actions.run_action":
-            out.append((json.loads(headers["argsrepr"].replace("'", '"'))[0], headers.get("eta")))
-    return out
+def queued_runs(broker: redis.Redis) -> list[tuple[str, datetime | None]]:
+    """(run id, eta) of every run_action message waiting in the `actions` queue, oldest first."""
+    return [(message.args[0], message.eta) for message in queued_tasks(broker, "actions", task="actions.run_action")]
 
 
 def due_runs(timer: Timer) -> list[ActionRun]:
@@ -149,12 +144,6 @@ def drive(timer: Timer, *, max_steps: int = 50) -> Timer:
 
 def webhook(action_id: str, url: str, **parameters: Any) -> dict[str, Any]:
     return {"id": action_id, "kind": "webhook", "parameters": {"url": url, **parameters}}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_tls_files(directory: Path, hostname: str) -> tuple[Path, Path, Path]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import Any
 
@@ -14,19 +13,18 @@ from actions.batch import runs_execute_batch
 from actions.execution import run_execute
 from actions.models import ActionAttempt, ActionRun, AttemptOutcome, RunStatus
 from tests.actions.support import Receiver, Reply, webhook
-from timers import engine
+from tests.broker import queued_tasks
+from tests.factories import make_timer
+from timers import services
 from timers.models import Tenant, Timer, TimerEvent, TimerStatus
 
 pytestmark = pytest.mark.django_db
 
 
 def armed_due(tenant: Tenant, actions: list[dict[str, Any]], *, concurrency: int = 1) -> Timer:
-    now = timezone.now()
-    return Timer.objects.create(
-        tenant=tenant, name="b", status=TimerStatus.ARMED, duration_ms=1, created_at=now,
-        fire_at=now - timedelta(milliseconds=1), state_version=2,
-        action_bundle={"actions": actions, "concurrency": concurrency,
-                       "retryPolicy": {"maxAttempts": 3, "backoffInitialMs": 10, "backoffMultiplier": 2}},
+    return make_timer(
+        tenant=tenant, name="b", actions=actions, concurrency=concurrency,
+        retry_policy={"maxAttempts": 3, "backoffInitialMs": 10, "backoffMultiplier": 2},
     )
 
 
@@ -42,7 +40,7 @@ def test_a_batch_runs_every_first_attempt_and_settles_every_timer(
     tenant: Tenant, receiver: Receiver, allow_private: None
 ) -> None:
     timers = [armed_due(tenant, [webhook("hook", f"{receiver.url}/t{i}")]) for i in range(12)]
-    engine.timers_claim_due(limit=100)
+    services.timers_fire(limit=100)
 
     ran = runs_execute_batch(run_ids=pending_run_ids(timers))
 
@@ -64,7 +62,7 @@ def test_a_failure_in_a_batch_is_retried_while_the_others_settle(
     receiver.script("/bad", Reply(status=503))
     good = armed_due(tenant, [webhook("hook", f"{receiver.url}/good")])
     bad = armed_due(tenant, [webhook("hook", f"{receiver.url}/bad")])
-    engine.timers_claim_due(limit=100)
+    services.timers_fire(limit=100)
 
     runs_execute_batch(run_ids=pending_run_ids([good, bad]))
 
@@ -85,7 +83,7 @@ def test_a_failure_in_a_batch_is_retried_while_the_others_settle(
 
 def test_a_duplicate_batch_message_runs_nothing_again(tenant: Tenant, receiver: Receiver, allow_private: None) -> None:
     timers = [armed_due(tenant, [webhook("hook", f"{receiver.url}/d{i}")]) for i in range(3)]
-    engine.timers_claim_due(limit=100)
+    services.timers_fire(limit=100)
     ids = pending_run_ids(timers)
 
     assert runs_execute_batch(run_ids=ids) == 3
@@ -98,7 +96,7 @@ def test_a_batch_success_starts_the_next_waiting_action_of_the_timer(
     tenant: Tenant, receiver: Receiver, allow_private: None, broker: redis.Redis, django_capture_on_commit_callbacks: Any
 ) -> None:
     timer = armed_due(tenant, [webhook("first", f"{receiver.url}/1"), webhook("second", f"{receiver.url}/2")])
-    engine.timers_claim_due(limit=100)
+    services.timers_fire(limit=100)
     first, second = ActionRun.objects.filter(timer=timer).order_by("position")
     assert second.next_attempt_at is None
     broker.delete("actions")
@@ -110,8 +108,7 @@ def test_a_batch_success_starts_the_next_waiting_action_of_the_timer(
     timer.refresh_from_db()
     assert second.status == RunStatus.PENDING and second.next_attempt_at is not None
     assert timer.status == TimerStatus.FIRED
-    published = [json.loads(raw)["headers"]["argsrepr"] for raw in broker.lrange("actions", 0, -1)]
-    assert any(str(second.pk) in args for args in published)
+    assert queued_tasks(broker, "actions") == [("actions.run_action", [str(second.pk)], {}, None)]
     assert run_execute(run_id=second.pk) is True
     timer.refresh_from_db()
     assert timer.status == TimerStatus.SETTLED
@@ -126,22 +123,22 @@ def test_fired_timers_publish_their_runs_in_batches(
     broker.delete("actions")
 
     with django_capture_on_commit_callbacks(execute=True):
-        engine.timers_claim_due(limit=100)
+        services.timers_fire(limit=100)
 
-    messages = [json.loads(raw)["headers"] for raw in broker.lrange("actions", 0, -1)]
-    batches = [m for m in messages if m["task"] == "actions.run_actions"]
-    assert len(batches) == 3  # 4 + 4 + 2 runs
-    assert sum(len(json.loads(m["argsrepr"].replace("'", '"'))[0]) for m in batches) == 10
+    batches = queued_tasks(broker, "actions", task="actions.run_actions")
+    assert [len(batch.args[0]) for batch in batches] == [4, 4, 2]
+    published = [run_id for batch in batches for run_id in batch.args[0]]
+    assert sorted(published) == sorted(str(pk) for pk in ActionRun.objects.values_list("pk", flat=True))
 
 
 def test_a_run_taken_over_while_the_batch_ran_earlier_attempts_is_not_run_again_by_the_batch(
     tenant: Tenant, receiver: Receiver, allow_private: None, monkeypatch: Any
 ) -> None:
-    from actions import execution
+    from actions import execution, transitions
 
     first = armed_due(tenant, [webhook("hook", f"{receiver.url}/first")])
     second = armed_due(tenant, [webhook("hook", f"{receiver.url}/second")])
-    engine.timers_claim_due(limit=100)
+    services.timers_fire(limit=100)
     run_a = ActionRun.objects.get(timer=first)
     run_b = ActionRun.objects.get(timer=second)
     real_attempt = execution.attempt_run
@@ -150,7 +147,7 @@ def test_a_run_taken_over_while_the_batch_ran_earlier_attempts_is_not_run_again_
         if claim.run.pk == run_a.pk:
             # While A runs, B's lease expires and another worker takes B over.
             ActionRun.objects.filter(pk=run_b.pk).update(lease_expires_at=timezone.now() - timedelta(hours=1))
-            assert execution._claim(run_b.pk) is not None
+            assert transitions.runs_claim(run_ids=[run_b.pk]) != []
         return real_attempt(claim, **kwargs)
 
     monkeypatch.setattr(execution, "attempt_run", slow_first_attempt)

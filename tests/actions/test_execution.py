@@ -3,7 +3,8 @@ recovery of lost runs, and how the timer settles."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -15,7 +16,7 @@ from actions import services
 from actions.bundle import RetryPolicy
 from actions.execution import retry_delay, run_execute
 from actions.models import ActionRun, AttemptOutcome, RunStatus
-from actions.runners import RUNNERS, ActionContext, ActionResult, Runner, register
+from actions.runners import RUNNERS, ActionContext, ActionResult, Runner
 from tests.actions.conftest import FireTimer
 from tests.actions.support import Receiver, Reply, drive, execute_next, queued_runs, webhook
 from tests.concurrency import run_in_threads
@@ -70,24 +71,28 @@ class WorkerKilled(BaseException):
     """Stands for SIGKILL: nothing after the runner call executes."""
 
 
+@dataclass(frozen=True)
+class NoParams:
+    def to_json(self) -> dict[str, Any]:
+        return {}
+
+
 @pytest.fixture
-def dying_runner() -> Any:
-    class DyingRunner(Runner):
+def dying_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    class DyingRunner(Runner[NoParams]):
         kind = "dies_once"
         deaths = 0
 
-        def validate(self, parameters: dict[str, Any], *, tenant_id: str) -> dict[str, Any]:
-            return parameters
+        def parse(self, parameters: dict[str, Any], *, tenant_id: str) -> NoParams:
+            return NoParams()
 
-        def run(self, parameters: dict[str, Any], context: ActionContext) -> ActionResult:
+        def attempt(self, params: NoParams, context: ActionContext) -> ActionResult:
             if DyingRunner.deaths == 0:
                 DyingRunner.deaths += 1
                 raise WorkerKilled
             return ActionResult(summary="survived")
 
-    register(DyingRunner())
-    yield
-    RUNNERS.pop("dies_once")
+    monkeypatch.setitem(RUNNERS, DyingRunner.kind, DyingRunner())
 
 
 def test_run_left_running_by_a_dead_worker_is_retried_after_its_lease(dying_runner: Any, fire_timer: FireTimer) -> None:
@@ -187,7 +192,7 @@ def test_retry_due_within_the_horizon_is_published_with_its_eta(
     [(run_id, eta)] = queued_runs(broker)
     assert run_id == str(run.pk)
     assert eta is not None
-    assert abs((datetime.fromisoformat(eta) - run.next_attempt_at).total_seconds()) < 0.01
+    assert abs((eta - run.next_attempt_at).total_seconds()) < 0.01
 
 
 def test_retry_beyond_the_horizon_is_left_to_the_reconciler_until_it_is_due(

@@ -63,8 +63,8 @@ def test_readyz_names_the_broker_when_it_is_unreachable(processes: Processes) ->
 def test_metrics_from_loopback_list_the_minoots_families(tenant: Tenant) -> None:
     metrics.timer_transition(tenant.id, "created")
     metrics.action_attempt("webhook", "success", 0.2)
-    metrics.reconcile_run()
-    metrics.reconcile_repair("repaired", 2)
+    metrics.RECONCILE_RUNS.inc()
+    metrics.RECONCILE_ACTIONS.labels(kind="repaired").inc(2)
 
     response = Client(REMOTE_ADDR="127.0.0.1").get("/metrics")
 

@@ -9,12 +9,14 @@ from typing import Any
 
 import pytest
 import redis
-from django.conf import settings
 from django.core.management import call_command
+from django.db import IntegrityError
 from django.utils import timezone
 
 from actions.models import ActionRun, RunStatus
+from tests.broker import QueuedTask, queued_tasks
 from tests.concurrency import run_in_threads
+from tests.factories import make_run, make_timer, make_timers, schedule_timer
 from timers import engine, services, ticks
 from timers.models import Tenant, Timer, TimerEvent, TimerStatus
 from timers.services import Conflict, TimerSpec
@@ -22,33 +24,9 @@ from timers.services import Conflict, TimerSpec
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def broker() -> redis.Redis:
-    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    client.flushdb()
-    return client
-
-
-def queued_ticks(broker: redis.Redis) -> list[dict[str, Any]]:
-    """The fire_due messages waiting in the `timers` queue (kombu keeps them in a Redis list)."""
-    out = []
-    for raw in broker.lrange("timers", 0, -1):
-        message = json.loads(raw)
-        if message["headers"]["task"] == "timers.fire_due":
-            out.append(message["headers"])
-    return out
-
-
-def make_timer(tenant: Tenant, *, in_: timedelta, actions: list[dict[str, Any]] | None = None) -> Timer:
-    now = timezone.now()
-    spec = TimerSpec(
-        name="t",
-        fire_at=now + in_,
-        duration_ms=int(in_.total_seconds() * 1000),
-        action_bundle={"actions": actions} if actions else None,
-    )
-    timer, _ = services.timer_create(tenant=tenant, spec=spec)
-    return timer
+def queued_ticks(broker: redis.Redis) -> list[QueuedTask]:
+    """The fire_due messages waiting in the `timers` queue, oldest first."""
+    return queued_tasks(broker, "timers", task="timers.fire_due")
 
 
 def make_due(timer: Timer, ago: timedelta = timedelta(milliseconds=5)) -> None:
@@ -60,14 +38,14 @@ def event_kinds(timer: Timer) -> list[str]:
 
 
 def test_timer_due_within_the_horizon_is_armed_at_creation_with_one_tick(tenant: Tenant, broker: redis.Redis) -> None:
-    timer = make_timer(tenant, in_=timedelta(seconds=30))
+    timer = schedule_timer(tenant=tenant, in_=timedelta(seconds=30))
 
     timer.refresh_from_db()
     assert timer.status == TimerStatus.ARMED
     assert event_kinds(timer) == ["created", "armed"]
-    headers = queued_ticks(broker)
-    assert len(headers) == 1
-    assert headers[0]["eta"] is not None
+    [tick] = queued_ticks(broker)
+    assert tick.kwargs == {"bucket": ticks.bucket_of(timer.fire_at)}
+    assert tick.eta == timer.fire_at
 
 
 def test_timers_in_the_same_tick_bucket_share_one_message(tenant: Tenant, broker: redis.Redis) -> None:
@@ -83,7 +61,7 @@ def test_timers_in_the_same_tick_bucket_share_one_message(tenant: Tenant, broker
 def test_timer_beyond_the_horizon_stays_scheduled_until_the_reconciler_arms_it(
     tenant: Tenant, broker: redis.Redis
 ) -> None:
-    timer = make_timer(tenant, in_=timedelta(minutes=10))
+    timer = schedule_timer(tenant=tenant, in_=timedelta(minutes=10))
     timer.refresh_from_db()
     assert timer.status == TimerStatus.SCHEDULED
     assert queued_ticks(broker) == []
@@ -97,31 +75,33 @@ def test_timer_beyond_the_horizon_stays_scheduled_until_the_reconciler_arms_it(
 
 
 def test_due_timer_without_actions_is_fired_then_settled_with_its_lateness(tenant: Tenant, broker: redis.Redis) -> None:
-    timer = make_timer(tenant, in_=timedelta(seconds=5))
+    timer = schedule_timer(tenant=tenant, in_=timedelta(seconds=5))
     make_due(timer, ago=timedelta(milliseconds=250))
 
-    claimed = engine.timers_claim_due(limit=10)
+    claimed = services.timers_fire(limit=10)
 
     timer.refresh_from_db()
     assert [c.id for c in claimed] == [timer.id]
     assert timer.status == TimerStatus.SETTLED
-    assert timer.fired_at is not None and timer.settled_at is not None
-    assert timer.lateness_ms is not None and 250 <= timer.lateness_ms < 60_000
+    assert timer.fired_at is not None and timer.settled_at == timer.fired_at
+    # latenessMs is firedAt - fireAt in whole milliseconds, from the stored values; the timer
+    # was due 250 ms before the claim, so it cannot be less.
+    assert timer.lateness_ms == (timer.fired_at - timer.fire_at) // timedelta(milliseconds=1)
+    assert timer.lateness_ms >= 250
     assert event_kinds(timer) == ["created", "armed", "fired", "settled"]
+    fired = TimerEvent.objects.get(timer=timer, kind="fired")
+    assert (fired.occurred_at, fired.data) == (timer.fired_at, {"latenessMs": timer.lateness_ms})
     assert timer.state_version == 4
 
 
 def test_fired_timer_with_actions_gets_pending_runs_and_stays_fired(tenant: Tenant, broker: redis.Redis) -> None:
     Timer.objects.all().delete()
-    now = timezone.now()
-    timer = Timer.objects.create(
-        tenant=tenant, name="with-actions", status=TimerStatus.ARMED, duration_ms=1, created_at=now,
-        fire_at=now - timedelta(milliseconds=1), state_version=2,
-        action_bundle={"actions": [{"id": "a", "kind": "webhook", "parameters": {}},
-                                   {"id": "b", "kind": "webhook", "parameters": {}}], "concurrency": 1},
+    timer = make_timer(
+        tenant=tenant, name="with-actions", concurrency=1,
+        actions=[{"id": "a", "kind": "webhook", "parameters": {}}, {"id": "b", "kind": "webhook", "parameters": {}}],
     )
 
-    engine.timers_claim_due(limit=10)
+    services.timers_fire(limit=10)
 
     timer.refresh_from_db()
     assert timer.status == TimerStatus.FIRED
@@ -133,15 +113,15 @@ def test_fired_timer_with_actions_gets_pending_runs_and_stays_fired(tenant: Tena
 
 
 def test_timer_not_yet_due_is_not_claimed(tenant: Tenant, broker: redis.Redis) -> None:
-    timer = make_timer(tenant, in_=timedelta(seconds=30))
+    timer = schedule_timer(tenant=tenant, in_=timedelta(seconds=30))
 
-    assert engine.timers_claim_due(limit=10) == []
+    assert services.timers_fire(limit=10) == []
     timer.refresh_from_db()
     assert timer.status == TimerStatus.ARMED
 
 
 def test_duplicate_ticks_fire_a_timer_once(tenant: Tenant, broker: redis.Redis) -> None:
-    timer = make_timer(tenant, in_=timedelta(seconds=5))
+    timer = schedule_timer(tenant=tenant, in_=timedelta(seconds=5))
     make_due(timer)
     bucket = ticks.bucket_of(timer.fire_at)
 
@@ -154,7 +134,7 @@ def test_duplicate_ticks_fire_a_timer_once(tenant: Tenant, broker: redis.Redis) 
 
 
 def test_early_tick_fires_nothing_and_republishes_itself_for_the_bucket(tenant: Tenant, broker: redis.Redis) -> None:
-    timer = make_timer(tenant, in_=timedelta(seconds=3))
+    timer = schedule_timer(tenant=tenant, in_=timedelta(seconds=3))
     broker.delete("timers")
 
     fired = engine.fire_due(bucket=ticks.bucket_of(timer.fire_at))
@@ -162,13 +142,13 @@ def test_early_tick_fires_nothing_and_republishes_itself_for_the_bucket(tenant: 
     timer.refresh_from_db()
     assert fired == 0
     assert timer.status == TimerStatus.ARMED
-    republished = queued_ticks(broker)
-    assert len(republished) == 1
-    assert republished[0]["eta"] is not None
+    [republished] = queued_ticks(broker)
+    assert republished.kwargs == {"bucket": ticks.bucket_of(timer.fire_at)}
+    assert republished.eta == timer.fire_at  # the timer's own moment, not a poll
 
 
 def test_cancelled_timer_never_fires(tenant: Tenant, broker: redis.Redis) -> None:
-    timer = make_timer(tenant, in_=timedelta(seconds=5))
+    timer = schedule_timer(tenant=tenant, in_=timedelta(seconds=5))
     services.timer_cancel(timer=timer, reason="no longer needed", by="test")
     make_due(timer)
 
@@ -179,13 +159,8 @@ def test_cancelled_timer_never_fires(tenant: Tenant, broker: redis.Redis) -> Non
 
 
 def test_cancel_after_the_claim_is_a_conflict(tenant: Tenant, broker: redis.Redis) -> None:
-    now = timezone.now()
-    timer = Timer.objects.create(
-        tenant=tenant, name="busy", status=TimerStatus.ARMED, duration_ms=1, created_at=now,
-        fire_at=now - timedelta(milliseconds=1), state_version=2,
-        action_bundle={"actions": [{"id": "a", "kind": "webhook", "parameters": {}}]},
-    )
-    engine.timers_claim_due(limit=10)
+    timer = make_timer(tenant=tenant, name="busy", actions=[{"id": "a", "kind": "webhook", "parameters": {}}])
+    services.timers_fire(limit=10)
 
     with pytest.raises(Conflict):
         services.timer_cancel(timer=timer, reason="late", by="test")
@@ -194,7 +169,7 @@ def test_cancel_after_the_claim_is_a_conflict(tenant: Tenant, broker: redis.Redi
 
 
 def test_cancel_racing_the_claim_leaves_exactly_one_winner(tenant: Tenant, broker: redis.Redis) -> None:
-    timers = [make_timer(tenant, in_=timedelta(seconds=5)) for _ in range(40)]
+    timers = [schedule_timer(tenant=tenant, in_=timedelta(seconds=5)) for _ in range(40)]
     Timer.objects.update(fire_at=timezone.now() - timedelta(milliseconds=1))
     def cancel_all() -> None:
         for t in timers:
@@ -216,15 +191,9 @@ def test_cancel_racing_the_claim_leaves_exactly_one_winner(tenant: Tenant, broke
 
 def test_concurrent_claimers_fire_every_timer_exactly_once(tenant: Tenant, broker: redis.Redis) -> None:
     now = timezone.now()
-    Timer.objects.bulk_create(
-        [
-            Timer(tenant=tenant, name=f"c{i}", status=TimerStatus.ARMED, duration_ms=1, created_at=now,
-                  fire_at=now - timedelta(milliseconds=i), state_version=2)
-            for i in range(600)
-        ]
-    )
+    make_timers(tenant=tenant, name_prefix="c", fire_ats=[now - timedelta(milliseconds=i) for i in range(600)])
     def claimer() -> None:
-        while engine.timers_claim_due(limit=50):
+        while services.timers_fire(limit=50):
             pass
 
     run_in_threads(*[claimer] * 4)
@@ -237,16 +206,13 @@ def test_concurrent_claimers_fire_every_timer_exactly_once(tenant: Tenant, broke
 
 def test_two_reconcilers_at_once_arm_each_timer_once(tenant: Tenant, broker: redis.Redis) -> None:
     now = timezone.now()
-    Timer.objects.bulk_create(
-        [
-            Timer(tenant=tenant, name=f"s{i}", status=TimerStatus.SCHEDULED, duration_ms=1, created_at=now,
-                  fire_at=now + timedelta(seconds=30, milliseconds=i * 7), state_version=1)
-            for i in range(500)
-        ]
+    make_timers(
+        tenant=tenant, status=TimerStatus.SCHEDULED, name_prefix="s",
+        fire_ats=[now + timedelta(seconds=30, milliseconds=i * 7) for i in range(500)],
     )
     def arm() -> int:
         armed = 0
-        while n := engine.timers_arm_due(horizon_end=now + timedelta(minutes=1), limit=40):
+        while n := services.timers_arm(horizon_end=now + timedelta(minutes=1), limit=40):
             armed += n
         return armed
 
@@ -256,14 +222,14 @@ def test_two_reconcilers_at_once_arm_each_timer_once(tenant: Tenant, broker: red
 
 
 def test_repair_publishes_a_tick_for_an_armed_timer_whose_tick_was_lost(tenant: Tenant, broker: redis.Redis) -> None:
-    timer = make_timer(tenant, in_=timedelta(seconds=5))
+    timer = schedule_timer(tenant=tenant, in_=timedelta(seconds=5))
     make_due(timer, ago=timedelta(seconds=10))
     broker.flushdb()  # the tick and its marker are gone
 
     report = engine.reconcile()
 
     assert report.repaired == 1
-    assert any(h["eta"] is None for h in queued_ticks(broker))
+    assert any(tick.eta is None for tick in queued_ticks(broker))
     engine.fire_due(bucket=None)
     timer.refresh_from_db()
     assert timer.status == TimerStatus.SETTLED
@@ -273,8 +239,8 @@ def test_repair_publishes_a_tick_for_an_armed_timer_whose_tick_was_lost(tenant: 
 def test_reconciler_republishes_ticks_lost_in_a_redis_flush_before_they_are_due(
     tenant: Tenant, broker: redis.Redis
 ) -> None:
-    make_timer(tenant, in_=timedelta(seconds=40))
-    make_timer(tenant, in_=timedelta(seconds=50))
+    schedule_timer(tenant=tenant, in_=timedelta(seconds=40))
+    schedule_timer(tenant=tenant, in_=timedelta(seconds=50))
     assert engine.reconcile().ticks_republished == 0  # markers present: nothing to do
     broker.flushdb()
 
@@ -287,44 +253,40 @@ def test_reconciler_republishes_ticks_lost_in_a_redis_flush_before_they_are_due(
 
 def test_reconcile_recovers_runs_stuck_past_their_lease_and_lost_retries(tenant: Tenant, broker: redis.Redis) -> None:
     now = timezone.now()
-    timer = Timer.objects.create(
-        tenant=tenant, name="r", status=TimerStatus.FIRED, duration_ms=1, created_at=now, fire_at=now, state_version=3
-    )
-    stuck = ActionRun.objects.create(timer=timer, action_id="a", kind="webhook", status=RunStatus.RUNNING,
-                                     lease_expires_at=now - timedelta(seconds=1))
-    lost = ActionRun.objects.create(timer=timer, action_id="b", kind="webhook", status=RunStatus.PENDING,
-                                    next_attempt_at=now - timedelta(minutes=1))
-    ActionRun.objects.create(timer=timer, action_id="c", kind="webhook", status=RunStatus.PENDING, next_attempt_at=None)
-    ActionRun.objects.create(timer=timer, action_id="d", kind="webhook", status=RunStatus.RUNNING,
-                             lease_expires_at=now + timedelta(minutes=5))
+    timer = make_timer(tenant=tenant, name="r", status=TimerStatus.FIRED, fire_at=now)
+    stuck = make_run(timer=timer, action_id="a", status=RunStatus.RUNNING, lease_expires_at=now - timedelta(seconds=1))
+    lost = make_run(timer=timer, action_id="b", next_attempt_at=now - timedelta(minutes=1))
+    make_run(timer=timer, action_id="c", next_attempt_at=None)
+    make_run(timer=timer, action_id="d", status=RunStatus.RUNNING, lease_expires_at=now + timedelta(minutes=5))
 
     report = engine.reconcile()
 
     assert report.runs_recovered == 2
-    published = [json.loads(raw)["headers"] for raw in broker.lrange("actions", 0, -1)]
-    assert sorted(h["argsrepr"] for h in published) == sorted([repr([str(stuck.id)]), repr([str(lost.id)])])
+    published = queued_tasks(broker, "actions")
+    assert {m.task for m in published} == {"actions.run_action"}
+    assert sorted(m.args[0] for m in published) == sorted([str(stuck.id), str(lost.id)])
 
 
 def test_illegal_transitions_are_refused(tenant: Tenant, broker: redis.Redis) -> None:
-    scheduled = make_timer(tenant, in_=timedelta(minutes=10))
-    assert services.timer_finish(timer_id=scheduled.pk, failed_actions=[]) is False  # not fired
+    scheduled = schedule_timer(tenant=tenant, in_=timedelta(minutes=10))
+    assert services.timers_settle(timer_ids=[scheduled.pk]) == []  # not fired
 
-    settled = make_timer(tenant, in_=timedelta(seconds=5))
+    settled = schedule_timer(tenant=tenant, in_=timedelta(seconds=5))
     make_due(settled)
-    engine.timers_claim_due(limit=10)
+    services.timers_fire(limit=10)
     settled.refresh_from_db()
     assert settled.status == TimerStatus.SETTLED
     again = services.timer_cancel(timer=settled, reason="too late", by="test")
     assert again.status == TimerStatus.SETTLED  # terminal: unchanged, no event
-    assert services.timer_finish(timer_id=settled.pk, failed_actions=["x"]) is False
+    assert services.timer_fail(timer_id=settled.pk, failed_actions=["x"]) is False
     assert event_kinds(settled) == ["created", "armed", "fired", "settled"]
 
-    with pytest.raises(Exception, match="timer_status_valid"):
+    with pytest.raises(IntegrityError, match="timer_status_valid"):
         Timer.objects.filter(pk=settled.pk).update(status="exploded")
 
 
 def test_reconcile_timers_command_prints_what_it_did(tenant: Tenant, broker: redis.Redis, capsys: Any) -> None:
-    make_timer(tenant, in_=timedelta(seconds=90))
+    schedule_timer(tenant=tenant, in_=timedelta(seconds=90))
     Timer.objects.update(fire_at=timezone.now() + timedelta(seconds=30))
 
     call_command("reconcile_timers")
@@ -337,7 +299,7 @@ def test_reconcile_timers_command_prints_what_it_did(tenant: Tenant, broker: red
 def test_a_tick_republished_after_running_early_is_not_duplicated_by_the_reconciler(
     tenant: Tenant, broker: redis.Redis
 ) -> None:
-    timer = make_timer(tenant, in_=timedelta(seconds=20))
+    timer = schedule_timer(tenant=tenant, in_=timedelta(seconds=20))
     broker.delete("timers")
     engine.fire_due(bucket=ticks.bucket_of(timer.fire_at))
     assert len(queued_ticks(broker)) == 1
@@ -366,12 +328,9 @@ def test_one_reconcile_pass_arms_a_backlog_larger_than_its_batch(
 ) -> None:
     settings.MINOOTS_RECONCILE_BATCH = 3
     now = timezone.now()
-    Timer.objects.bulk_create(
-        [
-            Timer(tenant=tenant, name=f"b{i}", status=TimerStatus.SCHEDULED, duration_ms=1, created_at=now,
-                  fire_at=now - timedelta(seconds=30) + timedelta(milliseconds=i), state_version=1)
-            for i in range(10)
-        ]
+    make_timers(
+        tenant=tenant, status=TimerStatus.SCHEDULED, name_prefix="b",
+        fire_ats=[now - timedelta(seconds=30) + timedelta(milliseconds=i) for i in range(10)],
     )
 
     report = engine.reconcile()

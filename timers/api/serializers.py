@@ -12,10 +12,10 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from actions.bundle import BundleError, iter_specs, parse_bundle
-from actions.runners import ParameterError, get_runner
+from actions.bundle import iter_specs, parse_bundle
+from actions.errors import ParameterError
+from actions.runners import get_runner
 from timers.durations import DurationError, parse_duration
-from timers.models import Timer, TimerEvent
 from timers.services import TimerSpec
 
 MAX_NAME = 200
@@ -197,9 +197,10 @@ class TimerCreateInput(StrictInput):
                 try:
                     get_runner(spec.kind).validate(spec.parameters, tenant_id=self.tenant_id)
                 except ParameterError as exc:
+                    # A runner names its parameter; the message names the action's path in the bundle.
                     where = f"{path}.kind" if exc.field == "kind" else f"{path}.parameters.{exc.field}"
-                    raise BundleError(where, f"(action '{spec.id}') {exc.message}") from exc
-        except BundleError as exc:
+                    raise ParameterError(where, f"(action '{spec.id}') {exc.message}") from exc
+        except ParameterError as exc:
             # Prefix with actionBundle's own key removed: the error handler adds the field name.
             raise serializers.ValidationError(f"{exc.field.removeprefix('actionBundle.')}: {exc.message}") from exc
         return value
@@ -262,47 +263,3 @@ class TimerCancelInput(StrictInput):
     reason = serializers.CharField(required=False, allow_blank=True, max_length=500)
     tenantId = serializers.CharField(required=False, max_length=64)
     requestedBy = serializers.CharField(required=False, max_length=200, allow_blank=True)
-
-
-class TimerOutput(serializers.ModelSerializer):
-    tenantId = serializers.CharField(source="tenant_id")
-    durationMs = serializers.IntegerField(source="duration_ms")
-    createdAt = serializers.DateTimeField(source="created_at")
-    fireAt = serializers.DateTimeField(source="fire_at")
-    requestedBy = serializers.CharField(source="requested_by")
-    actionBundle = serializers.JSONField(source="action_bundle")
-    agentBinding = serializers.JSONField(source="agent_binding")
-    firedAt = serializers.DateTimeField(source="fired_at")
-    settledAt = serializers.DateTimeField(source="settled_at")
-    cancelledAt = serializers.DateTimeField(source="cancelled_at")
-    cancelReason = serializers.SerializerMethodField()
-    cancelledBy = serializers.SerializerMethodField()
-    failureReason = serializers.SerializerMethodField()
-    stateVersion = serializers.IntegerField(source="state_version")
-    latenessMs = serializers.IntegerField(source="lateness_ms")
-
-    class Meta:
-        model = Timer
-        fields = [
-            "id", "tenantId", "name", "status", "durationMs", "createdAt", "fireAt", "requestedBy",
-            "metadata", "labels", "actionBundle", "agentBinding", "firedAt", "settledAt", "cancelledAt",
-            "cancelReason", "cancelledBy", "failureReason", "stateVersion", "latenessMs",
-        ]
-
-    def get_cancelReason(self, obj: Timer) -> str | None:
-        return obj.cancel_reason or None
-
-    def get_cancelledBy(self, obj: Timer) -> str | None:
-        return obj.cancelled_by or None
-
-    def get_failureReason(self, obj: Timer) -> str | None:
-        return obj.failure_reason or None
-
-
-class TimerEventOutput(serializers.ModelSerializer):
-    occurredAt = serializers.DateTimeField(source="occurred_at")
-    stateVersion = serializers.IntegerField(source="state_version")
-
-    class Meta:
-        model = TimerEvent
-        fields = ["id", "kind", "occurredAt", "stateVersion", "data"]

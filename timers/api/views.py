@@ -12,19 +12,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from actions import selectors as action_selectors
 from actions.serializers import ActionRunOutput
 from timers import selectors, services
 from timers.api import schema as _schema  # noqa: F401  (registers the OpenAPI auth extensions)
 from timers.api.parsers import SafeJSONParser
 from timers.api.principal import Principal
-from timers.api.serializers import (
-    TimerCancelInput,
-    TimerCreateInput,
-    TimerEventOutput,
-    TimerOutput,
-    parse_rfc3339,
-)
+from timers.api.serializers import TimerCancelInput, TimerCreateInput, parse_rfc3339
 from timers.models import Role, Tenant, Timer, TimerStatus
+from timers.serializers import TimerEventOutput, TimerOutput
 
 MAX_IDEMPOTENCY_KEY = 200
 
@@ -52,8 +48,9 @@ def _principal(request: Request) -> Principal:
     return principal
 
 
-def _get_timer_or_404(request: Request, timer_id: UUID) -> Timer:
-    timer = selectors.timer_get(tenant=_principal(request).tenant, timer_id=timer_id)
+def _get_timer_or_404(request: Request, timer_id: UUID, *, with_runs: bool = False) -> Timer:
+    get = action_selectors.timer_get_with_runs if with_runs else selectors.timer_get
+    timer = get(tenant=_principal(request).tenant, timer_id=timer_id)
     if timer is None:
         raise exceptions.NotFound(f"Timer {timer_id} not found")
     return timer
@@ -205,7 +202,7 @@ class TimerDetailApi(ApiView):
 
     @extend_schema(responses=TimerDetailOutput)
     def get(self, request: Request, timer_id: UUID) -> Response:
-        return Response(TimerDetailOutput(_get_timer_or_404(request, timer_id)).data)
+        return Response(TimerDetailOutput(_get_timer_or_404(request, timer_id, with_runs=True)).data)
 
 
 class TimerCancelApi(ApiView):

@@ -1,0 +1,303 @@
+"""Every change of ``ActionRun.status``: one function per transition, with its attempt rows,
+its timer event and its metric (see DESIGN.md "Scheduling" step 4).
+
+- ``runs_claim``: pending and due -> running, or running past its lease -> running again
+  (lease recovery: its worker died; the attempt it left open is closed as a transient
+  failure). One predicate, for single runs and batches alike.
+- ``runs_succeed``: running -> succeeded.
+- ``run_retry``: running -> pending with ``next_attempt_at`` (a transient failure).
+- ``run_fail``: running -> failed (permanent, or out of attempts).
+
+The outcome transitions apply only to runs this worker still holds (``running`` with the
+attempt number it claimed, row-locked here), so an outcome that arrives after another worker
+took the run over is dropped, never applied twice. Nothing else assigns ``ActionRun.status``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Q, Value
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from actions import queries
+from actions.bundle import ActionBundle, ActionSpec, RetryPolicy, iter_specs, parse_bundle
+from actions.errors import ParameterError
+from actions.models import ActionAttempt, ActionRun, AttemptOutcome, RunStatus
+from actions.queries import AttemptRecord
+from actions.services import runs_publish
+from timers import metrics
+from timers.services import timers_append_events
+
+log = logging.getLogger(__name__)
+
+OUTPUT_EXCERPT_CAP = 4 * 1024
+ERROR_CAP = 2000
+WORKER_LOST = "worker lost: the lease expired before the attempt finished"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A run this worker holds for attempt ``number`` (``attempt_id`` None: the lost attempt
+    of a dead worker was the last one allowed, so the run concludes without a new attempt)."""
+
+    run: ActionRun
+    number: int
+    attempt_id: int | None
+    bundle: ActionBundle
+    spec: ActionSpec | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt did, whatever the kind."""
+
+    succeeded: bool
+    permanent: bool = False
+    error: str = ""
+    summary: str = ""
+    retry_after: float | None = None
+    http_status: int | None = None
+    exit_code: int | None = None
+    output: str = ""
+
+
+@dataclass(frozen=True)
+class Finished:
+    """An attempt that ended, as ``runs_conclude`` takes it."""
+
+    claim: Claim
+    outcome: Outcome
+    seconds: float
+
+
+def lease_end() -> ExpressionWrapper:
+    """The one lease expression: the database's now() plus MINOOTS_ACTION_LEASE."""
+    return ExpressionWrapper(
+        Now() + Value(settings.MINOOTS_ACTION_LEASE, output_field=DurationField()), output_field=DateTimeField()
+    )
+
+
+def _claimable() -> Q:
+    return Q(status=RunStatus.PENDING, next_attempt_at__lte=Now()) | Q(
+        status=RunStatus.RUNNING, lease_expires_at__lt=Now()
+    )
+
+
+def spec_for(bundle: ActionBundle, action_id: str) -> ActionSpec | None:
+    return next((spec for _, spec in iter_specs(bundle) if spec.id == action_id), None)
+
+
+def excerpt(text: str, cap: int = OUTPUT_EXCERPT_CAP) -> str:
+    """At most ``cap`` bytes of UTF-8, cut on a character boundary."""
+    raw = text.encode()
+    if len(raw) <= cap:
+        return text
+    return raw[: cap - 12].decode(errors="ignore") + "\n[truncated]"
+
+
+def _stored_bundle(raw: Any) -> ActionBundle:
+    """The bundle of a claimed run's timer. It was valid when the runs were created (the fire
+    step fails a timer whose bundle is not); a row edited by hand since reads as empty."""
+    try:
+        return parse_bundle(raw)
+    except ParameterError:
+        return ActionBundle(actions=())
+
+
+# --- claim (and lease recovery) -------------------------------------------------------------
+
+
+def runs_claim(*, run_ids: Sequence[UUID]) -> list[Claim]:
+    """Claim the claimable runs of ``run_ids``, in that order; the others (claimed elsewhere,
+    not yet due, finished, unknown) are skipped, so a duplicate or early message is a no-op.
+
+    The attempt rows are written in the claim's transaction, so an attempt whose worker dies
+    stays visible, and the next claim closes it as a transient failure.
+    """
+    with transaction.atomic():
+        ids = list(
+            ActionRun.objects.select_for_update(skip_locked=True)
+            .filter(Q(pk__in=run_ids) & _claimable())
+            .values_list("pk", flat=True)
+        )
+        if not ids:
+            return []
+        ActionRun.objects.filter(pk__in=ids).update(
+            status=RunStatus.RUNNING, attempts=F("attempts") + 1, lease_expires_at=lease_end(), next_attempt_at=None
+        )
+        order = {run_id: i for i, run_id in enumerate(run_ids)}
+        runs = sorted(ActionRun.objects.select_related("timer").filter(pk__in=ids), key=lambda r: order[r.pk])
+        now = timezone.now()
+        lost = _close_lost_attempts(ids, now=now)
+        bundles: dict[UUID, ActionBundle] = {}
+        claims: list[Claim] = []
+        new_attempts: list[ActionAttempt] = []
+        for run in runs:
+            if run.timer_id not in bundles:
+                bundles[run.timer_id] = _stored_bundle(run.timer.action_bundle)
+            bundle = bundles[run.timer_id]
+            last_lost = lost.get(run.pk, 0)
+            if last_lost >= bundle.retry_policy.max_attempts:
+                # The lost attempt was the last one allowed: conclude without a new attempt.
+                ActionRun.objects.filter(pk=run.pk).update(attempts=last_lost)
+                run.attempts = last_lost
+                claims.append(Claim(run=run, number=last_lost, attempt_id=None, bundle=bundle, spec=spec_for(bundle, run.action_id)))
+                continue
+            new_attempts.append(ActionAttempt(run=run, number=run.attempts, started_at=now))
+        created = {a.run_id: a for a in ActionAttempt.objects.bulk_create(new_attempts)}
+        for run in runs:
+            if run.pk in created:
+                bundle = bundles[run.timer_id]
+                claims.append(
+                    Claim(run=run, number=run.attempts, attempt_id=created[run.pk].pk, bundle=bundle,
+                          spec=spec_for(bundle, run.action_id))
+                )
+    claims.sort(key=lambda c: order[c.run.pk])
+    return claims
+
+
+def _close_lost_attempts(run_ids: Sequence[UUID], *, now: datetime) -> dict[UUID, int]:
+    """Close the attempts dead workers left open on these runs; return run -> last lost number."""
+    open_attempts = ActionAttempt.objects.filter(run_id__in=run_ids, finished_at__isnull=True)
+    lost: dict[UUID, int] = {}
+    for run_id, number in open_attempts.values_list("run_id", "number"):
+        lost[run_id] = max(number, lost.get(run_id, 0))
+    if lost:
+        open_attempts.update(finished_at=now, outcome=AttemptOutcome.TRANSIENT, error=WORKER_LOST)
+    return lost
+
+
+def run_renew_lease(claim: Claim) -> bool:
+    """Extend the run's lease from now, if this worker still holds it (each attempt of a batch
+    starts with a full lease, so the reconciler never hands a running run to another worker)."""
+    return bool(
+        ActionRun.objects.filter(pk=claim.run.pk, status=RunStatus.RUNNING, attempts=claim.number).update(
+            lease_expires_at=lease_end()
+        )
+    )
+
+
+# --- outcomes ---------------------------------------------------------------------------------
+
+
+def runs_held(finished: Sequence[Finished]) -> list[Finished]:
+    """Lock the runs still held by these claims and return their outcomes (call in a transaction).
+
+    A run whose lease expired and that another worker took over belongs to its new owner: its
+    outcome here is stale and dropped.
+    """
+    current = dict(
+        ActionRun.objects.select_for_update()
+        .filter(pk__in=[f.claim.run.pk for f in finished], status=RunStatus.RUNNING)
+        .order_by("pk")
+        .values_list("pk", "attempts")
+    )
+    held = [f for f in finished if current.get(f.claim.run.pk) == f.claim.number]
+    if len(held) != len(finished):
+        log.warning("stale action outcomes ignored", extra={"event": "action", "count": len(finished) - len(held)})
+    return held
+
+
+def attempts_record(finished: Sequence[Finished], *, at: datetime) -> None:
+    """Close the attempt rows of these outcomes (the recording boundary for every path)."""
+    queries.attempts_close(
+        [
+            AttemptRecord(
+                attempt_id=f.claim.attempt_id,
+                outcome=(
+                    AttemptOutcome.SUCCEEDED if f.outcome.succeeded
+                    else AttemptOutcome.PERMANENT if f.outcome.permanent else AttemptOutcome.TRANSIENT
+                ),
+                http_status=f.outcome.http_status,
+                exit_code=f.outcome.exit_code,
+                duration_ms=max(0, int(f.seconds * 1000)),
+                error=f.outcome.error[:ERROR_CAP],
+                output_excerpt=excerpt(f.outcome.output),
+            )
+            for f in finished
+            if f.claim.attempt_id is not None
+        ],
+        at=at,
+    )
+
+
+def event_data(claim: Claim, outcome: Outcome, **extra: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {"runId": str(claim.run.pk), "actionId": claim.run.action_id, "attempt": claim.number}
+    if outcome.http_status is not None:
+        data["httpStatus"] = outcome.http_status
+    if outcome.exit_code is not None:
+        data["exitCode"] = outcome.exit_code
+    if outcome.error:
+        data["error"] = outcome.error[:500]
+    return {**data, **extra}
+
+
+def runs_succeed(held: Sequence[Finished], *, at: datetime) -> None:
+    """running -> succeeded for held runs (see ``runs_held``); events ``action.succeeded``."""
+    groups: dict[tuple[str, int], list[UUID]] = defaultdict(list)
+    for f in held:
+        groups[(f.outcome.summary[:500], f.claim.number)].append(f.claim.run.pk)
+    for (summary, number), run_ids in groups.items():  # usually one: ("HTTP 200", 1)
+        ActionRun.objects.filter(pk__in=run_ids, status=RunStatus.RUNNING, attempts=number).update(
+            status=RunStatus.SUCCEEDED, finished_at=at, lease_expires_at=None, last_error="", result_summary=summary
+        )
+    timers_append_events(
+        events=[
+            (f.claim.run.timer_id, "action.succeeded", event_data(f.claim, f.outcome, summary=f.outcome.summary[:200]))
+            for f in held
+        ],
+        at=at,
+    )
+    _count_on_commit(held, "success")
+
+
+def run_retry(held: Finished, *, retry_at: datetime) -> None:
+    """running -> pending, due at ``retry_at``; published with that ETA after commit when it is
+    within the arm horizon (later ones are the reconciler's, once due)."""
+    claim, outcome = held.claim, held.outcome
+    ActionRun.objects.filter(pk=claim.run.pk, status=RunStatus.RUNNING, attempts=claim.number).update(
+        status=RunStatus.PENDING, next_attempt_at=retry_at, lease_expires_at=None, last_error=outcome.error[:ERROR_CAP]
+    )
+    timers_append_events(
+        events=[(claim.run.timer_id, "action.retrying", event_data(claim, outcome, nextAttemptAt=retry_at.isoformat()))]
+    )
+    if retry_at <= timezone.now() + settings.MINOOTS_ARM_HORIZON:
+        run_ids = [claim.run.pk]
+        transaction.on_commit(lambda: runs_publish(run_ids, eta=retry_at))
+    _count_on_commit([held], "retry")
+
+
+def run_fail(held: Finished, *, at: datetime) -> None:
+    """running -> failed (a permanent failure, or the last attempt allowed)."""
+    claim, outcome = held.claim, held.outcome
+    ActionRun.objects.filter(pk=claim.run.pk, status=RunStatus.RUNNING, attempts=claim.number).update(
+        status=RunStatus.FAILED, finished_at=at, lease_expires_at=None, last_error=outcome.error[:ERROR_CAP]
+    )
+    timers_append_events(events=[(claim.run.timer_id, "action.failed", event_data(claim, outcome))], at=at)
+    _count_on_commit([held], "failed")
+
+
+def _count_on_commit(finished: Sequence[Finished], outcome: str) -> None:
+    samples = [(f.claim.run.kind, f.seconds) for f in finished]
+
+    def count() -> None:
+        for kind, seconds in samples:
+            metrics.action_attempt(kind, outcome, seconds)
+
+    if samples:
+        transaction.on_commit(count)
+
+
+def retry_policy_allows(policy: RetryPolicy, claim: Claim, outcome: Outcome) -> bool:
+    """Whether a failed attempt is followed by another."""
+    return not outcome.permanent and claim.number < policy.max_attempts

@@ -1,0 +1,211 @@
+"""The raw-SQL fast paths of the timers domain, each beside the plain twin SQLite runs.
+
+Only the transitions in ``timers.services`` call these; each statement does one thing
+(claims, arms, or finishes) and returns the rows it changed, so the service writes the
+events and counts the metrics. The SQL interpolates only model table names and a fixed
+locking clause, never input.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from django.db import connection
+from django.utils import timezone
+
+from timers.models import Timer, TimerEvent
+from timers.ports import ClaimedTimer
+
+
+@dataclass(frozen=True)
+class EventRow:
+    timer_id: UUID
+    kind: str
+    occurred_at: datetime
+    state_version: int
+    data: dict[str, Any]
+
+
+def is_postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def _lock_clause() -> str:
+    return "FOR UPDATE SKIP LOCKED" if is_postgres() else ""
+
+
+def _db_datetime(moment: datetime) -> Any:
+    """A datetime in the form the backend stores (SQLite keeps naive UTC text)."""
+    return connection.ops.adapt_datetimefield_value(moment)
+
+
+def _db_id(timer_id: UUID) -> Any:
+    """A timer id as the backend stores it (SQLite: 32 hex digits)."""
+    return Timer._meta.pk.get_db_prep_value(timer_id, connection)
+
+
+def _as_uuid(value: Any) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
+def _as_datetime(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if timezone.is_aware(value) else value.replace(tzinfo=UTC)
+    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+
+
+def _as_json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def lateness_ms(*, fire_at: datetime, fired_at: datetime) -> int:
+    """Whole milliseconds from ``fire_at`` to ``fired_at`` (never negative), exactly."""
+    return max(0, (fired_at - fire_at) // timedelta(milliseconds=1))
+
+
+# --- claim: armed -> fired --------------------------------------------------------------------
+
+
+def claim_due(*, limit: int) -> list[ClaimedTimer]:
+    """armed -> fired for up to ``limit`` due timers, oldest first; nothing else.
+
+    Postgres: one conditional UPDATE with ``SKIP LOCKED`` on the database clock, so a timer is
+    claimed once whatever the number of ticks, workers or reconcilers. SQLite serialises
+    writers (IMMEDIATE transactions), so a read then guarded updates are as safe; ``fired_at``
+    and the lateness both come from one reading of the clock there too.
+    """
+    return _claim_due_postgres(limit) if is_postgres() else _claim_due_sqlite(limit)
+
+
+def _claim_due_postgres(limit: int) -> list[ClaimedTimer]:
+    table = Timer._meta.db_table
+    with connection.cursor() as cur:
+        cur.execute(
+            f"""
+            WITH due AS (
+                SELECT id FROM {table}
+                 WHERE status = 'armed' AND fire_at <= statement_timestamp()
+                 ORDER BY fire_at LIMIT %s FOR UPDATE SKIP LOCKED
+            )
+            UPDATE {table} t
+               SET status = 'fired',
+                   fired_at = statement_timestamp(),
+                   state_version = t.state_version + 1,
+                   lateness_ms = GREATEST(0, FLOOR(EXTRACT(EPOCH FROM (statement_timestamp() - t.fire_at)) * 1000))::bigint
+              FROM due
+             WHERE t.id = due.id AND t.status = 'armed'
+            RETURNING t.id, t.tenant_id, t.fire_at, t.fired_at, t.lateness_ms, t.state_version, t.action_bundle
+            """,
+            [limit],
+        )
+        rows = cur.fetchall()
+    return [
+        ClaimedTimer(
+            id=_as_uuid(r[0]), tenant_id=r[1], fire_at=_as_datetime(r[2]), fired_at=_as_datetime(r[3]),
+            lateness_ms=int(r[4]), state_version=int(r[5]), action_bundle=_as_json(r[6]),
+        )
+        for r in rows
+    ]
+
+
+def _claim_due_sqlite(limit: int) -> list[ClaimedTimer]:
+    table = Timer._meta.db_table
+    now = timezone.now()
+    with connection.cursor() as cur:
+        cur.execute(
+            f"SELECT id, tenant_id, fire_at, state_version, action_bundle FROM {table}"
+            " WHERE status = 'armed' AND fire_at <= %s ORDER BY fire_at LIMIT %s",
+            [_db_datetime(now), limit],
+        )
+        due = [
+            ClaimedTimer(
+                id=_as_uuid(r[0]), tenant_id=r[1], fire_at=_as_datetime(r[2]), fired_at=now,
+                lateness_ms=lateness_ms(fire_at=_as_datetime(r[2]), fired_at=now), state_version=int(r[3]) + 1,
+                action_bundle=_as_json(r[4]),
+            )
+            for r in cur.fetchall()
+        ]
+        if due:
+            cur.executemany(
+                f"UPDATE {table} SET status = 'fired', fired_at = %s, lateness_ms = %s,"
+                " state_version = state_version + 1 WHERE id = %s AND status = 'armed'",
+                [(_db_datetime(now), c.lateness_ms, _db_id(c.id)) for c in due],
+            )
+    return due
+
+
+# --- arm: scheduled -> armed --------------------------------------------------------------------
+
+
+def arm_due(*, horizon_end: datetime, limit: int) -> list[tuple[UUID, datetime, int]]:
+    """scheduled -> armed for up to ``limit`` timers due before ``horizon_end``: (id, fire_at, state_version)."""
+    table = Timer._meta.db_table
+    with connection.cursor() as cur:
+        cur.execute(
+            f"""
+            UPDATE {table} SET status = 'armed', state_version = state_version + 1
+             WHERE id IN (SELECT id FROM {table}
+                           WHERE status = 'scheduled' AND fire_at <= %s
+                           ORDER BY fire_at LIMIT %s {_lock_clause()})
+            RETURNING id, fire_at, state_version
+            """,
+            [_db_datetime(horizon_end), limit],
+        )
+        rows = cur.fetchall()
+    return [(_as_uuid(r[0]), _as_datetime(r[1]), int(r[2])) for r in rows]
+
+
+# --- finish: fired -> settled / failed ----------------------------------------------------------
+
+
+def finish_fired(
+    *, timer_ids: Sequence[UUID], status: str, at: datetime, failure_reason: str
+) -> list[tuple[UUID, str, int]]:
+    """fired -> ``status`` for those of ``timer_ids`` still fired: (id, tenant_id, state_version)."""
+    if not timer_ids:
+        return []
+    table = Timer._meta.db_table
+    marks = ", ".join(["%s"] * len(timer_ids))
+    with connection.cursor() as cur:
+        cur.execute(
+            f"""
+            UPDATE {table} SET status = %s, settled_at = %s, failure_reason = %s, state_version = state_version + 1
+             WHERE status = 'fired' AND id IN ({marks})
+            RETURNING id, tenant_id, state_version
+            """,
+            [status, _db_datetime(at), failure_reason, *(_db_id(t) for t in timer_ids)],
+        )
+        rows = cur.fetchall()
+    return [(_as_uuid(r[0]), r[1], int(r[2])) for r in rows]
+
+
+# --- events ------------------------------------------------------------------------------------
+
+
+def insert_events(rows: Sequence[EventRow]) -> None:
+    """Append event rows; one multi-row INSERT on Postgres (bulk_create builds a model per row)."""
+    if not rows:
+        return
+    if not is_postgres():
+        TimerEvent.objects.bulk_create(
+            [
+                TimerEvent(timer_id=r.timer_id, kind=r.kind, occurred_at=r.occurred_at, state_version=r.state_version, data=r.data)
+                for r in rows
+            ]
+        )
+        return
+    from psycopg2.extras import execute_values  # only importable where the Postgres driver is installed
+
+    with connection.cursor() as cur:
+        execute_values(
+            cur.cursor,
+            f"INSERT INTO {TimerEvent._meta.db_table} (timer_id, kind, occurred_at, state_version, data) VALUES %s",
+            [(str(r.timer_id), r.kind, r.occurred_at, r.state_version, json.dumps(r.data)) for r in rows],
+            template="(%s::uuid, %s, %s, %s, %s::jsonb)",
+            page_size=1000,
+        )

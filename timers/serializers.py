@@ -1,0 +1,66 @@
+"""The timer's JSON form (camelCase on the wire), for the API and for webhook bodies alike.
+
+It lives in the domain, below the API, so workers render a timer without importing
+``timers.api``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from rest_framework import serializers
+from rest_framework.renderers import JSONRenderer
+
+from timers.models import Timer, TimerEvent
+
+
+class TimerOutput(serializers.ModelSerializer[Timer]):
+    tenantId = serializers.CharField(source="tenant_id")
+    durationMs = serializers.IntegerField(source="duration_ms")
+    createdAt = serializers.DateTimeField(source="created_at")
+    fireAt = serializers.DateTimeField(source="fire_at")
+    requestedBy = serializers.CharField(source="requested_by")
+    actionBundle = serializers.JSONField(source="action_bundle")
+    agentBinding = serializers.JSONField(source="agent_binding")
+    firedAt = serializers.DateTimeField(source="fired_at")
+    settledAt = serializers.DateTimeField(source="settled_at")
+    cancelledAt = serializers.DateTimeField(source="cancelled_at")
+    cancelReason = serializers.SerializerMethodField()
+    cancelledBy = serializers.SerializerMethodField()
+    failureReason = serializers.SerializerMethodField()
+    stateVersion = serializers.IntegerField(source="state_version")
+    latenessMs = serializers.IntegerField(source="lateness_ms")
+
+    class Meta:
+        model = Timer
+        fields = [
+            "id", "tenantId", "name", "status", "durationMs", "createdAt", "fireAt", "requestedBy",
+            "metadata", "labels", "actionBundle", "agentBinding", "firedAt", "settledAt", "cancelledAt",
+            "cancelReason", "cancelledBy", "failureReason", "stateVersion", "latenessMs",
+        ]
+
+    def get_cancelReason(self, obj: Timer) -> str | None:
+        return obj.cancel_reason or None
+
+    def get_cancelledBy(self, obj: Timer) -> str | None:
+        return obj.cancelled_by or None
+
+    def get_failureReason(self, obj: Timer) -> str | None:
+        return obj.failure_reason or None
+
+
+class TimerEventOutput(serializers.ModelSerializer[TimerEvent]):
+    occurredAt = serializers.DateTimeField(source="occurred_at")
+    stateVersion = serializers.IntegerField(source="state_version")
+
+    class Meta:
+        model = TimerEvent
+        fields = ["id", "kind", "occurredAt", "stateVersion", "data"]
+
+
+def timers_wire(timers: Sequence[Timer]) -> list[dict[str, Any]]:
+    """The timers' JSON form as plain JSON values (what the API would answer), in one pass."""
+    rendered: list[dict[str, Any]] = json.loads(JSONRenderer().render(TimerOutput(timers, many=True).data))
+    return rendered
