@@ -28,6 +28,7 @@ test: lint
 
 lint: dev-venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/mypy minoots_project timers actions
 
 bench: dev-venv
