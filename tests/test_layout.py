@@ -1,0 +1,53 @@
+"""The code keeps the promise of timers/models.py and actions/transitions.py: each status
+change has one home. A new writer of a status anywhere else fails here, naming the line."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+APP_PACKAGES = ("timers", "actions", "minoots_project", "integrations")
+# The only modules that may write a status: the transition functions and their raw SQL.
+OWNERS = {"timers/services.py", "timers/queries.py", "actions/transitions.py"}
+WRITES = {"update", "create", "bulk_create", "bulk_update", "get_or_create", "update_or_create"}
+
+
+def _sources() -> list[Path]:
+    return [
+        p for package in APP_PACKAGES for p in (ROOT / package).rglob("*.py") if "migrations" not in p.parts
+    ]
+
+
+def status_writes(path: Path, root: Path = ROOT) -> list[str]:
+    """Lines of ``path`` that write a ``status``: an ORM write with a ``status=`` keyword, an
+    assignment to ``<x>.status``, or SQL text that sets a status."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in WRITES:
+            if any(k.arg == "status" for k in node.keywords):
+                found.append(f"{path.relative_to(root)}:{node.lineno}")
+        elif isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Attribute) and t.attr == "status" for t in targets):
+                found.append(f"{path.relative_to(root)}:{node.lineno}")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "set status" in node.value.lower():
+            found.append(f"{path.relative_to(root)}:{node.lineno}")
+    return sorted(found, key=lambda w: int(w.rpartition(":")[2]))
+
+
+def test_only_the_transition_modules_write_a_timer_or_run_status() -> None:
+    writers = [w for p in _sources() if str(p.relative_to(ROOT)) not in OWNERS for w in status_writes(p)]
+    assert writers == [], "status written outside timers.services / timers.queries / actions.transitions"
+
+
+def test_the_check_finds_a_status_written_elsewhere(tmp_path: Path) -> None:
+    rogue = tmp_path / "rogue.py"
+    rogue.write_text(
+        "def f(qs, t, cur):\n"
+        "    qs.update(status='fired')\n"
+        "    t.status = 'settled'\n"
+        "    cur.execute(\"UPDATE timers_timer SET status = 'armed'\")\n"
+    )
+    assert status_writes(rogue, root=tmp_path) == ["rogue.py:2", "rogue.py:3", "rogue.py:4"]
