@@ -42,6 +42,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
@@ -130,8 +131,6 @@ def attempt_run(claim: Claim, *, timer_json: dict[str, Any] | None = None) -> Ou
             http_status=exc.http_status, exit_code=exc.exit_code, output=exc.output,
         )
     except Exception as exc:
-        from celery.exceptions import SoftTimeLimitExceeded  # only raised inside a worker
-
         if isinstance(exc, SoftTimeLimitExceeded):
             return Outcome(succeeded=False, error="the worker's time limit interrupted the attempt")
         # A bug or an unforeseen condition: retrying blindly would repeat it.

@@ -20,6 +20,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from minoots_project.celery import app
 from timers.metrics import render_latest
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,6 @@ def check_migrations() -> str | None:
 
 def check_broker() -> str | None:
     """None when the Celery broker accepts a connection within MINOOTS_READYZ_TIMEOUT."""
-    from minoots_project.celery import app
-
     timeout = settings.MINOOTS_READYZ_TIMEOUT
     try:
         with app.connection_for_write(connect_timeout=timeout) as conn:
