@@ -17,7 +17,7 @@ class QueuedTask(NamedTuple):
     eta: datetime | None
 
 
-def decode_message(raw: bytes) -> QueuedTask:
+def decode_message(raw: bytes | str) -> QueuedTask:
     """One message as kombu's Redis transport stores it: a JSON envelope whose ``body`` is the
     base64 of the serialized Celery protocol 2 body ``[args, kwargs, embed]``; the task name and
     the ETA travel in the headers. ``argsrepr`` is a display string (truncated, ``repr`` quoting),

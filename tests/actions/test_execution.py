@@ -150,7 +150,7 @@ def test_retry_schedule_follows_the_policy_until_attempts_are_exhausted(
         started = timezone.now()
         execute_next(timer)
         run = runs(timer)["a"]
-        assert run.status == RunStatus.PENDING
+        assert run.status == RunStatus.PENDING and run.next_attempt_at is not None
         delays.append((run.next_attempt_at - started).total_seconds())
 
     # 10 s, 30 s, 90 s, each within the ±20 % jitter.
@@ -191,7 +191,7 @@ def test_retry_due_within_the_horizon_is_published_with_its_eta(
     run.refresh_from_db()
     [(run_id, eta)] = queued_runs(broker)
     assert run_id == str(run.pk)
-    assert eta is not None
+    assert eta is not None and run.next_attempt_at is not None
     assert abs((eta - run.next_attempt_at).total_seconds()) < 0.01
 
 

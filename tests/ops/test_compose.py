@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import re
+import runpy
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,18 @@ def conditions(service: dict[str, Any]) -> dict[str, str]:
     return {name: spec["condition"] for name, spec in service["depends_on"].items()}
 
 
+def dockerfile_env() -> dict[str, str]:
+    """The variables the Dockerfile's ENV instructions set (``ENV A=1 \\`` continuation lines)."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    env: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("ENV "):
+            for part in shlex.split(line[4:]):
+                name, _, value = part.partition("=")
+                env[name] = value
+    return env
+
+
 def documented_variables() -> set[str]:
     text = (ROOT / ".env.example").read_text()
     return set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", text, re.M))
@@ -65,7 +79,9 @@ def test_postgres_is_16_with_a_volume_and_a_health_check(compose: dict[str, Any]
 def test_redis_is_7_with_a_health_check(services: dict[str, Any]) -> None:
     redis = services["redis"]
     assert redis["image"].startswith("redis:7")
-    assert redis["healthcheck"]["test"][-2:] == ["redis-cli", "ping"] or "ping" in str(redis["healthcheck"]["test"])
+    # Exec form, so the container's redis-cli itself is run and its exit status is the health.
+    test = redis["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "redis-cli"] and test[-1] == "ping", test
 
 
 def test_app_services_share_one_image_and_read_dotenv(services: dict[str, Any]) -> None:
@@ -104,8 +120,16 @@ def test_web_runs_gunicorn_on_the_project_wsgi_with_its_config_and_a_healthz_che
     assert argv[0] == "gunicorn"
     config = option(argv, "-c", "--config")
     assert config.startswith("python:")
-    conf = importlib.import_module(config.removeprefix("python:"))
-    assert conf.bind.endswith(":8000") or conf.bind.startswith("0.0.0.0:")
+    # With the image's ENV (not the caller's), gunicorn listens on every interface at the published port.
+    spec = importlib.util.find_spec(config.removeprefix("python:"))
+    assert spec is not None and spec.origin is not None
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("BIND_HOST", "PORT"):
+            mp.delenv(name, raising=False)
+        for name, value in dockerfile_env().items():
+            mp.setenv(name, value)
+        conf = runpy.run_path(spec.origin)
+    assert conf["bind"] == "0.0.0.0:8000"
     assert importlib.util.find_spec("whitenoise") is not None  # static files without the debug server
     wsgi_module, _, attr = argv[-1].partition(":")
     assert callable(getattr(importlib.import_module(wsgi_module), attr or "application"))

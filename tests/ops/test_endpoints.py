@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import socket
+import logging
 from typing import Any
 
 import pytest
 import requests
 from django.test import Client
+from prometheus_client import REGISTRY
 
 from minoots_project.health import metrics_allowed
-from tests.processes import PYTHON, Processes, free_port, service_env
+from tests.assertions import assert_error
+from tests.net import free_port
+from tests.processes import PYTHON, Processes, service_env
 from timers import metrics
 from timers.models import Tenant
-
-
-def closed_port() -> int:
-    """A local port nobody listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_healthz_answers_without_credentials_or_database() -> None:
@@ -40,7 +36,7 @@ def test_readyz_is_ready_when_database_migrations_and_broker_are_fine() -> None:
 @pytest.mark.e2e
 def test_readyz_names_the_broker_when_it_is_unreachable(processes: Processes) -> None:
     port = free_port()
-    env = service_env(processes.workdir / "data", CELERY_BROKER_URL=f"redis://127.0.0.1:{closed_port()}/0", PORT=str(port))
+    env = service_env(processes.workdir / "data", CELERY_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0", PORT=str(port))
     processes.start(
         "web", [PYTHON, "-m", "gunicorn", "-c", "python:minoots_project.gunicorn_conf", "minoots_project.wsgi"],
         env=env, ready="Booting worker",
@@ -49,9 +45,8 @@ def test_readyz_names_the_broker_when_it_is_unreachable(processes: Processes) ->
     assert requests.get(f"{base}/healthz", timeout=10).status_code == 200  # liveness ignores the broker
 
     response = requests.get(f"{base}/readyz", timeout=10)
-    assert response.status_code == 503
+    body = assert_error(response, 503)
     assert response.headers["Retry-After"]
-    body = response.json()
     assert body["message"] == "Not ready: broker down"
     assert body["details"]["down"] == ["broker"]
     assert body["details"]["checks"]["database"] == "ok"
@@ -86,9 +81,7 @@ def test_metrics_from_loopback_list_the_minoots_families(tenant: Tenant) -> None
 
 @pytest.mark.django_db
 def test_metrics_from_another_host_are_refused_without_a_token() -> None:
-    response = Client(REMOTE_ADDR="10.1.2.3").get("/metrics")
-    assert response.status_code == 403
-    assert "message" in response.json()
+    assert_error(Client(REMOTE_ADDR="10.1.2.3").get("/metrics"), 403, contains="MINOOTS_METRICS_TOKEN")
 
 
 @pytest.mark.django_db
@@ -118,8 +111,24 @@ def test_metrics_access_rule(authorization: str, remote: str, token: str, allowe
     assert metrics_allowed(authorization=authorization, remote_addr=remote, token=token) is allowed
 
 
-def test_unknown_timer_event_is_ignored_not_raised() -> None:
-    metrics.timer_transition("acme", "exploded")
+def _timer_samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in REGISTRY.collect()
+        if family.name.startswith("minoots_timers_")
+        for sample in family.samples
+    }
+
+
+def test_unknown_timer_event_is_logged_and_counts_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    metrics.timer_transition("acme", "created")  # the tenant's series exist before the call
+    before = _timer_samples()
+
+    with caplog.at_level(logging.WARNING, logger="timers.metrics"):
+        metrics.timer_transition("acme", "exploded")
+
+    assert _timer_samples() == before  # no series changed, none appeared
+    assert [r.getMessage() for r in caplog.records] == ["unknown timer metric event 'exploded'"]
 
 
 def test_metrics_through_a_reverse_proxy_on_loopback_are_refused_without_a_token() -> None:

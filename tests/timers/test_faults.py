@@ -13,34 +13,17 @@ from typing import Any
 import pytest
 import redis
 import requests
-from django.conf import settings
 from django.utils import timezone
 
 from tests.concurrency import run_in_threads
+from tests.factories import schedule_timers
 from tests.processes import Processes, wait_for
 from timers import services, ticks
 from timers.models import Tenant, Timer, TimerEvent, TimerStatus
-from timers.services import Conflict, TimerSpec
+from timers.services import Conflict
 from timers.tasks import fire_due
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
-
-
-@pytest.fixture
-def broker() -> redis.Redis:
-    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    client.flushdb()
-    return client
-
-
-def create_timers(tenant: Tenant, count: int, *, in_: timedelta) -> list[Timer]:
-    fire_at = timezone.now() + in_
-    return [
-        services.timer_create(
-            tenant=tenant, spec=TimerSpec(name=f"f{i}", fire_at=fire_at, duration_ms=int(in_.total_seconds() * 1000))
-        )[0]
-        for i in range(count)
-    ]
 
 
 def fired_counts() -> Counter[Any]:
@@ -62,7 +45,7 @@ def assert_all_settle_firing_once(timers: list[Timer], *, timeout: float, what: 
 
 
 def test_timers_fire_once_after_redis_loses_every_message(tenant: Tenant, broker: redis.Redis, processes: Processes) -> None:
-    timers = create_timers(tenant, 30, in_=timedelta(seconds=4))
+    timers = schedule_timers(tenant=tenant, count=30, in_=timedelta(seconds=4))
     assert broker.llen("timers") >= 1
     broker.flushdb()  # messages and tick markers gone, as after a Redis restart without persistence
 
@@ -75,7 +58,7 @@ def test_timers_fire_once_after_redis_loses_every_message(tenant: Tenant, broker
 def test_worker_killed_during_a_burst_loses_no_timer_and_fires_none_twice(
     tenant: Tenant, broker: redis.Redis, processes: Processes
 ) -> None:
-    timers = create_timers(tenant, 1500, in_=timedelta(seconds=3))
+    timers = schedule_timers(tenant=tenant, count=1500, in_=timedelta(seconds=3))
     worker = processes.worker("doomed")
 
     wait_for(lambda: TimerEvent.objects.filter(kind="fired").exists(), timeout=30, what="the burst to start")
@@ -91,7 +74,7 @@ def test_two_beats_never_fire_a_timer_twice(tenant: Tenant, broker: redis.Redis,
     settings.MINOOTS_ARM_HORIZON = timedelta(seconds=1)
     env = {"MINOOTS_ARM_HORIZON": "2s"}
     processes.env.update(env)
-    timers = create_timers(tenant, 40, in_=timedelta(seconds=5))
+    timers = schedule_timers(tenant=tenant, count=40, in_=timedelta(seconds=5))
     assert Timer.objects.filter(status=TimerStatus.SCHEDULED).count() == 40  # left to the reconcilers
 
     processes.worker()
@@ -108,7 +91,7 @@ def test_timers_overdue_while_beat_was_stopped_fire_once_when_it_returns(
 ) -> None:
     settings.MINOOTS_ARM_HORIZON = timedelta(seconds=1)
     processes.env.update({"MINOOTS_ARM_HORIZON": "1s"})
-    timers = create_timers(tenant, 10, in_=timedelta(seconds=2))
+    timers = schedule_timers(tenant=tenant, count=10, in_=timedelta(seconds=2))
     processes.worker()
 
     wait_for(lambda: timezone.now() > timers[0].fire_at + timedelta(seconds=2), timeout=10, what="fireAt to pass")
@@ -117,11 +100,11 @@ def test_timers_overdue_while_beat_was_stopped_fire_once_when_it_returns(
     processes.beat()
     assert_all_settle_firing_once(timers, timeout=30, what="overdue timers to fire")
     # Missed-run policy: they fire as soon as possible, with their true lateness recorded.
-    assert all(t.lateness_ms >= 2000 for t in Timer.objects.filter(pk__in=[t.pk for t in timers]))
+    assert all((t.lateness_ms or 0) >= 2000 for t in Timer.objects.filter(pk__in=[t.pk for t in timers]))
 
 
 def test_duplicate_and_early_ticks_fire_a_timer_once(tenant: Tenant, broker: redis.Redis, processes: Processes) -> None:
-    timers = create_timers(tenant, 5, in_=timedelta(seconds=3))
+    timers = schedule_timers(tenant=tenant, count=5, in_=timedelta(seconds=3))
     bucket = ticks.bucket_of(timers[0].fire_at)
     for _ in range(3):  # duplicates of the real tick
         fire_due.apply_async(kwargs={"bucket": bucket}, eta=timers[0].fire_at)
@@ -134,30 +117,33 @@ def test_duplicate_and_early_ticks_fire_a_timer_once(tenant: Tenant, broker: red
 def test_cancels_racing_the_claim_either_win_or_get_a_conflict(
     tenant: Tenant, broker: redis.Redis, processes: Processes
 ) -> None:
-    timers = create_timers(tenant, 60, in_=timedelta(seconds=3))
+    timers = schedule_timers(tenant=tenant, count=60, in_=timedelta(seconds=3))
     processes.worker()
-    outcomes: dict[Any, str] = {}
+    # What each cancel call told its caller: the status it returned, or "conflict".
+    answers: dict[Any, str] = {}
 
     def cancel_around_fire_time() -> None:
         wait_for(lambda: timezone.now() >= timers[0].fire_at - timedelta(milliseconds=20), timeout=10)
         for t in timers:
             try:
-                services.timer_cancel(timer=Timer.objects.get(pk=t.pk), reason="race", by="test")
-                outcomes[t.pk] = "cancelled"
+                answers[t.pk] = services.timer_cancel(timer=Timer.objects.get(pk=t.pk), reason="race", by="test").status
             except Conflict:
-                outcomes[t.pk] = "conflict"
+                answers[t.pk] = "conflict"
 
     run_in_threads(cancel_around_fire_time, timeout=30)
 
     wait_for(lambda: not Timer.objects.filter(status__in=["armed", "fired"]).exists(), timeout=30, what="quiescence")
     counts = fired_counts()
+    assert set(answers) == {t.pk for t in timers}
     for t in Timer.objects.filter(pk__in=[t.pk for t in timers]):
         if t.status == TimerStatus.CANCELLED:
-            assert counts[t.pk] == 0
+            # The cancel won: its caller was told so, and the timer never fired.
+            assert (answers[t.pk], counts[t.pk]) == (TimerStatus.CANCELLED, 0)
         else:
+            # The claim won: the timer fired once, and the cancel was refused while it was fired
+            # (409) or returned it settled and unchanged; it was never reported as cancelled.
             assert t.status == TimerStatus.SETTLED and counts[t.pk] == 1
-            # A cancel that found it fired or settled never changed it.
-            assert outcomes.get(t.pk) in ("conflict", "cancelled", None)
+            assert answers[t.pk] in ("conflict", TimerStatus.SETTLED)
             assert t.cancelled_at is None
 
 
