@@ -14,6 +14,14 @@
 
 It uses whatever DATABASE_URL / CELERY_BROKER_URL say: the embedded default (SQLite and the
 filesystem broker under MINOOTS_DATA_DIR) when they are unset, Postgres and Redis otherwise.
+
+Why not a Procfile runner: honcho 2.0.0 (``honcho/manager.py``) SIGKILLs after a fixed
+``KILL_WAIT = 5`` seconds (nickstenning/honcho#189) counted from the first child's exit, so a
+worker finishing its tasks is cut after 5 s, and when every child ignores SIGTERM nothing is
+ever killed; a second Ctrl-C does nothing; it exits 130 / 143 on a requested stop and with the
+dead child's own status (0 included) otherwise; its children outlive it when it is killed.
+Neither honcho nor this module restarts a crashed child: ``make run`` stops, and systemd or the
+container runtime restarts the set. tests/ops/test_runall.py pins each of these behaviours.
 """
 
 from __future__ import annotations

@@ -10,13 +10,11 @@ from pathlib import Path
 import pytest
 import redis
 from django.conf import settings
-from django.utils import timezone
 
+from tests.factories import schedule_timers
 from tests.ops.slowtask import sleep_then_write
 from tests.processes import Processes, wait_for
-from timers import services
 from timers.models import Tenant, Timer, TimerEvent, TimerStatus
-from timers.services import TimerSpec
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
@@ -26,13 +24,9 @@ def test_sigterm_finishes_the_running_task_and_hands_back_the_held_ticks(
 ) -> None:
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     broker.flushdb()
-    due = timezone.now() + timedelta(seconds=9)
-    timers = [
-        services.timer_create(tenant=tenant, spec=TimerSpec(name=f"g{i}", fire_at=due, duration_ms=9000))[0]
-        for i in range(20)
-    ]
+    timers = schedule_timers(tenant=tenant, in_=timedelta(seconds=9), count=20, name_prefix="g")
     marker = tmp_path / "slow"
-    sleep_then_write.apply_async(args=[str(marker), 2.0], queue="timers")
+    sleep_then_write.apply_async(args=(str(marker), 2.0), queue="timers")
 
     first = processes.worker("first", extra=["--include", "tests.ops.slowtask"])
     wait_for(lambda: Path(f"{marker}.started").exists(), timeout=15, what="the slow task to start")

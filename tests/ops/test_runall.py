@@ -19,8 +19,9 @@ import pytest
 import requests
 from django.conf import settings
 
-from tests.ops.conftest import Supervised, Tree, alive, clean_env, wait_http_ok
-from tests.processes import database_url, free_port, wait_for
+from tests.net import free_port
+from tests.ops.conftest import ROOT, Supervised, Tree, alive, clean_env, wait_http_ok
+from tests.processes import database_url, wait_for
 from timers import keys
 from timers.models import Tenant
 
@@ -176,3 +177,113 @@ def test_runall_reports_a_dead_child_and_stops_the_rest_with_an_error(
     assert "beat exited unexpectedly with code -9" in tree.output()
     time.sleep(0.5)
     assert not [pid for pid in tree.known if alive(pid)], "a child survived its sibling's death"
+
+
+# --- The supervisor itself, with stand-in children -------------------------------------------
+# What a Procfile runner would lose (honcho 2.0.0, see runall's docstring): the grace before
+# SIGKILL counted from the stop request, a second Ctrl-C, exit status 0 for a requested stop and
+# 1 for any child that ends on its own, and children that do not outlive a killed supervisor.
+
+CHILD = """
+import signal, subprocess, sys, time
+
+mode = sys.argv[1]
+if mode == "stubborn":  # deaf to SIGTERM, and so is its grandchild (same process group)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    print(f"grandchild {grandchild.pid}", flush=True)
+if mode == "family":  # its grandchild reports the SIGTERM that reached the whole group
+    subprocess.Popen([sys.executable, "-c", (
+        "import signal, sys, time\\n"
+        "def bye(*_):\\n    print('grandchild got SIGTERM', flush=True); sys.exit(0)\\n"
+        "signal.signal(signal.SIGTERM, bye)\\nprint('grandchild up', flush=True)\\ntime.sleep(600)"
+    )])
+print(f"{mode} up with key mk_0123abcd_SECRETsecretSECRET", flush=True)
+if mode == "exit0":
+    time.sleep(1)
+    sys.exit(0)
+time.sleep(600)
+"""
+
+SUPERVISE = """
+import json, os, sys
+from pathlib import Path
+from minoots_project.runall import Child, Output, Supervisor
+
+spec = json.loads(sys.argv[1])
+children = [Child(name, [sys.executable, spec["child"], mode]) for name, mode in spec["children"].items()]
+output = Output(json_mode=False)
+sys.exit(Supervisor(children, output=output, env=dict(os.environ), cwd=Path.cwd(), grace=spec["grace"]).run())
+"""
+
+
+@pytest.fixture
+def supervise(supervised: Supervised, tmp_path: Path) -> Any:
+    """Start runall's Supervisor over stand-in children: ``supervise({"web": "sleep"}, grace=1)``."""
+    child = tmp_path / "child.py"
+    child.write_text(CHILD)
+
+    def start(children: dict[str, str], *, grace: float) -> Tree:
+        spec = json.dumps({"child": str(child), "children": children, "grace": grace})
+        tree = supervised.start("supervisor", [sys.executable, "-c", SUPERVISE, spec], cwd=ROOT, env=clean_env())
+        modes = set(children.values())
+        wait_for(lambda: all(f"{mode} up" in tree.output() for mode in modes), timeout=30, what=f"children {modes}")
+        tree.remember()
+        return tree
+
+    return start
+
+
+def exit_status(tree: Tree, *, within: float) -> int:
+    wait_for(lambda: tree.popen.poll() is not None, timeout=within, what="the supervisor to exit")
+    assert tree.popen.returncode is not None
+    return tree.popen.returncode
+
+
+def test_a_requested_stop_terms_each_whole_group_kills_the_deaf_after_the_grace_and_exits_0(supervise: Any) -> None:
+    tree = supervise({"web": "stubborn", "beat": "family"}, grace=1)
+    wait_for(lambda: "grandchild up" in tree.output(), timeout=30, what="beat's grandchild")
+    grandchild = int(wait_for(lambda: re.search(r"grandchild (\d+)", tree.output()), timeout=5, what="a pid").group(1))
+    tree.remember()
+
+    os.kill(tree.popen.pid, signal.SIGTERM)  # what systemd or a container runtime sends
+
+    assert exit_status(tree, within=30) == 0
+    output = tree.output()
+    assert re.search(r"^beat\s* \| grandchild got SIGTERM$", output, re.M), output  # the group, not only the leader
+    assert "web still running after 1s; killing it" in output
+    assert "stopped (web=-9, beat=-15)" in output
+    assert not alive(grandchild) and not [pid for pid in tree.known if alive(pid)]
+    assert re.search(r"^web\s* \| stubborn up with key mk_0123abcd_\[REDACTED\]$", output, re.M), output
+    assert "SECRETsecretSECRET" not in output
+
+
+def test_a_second_ctrl_c_kills_at_once_instead_of_waiting_for_the_grace(supervise: Any) -> None:
+    tree = supervise({"worker": "stubborn"}, grace=600)
+
+    os.killpg(tree.popen.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the foreground group
+    wait_for(lambda: "got SIGINT; stopping everything" in tree.output(), timeout=10, what="the first Ctrl-C")
+    os.killpg(tree.popen.pid, signal.SIGINT)
+
+    assert exit_status(tree, within=30) == 0  # far less than the 600 s grace
+    assert "worker still running after 600s; killing it" in tree.output()
+    assert not [pid for pid in tree.known if alive(pid)]
+
+
+def test_a_child_that_ends_on_its_own_even_with_status_0_stops_the_rest_with_status_1(supervise: Any) -> None:
+    tree = supervise({"worker": "sleep", "beat": "exit0"}, grace=20)
+
+    assert exit_status(tree, within=40) == 1
+    assert "beat exited unexpectedly with code 0; stopping everything" in tree.output()
+    assert "stopped (worker=-15, beat=0)" in tree.output()
+    assert not [pid for pid in tree.known if alive(pid)]
+
+
+def test_the_children_get_sigterm_when_the_supervisor_itself_is_killed(supervise: Any) -> None:
+    tree = supervise({"web": "sleep", "beat": "sleep"}, grace=20)
+    children = tree.remember()
+    assert children
+
+    os.kill(tree.popen.pid, signal.SIGKILL)  # no chance to stop them itself
+
+    wait_for(lambda: not [pid for pid in children if alive(pid)], timeout=15, what="the orphans to get SIGTERM")
