@@ -26,10 +26,11 @@ test: lint
 	@bash scripts/test-services.sh
 	bash scripts/test.sh
 
+# mypy in one run: the app packages --strict, tests/ in the default mode ([tool.mypy] in pyproject.toml).
 lint: dev-venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-cache
-	$(VENV)/bin/mypy minoots_project timers actions
+	$(VENV)/bin/mypy minoots_project timers actions tests
 
 bench: dev-venv
 	@bash scripts/test-services.sh

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.http import HttpRequest
 
 from actions.models import ActionAttempt, ActionRun
 
+if TYPE_CHECKING:  # the admin classes are generic in django-stubs only: Django's take no type arguments
+    from timers.models import Timer
 
-class ActionRunInline(admin.TabularInline):
+    _ActionRunInlineBase = admin.TabularInline[ActionRun, Timer]
+    _ActionAttemptInlineBase = admin.TabularInline[ActionAttempt, ActionRun]
+    _ActionRunAdminBase = admin.ModelAdmin[ActionRun]
+else:
+    _ActionRunInlineBase = _ActionAttemptInlineBase = admin.TabularInline
+    _ActionRunAdminBase = admin.ModelAdmin
+
+
+class ActionRunInline(_ActionRunInlineBase):
     model = ActionRun
     extra = 0
     can_delete = False
@@ -21,7 +31,7 @@ class ActionRunInline(admin.TabularInline):
         return False
 
 
-class ActionAttemptInline(admin.TabularInline):
+class ActionAttemptInline(_ActionAttemptInlineBase):
     model = ActionAttempt
     extra = 0
     can_delete = False
@@ -32,7 +42,7 @@ class ActionAttemptInline(admin.TabularInline):
 
 
 @admin.register(ActionRun)
-class ActionRunAdmin(admin.ModelAdmin):
+class ActionRunAdmin(_ActionRunAdminBase):
     list_display = ["id", "timer", "action_id", "kind", "status", "attempts", "next_attempt_at"]
     list_filter = ["status", "kind"]
     search_fields = ["=id", "=timer__id", "action_id"]

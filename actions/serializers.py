@@ -7,7 +7,7 @@ from rest_framework import serializers
 from actions.models import ActionAttempt, ActionRun
 
 
-class ActionAttemptOutput(serializers.ModelSerializer):
+class ActionAttemptOutput(serializers.ModelSerializer[ActionAttempt]):
     startedAt = serializers.DateTimeField(source="started_at")
     finishedAt = serializers.DateTimeField(source="finished_at")
     httpStatus = serializers.IntegerField(source="http_status")
@@ -20,7 +20,7 @@ class ActionAttemptOutput(serializers.ModelSerializer):
         fields = ["number", "startedAt", "finishedAt", "outcome", "httpStatus", "exitCode", "durationMs", "error", "outputExcerpt"]
 
 
-class ActionRunOutput(serializers.ModelSerializer):
+class ActionRunOutput(serializers.ModelSerializer[ActionRun]):
     actionId = serializers.CharField(source="action_id")
     escalationLevel = serializers.IntegerField(source="escalation_level")
     escalatedFrom = serializers.CharField(source="escalated_from.action_id", default=None)

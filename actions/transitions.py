@@ -26,6 +26,7 @@ from uuid import UUID
 from django.conf import settings
 from django.db import transaction
 from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Q, Value
+from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -80,7 +81,7 @@ class Finished:
     seconds: float
 
 
-def lease_end() -> ExpressionWrapper:
+def lease_end() -> ExpressionWrapper[CombinedExpression]:
     """The one lease expression: the database's now() plus MINOOTS_ACTION_LEASE."""
     return ExpressionWrapper(
         Now() + Value(settings.MINOOTS_ACTION_LEASE, output_field=DurationField()), output_field=DateTimeField()

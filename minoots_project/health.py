@@ -70,7 +70,8 @@ def check_broker() -> str | None:
     timeout = settings.MINOOTS_READYZ_TIMEOUT
     try:
         with app.connection_for_write(connect_timeout=timeout) as conn:
-            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
+            # kombu-stubs say int; kombu adds it to time() as seconds, so a float works.
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)  # type: ignore[arg-type]
             client = getattr(conn.default_channel, "client", None)
             if client is not None and hasattr(client, "ping"):
                 client.ping()  # Redis: a real round trip, not just an open socket

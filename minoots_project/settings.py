@@ -23,9 +23,9 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 DATA_DIR = Path(env.str("MINOOTS_DATA_DIR", default=str(BASE_DIR / ".data"))).resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
-DEBUG = env.bool("DEBUG", default=False)
+DEBUG: bool = env.bool("DEBUG", default=False)
 # An empty value counts as unset, so `DATABASE_URL= make run` means the embedded default.
-DATABASE_URL = env.str("DATABASE_URL", default="")
+DATABASE_URL: str = env.str("DATABASE_URL", default="")
 EMBEDDED_DATABASE = not DATABASE_URL
 EMBEDDED_BROKER = not env.str("CELERY_BROKER_URL", default="")
 
@@ -39,14 +39,14 @@ def _embedded_secret_key() -> str:
     return path.read_text().strip()
 
 
-SECRET_KEY = env.str("SECRET_KEY", default="")
+SECRET_KEY: str = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not (EMBEDDED_DATABASE or DEBUG):
         raise ImproperlyConfigured("SECRET_KEY must be set when DATABASE_URL is set (production).")
     SECRET_KEY = _embedded_secret_key()
 
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
-CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+ALLOWED_HOSTS: list[str] = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -146,9 +146,9 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-JWT_PUBLIC_KEY = env.str("JWT_PUBLIC_KEY", default="").replace("\\n", "\n")
-JWT_AUDIENCE = env.str("JWT_AUDIENCE", default="") or None
-JWT_ISSUER = env.str("JWT_ISSUER", default="") or None
+JWT_PUBLIC_KEY: str = env.str("JWT_PUBLIC_KEY", default="").replace("\\n", "\n")
+JWT_AUDIENCE: str | None = env.str("JWT_AUDIENCE", default="") or None
+JWT_ISSUER: str | None = env.str("JWT_ISSUER", default="") or None
 
 # --- MINOOTS knobs --------------------------------------------------------------------------
 MINOOTS_ARM_HORIZON: timedelta = parse_duration_setting(
@@ -170,27 +170,27 @@ MINOOTS_MAX_BACKOFF: timedelta = parse_duration_setting(
 MINOOTS_ACTION_LEASE: timedelta = parse_duration_setting(
     "MINOOTS_ACTION_LEASE", env.str("MINOOTS_ACTION_LEASE", default="5m")
 )
-MINOOTS_CLAIM_BATCH = env.int("MINOOTS_CLAIM_BATCH", default=1000)
-MINOOTS_RECONCILE_BATCH = env.int("MINOOTS_RECONCILE_BATCH", default=5000)
-MINOOTS_DEFAULT_MAX_ACTIVE_TIMERS = env.int("MINOOTS_DEFAULT_MAX_ACTIVE_TIMERS", default=1_000_000)
-MINOOTS_DEFAULT_MAX_CREATES_PER_DAY = env.int("MINOOTS_DEFAULT_MAX_CREATES_PER_DAY", default=5_000_000)
+MINOOTS_CLAIM_BATCH: int = env.int("MINOOTS_CLAIM_BATCH", default=1000)
+MINOOTS_RECONCILE_BATCH: int = env.int("MINOOTS_RECONCILE_BATCH", default=5000)
+MINOOTS_DEFAULT_MAX_ACTIVE_TIMERS: int = env.int("MINOOTS_DEFAULT_MAX_ACTIVE_TIMERS", default=1_000_000)
+MINOOTS_DEFAULT_MAX_CREATES_PER_DAY: int = env.int("MINOOTS_DEFAULT_MAX_CREATES_PER_DAY", default=5_000_000)
 MINOOTS_IDEMPOTENCY_TTL = timedelta(hours=24)
-MINOOTS_COMMAND_ALLOWLIST = [p for p in env.list("MINOOTS_COMMAND_ALLOWLIST", default=[]) if p]
-MINOOTS_FILE_ROOT = env.str("MINOOTS_FILE_ROOT", default="")
-MINOOTS_WEBHOOK_ALLOW_PRIVATE = env.bool("MINOOTS_WEBHOOK_ALLOW_PRIVATE", default=False)
+MINOOTS_COMMAND_ALLOWLIST: list[str] = [p for p in env.list("MINOOTS_COMMAND_ALLOWLIST", default=[]) if p]
+MINOOTS_FILE_ROOT: str = env.str("MINOOTS_FILE_ROOT", default="")
+MINOOTS_WEBHOOK_ALLOW_PRIVATE: bool = env.bool("MINOOTS_WEBHOOK_ALLOW_PRIVATE", default=False)
 # Runs published together when timers fire (one message per chunk; see actions/batch.py).
-MINOOTS_ACTION_BATCH = env.int("MINOOTS_ACTION_BATCH", default=20)
-MINOOTS_STREAM_MAX_SECONDS = env.float("MINOOTS_STREAM_MAX_SECONDS", default=300.0)
+MINOOTS_ACTION_BATCH: int = env.int("MINOOTS_ACTION_BATCH", default=20)
+MINOOTS_STREAM_MAX_SECONDS: float = env.float("MINOOTS_STREAM_MAX_SECONDS", default=300.0)
 # Open event streams per web process (each holds a thread); more get a 503 with Retry-After.
-MINOOTS_STREAMS_PER_PROCESS = env.int("MINOOTS_STREAMS_PER_PROCESS", default=4)
-ACTION_WEBHOOK_TIMEOUT_MS = env.int("ACTION_WEBHOOK_TIMEOUT_MS", default=10_000)
+MINOOTS_STREAMS_PER_PROCESS: int = env.int("MINOOTS_STREAMS_PER_PROCESS", default=4)
+ACTION_WEBHOOK_TIMEOUT_MS: int = env.int("ACTION_WEBHOOK_TIMEOUT_MS", default=10_000)
 
 # --- Celery ---------------------------------------------------------------------------------
 if EMBEDDED_BROKER:
     _broker_dir = DATA_DIR / "broker"
     (_broker_dir / "queue").mkdir(parents=True, exist_ok=True)
     # A hostname, or kombu warns "No hostname was supplied" on every connection.
-    CELERY_BROKER_URL = "filesystem://localhost//"
+    CELERY_BROKER_URL: str = "filesystem://localhost//"
     # kombu's filesystem transport with atomic writes (kombu's own can hand a worker a message
     # file before its payload is written, which kills the worker); see fsbroker.py.
     CELERY_BROKER_TRANSPORT = "minoots_project.fsbroker:Transport"
@@ -220,7 +220,7 @@ CELERY_TIMEZONE = "UTC"
 CELERY_ENABLE_UTC = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
-CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=4)
+CELERY_WORKER_PREFETCH_MULTIPLIER: int = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=4)
 CELERY_TASK_SOFT_TIME_LIMIT = 300
 CELERY_TASK_TIME_LIMIT = 360
 CELERY_TASK_DEFAULT_QUEUE = "timers"
@@ -261,8 +261,8 @@ else:
 # Secrets (API keys, whsec_ secrets, Authorization / X-API-Key values) are redacted either way.
 from minoots_project.logconfig import build_logging  # noqa: E402
 
-LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
-LOG_FORMAT = env.str("LOG_FORMAT", default="text").lower()
+LOG_LEVEL: str = env.str("LOG_LEVEL", default="INFO").upper()
+LOG_FORMAT: str = env.str("LOG_FORMAT", default="text").lower()
 LOGGING = build_logging(level=LOG_LEVEL, fmt=LOG_FORMAT)
 
 # --- Operations: static files, tracing, metrics, health ----------------------------------------
@@ -277,10 +277,10 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns on each start
 # prometheus-client multiprocess mode: each process writes its samples here and /metrics
 # merges them. `runall` sets it under MINOOTS_DATA_DIR (and wipes it at start); unset means
 # one process only (tests, manage.py shell).
-PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+PROMETHEUS_MULTIPROC_DIR: str = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
 if PROMETHEUS_MULTIPROC_DIR:
     Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 # /metrics requires `Authorization: Bearer <token>` when set; when unset, loopback clients only.
-MINOOTS_METRICS_TOKEN = env.str("MINOOTS_METRICS_TOKEN", default="")
+MINOOTS_METRICS_TOKEN: str = env.str("MINOOTS_METRICS_TOKEN", default="")
 # /readyz gives the broker this long to answer.
-MINOOTS_READYZ_TIMEOUT = env.float("MINOOTS_READYZ_TIMEOUT", default=2.0)
+MINOOTS_READYZ_TIMEOUT: float = env.float("MINOOTS_READYZ_TIMEOUT", default=2.0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.http import HttpRequest
@@ -12,8 +12,18 @@ from actions.admin import ActionRunInline
 from actions.secrets import tenant_webhook_secret_rotate
 from timers.models import ApiKey, Tenant, Timer, TimerEvent
 
+if TYPE_CHECKING:  # the admin classes are generic in django-stubs only: Django's take no type arguments
+    _ReadOnlyInlineBase = admin.TabularInline[Any, Timer]
+    _TenantAdminBase = admin.ModelAdmin[Tenant]
+    _ApiKeyAdminBase = admin.ModelAdmin[ApiKey]
+    _TimerAdminBase = admin.ModelAdmin[Timer]
+    _TimerEventAdminBase = admin.ModelAdmin[TimerEvent]
+else:
+    _ReadOnlyInlineBase = admin.TabularInline
+    _TenantAdminBase = _ApiKeyAdminBase = _TimerAdminBase = _TimerEventAdminBase = admin.ModelAdmin
 
-class ReadOnlyInline(admin.TabularInline):
+
+class ReadOnlyInline(_ReadOnlyInlineBase):
     extra = 0
     can_delete = False
 
@@ -25,7 +35,7 @@ class ReadOnlyInline(admin.TabularInline):
 
 
 @admin.register(Tenant)
-class TenantAdmin(admin.ModelAdmin):
+class TenantAdmin(_TenantAdminBase):
     list_display = ["id", "name", "max_active_timers", "max_creates_per_day", "created_at"]
     search_fields = ["id", "name"]
     readonly_fields = ["webhook_secret_rotated_at", "created_at"]
@@ -45,7 +55,7 @@ class TenantAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(_ApiKeyAdminBase):
     list_display = ["prefix", "tenant", "name", "roles", "created_at", "last_used_at", "revoked_at"]
     list_filter = ["tenant"]
     search_fields = ["prefix", "name", "tenant__id"]
@@ -64,7 +74,7 @@ class TimerEventInline(ReadOnlyInline):
 
 
 @admin.register(Timer)
-class TimerAdmin(admin.ModelAdmin):
+class TimerAdmin(_TimerAdminBase):
     list_display = ["id", "name", "tenant", "status", "fire_at", "fired_at", "lateness_ms", "created_at"]
     list_filter = ["status", "tenant"]
     search_fields = ["=id", "name"]
@@ -94,7 +104,7 @@ class TimerAdmin(admin.ModelAdmin):
 
 
 @admin.register(TimerEvent)
-class TimerEventAdmin(admin.ModelAdmin):
+class TimerEventAdmin(_TimerEventAdminBase):
     list_display = ["occurred_at", "timer", "kind", "state_version"]
     list_filter = ["kind"]
     search_fields = ["=timer__id"]

@@ -137,7 +137,9 @@ def test_non_zero_exit_is_retried_then_fails_with_its_exit_code_and_stderr(
     run = only_run(timer)
     assert run.status == RunStatus.FAILED
     assert [(a.outcome, a.exit_code) for a in run.attempt_records.all()] == [(AttemptOutcome.TRANSIENT, 3)] * 2
-    assert run.attempt_records.first().output_excerpt == "out\n\n--- stderr ---\nbroken\n"
+    attempt = run.attempt_records.first()
+    assert attempt is not None
+    assert attempt.output_excerpt == "out\n\n--- stderr ---\nbroken\n"
     assert run.last_error == "exited with status 3"
     assert timer.failure_reason == "actions failed: oops"
 

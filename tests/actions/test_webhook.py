@@ -87,7 +87,9 @@ def test_server_error_is_retried_and_the_retry_keeps_the_same_webhook_id(
     assert run.status == RunStatus.SUCCEEDED
     assert run.attempts == 2
     assert attempts_of(run) == [(AttemptOutcome.TRANSIENT, 500), (AttemptOutcome.SUCCEEDED, 200)]
-    assert run.attempt_records.first().output_excerpt == "boom"
+    attempt = run.attempt_records.first()
+    assert attempt is not None
+    assert attempt.output_excerpt == "boom"
     assert timer.status == TimerStatus.SETTLED
     kinds = list(TimerEvent.objects.filter(timer=timer).values_list("kind", flat=True))
     assert kinds[-3:] == ["action.retrying", "action.succeeded", "settled"]
@@ -424,5 +426,6 @@ def test_a_receiver_dripping_its_body_is_cut_off_at_the_attempts_deadline(
         server.server_close()
 
     attempt = ActionRun.objects.get(timer=timer).attempt_records.order_by("number").first()
+    assert attempt is not None
     assert attempt.output_excerpt.endswith("[truncated]")
     assert elapsed < 20  # the drip alone would take 30 s per attempt
