@@ -30,7 +30,7 @@ test: lint
 lint: dev-venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-cache
-	$(VENV)/bin/mypy minoots_project timers actions tests
+	$(VENV)/bin/mypy minoots_project timers actions integrations tests
 
 bench: dev-venv
 	@bash scripts/test-services.sh
