@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,15 +21,13 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from tests.factories import make_api_key
+from tests.net import free_port
+from timers.models import Tenant
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 CELERY = str(Path(PYTHON).with_name("celery"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def database_url() -> str:
@@ -163,11 +160,9 @@ class Processes:
         )
         return proc, f"http://127.0.0.1:{port}"
 
-    def stack(self, tenant: Any) -> tuple[str, dict[str, str]]:
+    def stack(self, tenant: Tenant) -> tuple[str, dict[str, str]]:
         """Web, a worker and beat, plus an API key of ``tenant``: (base URL, request headers)."""
-        from timers import keys
-
-        _, raw_key = keys.api_key_create(tenant=tenant, name="e2e")
+        raw_key = make_api_key(tenant=tenant, name="e2e")
         _, base = self.web()
         self.worker()
         self.beat()

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from rest_framework.test import APIClient
 
-from timers import keys
+from tests.factories import api_client, make_api_key
 from timers.models import Tenant
 
 MakeClient = Callable[..., APIClient]
@@ -75,10 +75,7 @@ def make_client(tenant: Tenant) -> MakeClient:
     """An API client holding a fresh key for ``tenant`` (default: acme) with ``roles``."""
 
     def make(*, roles: list[str] | None = None, for_tenant: Tenant | None = None) -> APIClient:
-        _, raw = keys.api_key_create(tenant=for_tenant or tenant, name="fixture", roles=roles)
-        c = APIClient()
-        c.credentials(HTTP_X_API_KEY=raw)
-        return c
+        return api_client(api_key=make_api_key(tenant=for_tenant or tenant, name="fixture", roles=roles))
 
     return make
 

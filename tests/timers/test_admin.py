@@ -55,15 +55,20 @@ def test_timers_cannot_be_added_in_the_admin(admin_browser: Client) -> None:
 
 
 def test_timer_changelist_filters_by_status_and_tenant(
-    admin_browser: Client, create_timer: CreateTimer, other_client: Any
+    admin_browser: Client, client: Any, create_timer: CreateTimer, other_client: Any
 ) -> None:
     create_timer(name="acme-scheduled")
     create_timer(other_client, name="globex-scheduled")
+    cancelled = create_timer(name="acme-cancelled")
+    assert client.post(f"/api/timers/{cancelled['id']}/cancel", {}, format="json").status_code == 200
     by_tenant = admin_browser.get("/admin/timers/timer/?tenant__id__exact=globex")
+    assert by_tenant.status_code == 200
     assert b"globex-scheduled" in by_tenant.content
     assert b"acme-scheduled" not in by_tenant.content
     by_status = admin_browser.get("/admin/timers/timer/?status__exact=cancelled")
-    assert b"acme-scheduled" not in by_status.content
+    assert by_status.status_code == 200
+    assert b"acme-cancelled" in by_status.content
+    assert b"acme-scheduled" not in by_status.content and b"globex-scheduled" not in by_status.content
 
 
 def test_timer_search_finds_by_name_and_by_id(admin_browser: Client, create_timer: CreateTimer) -> None:

@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from tests.assertions import assert_error
 from tests.timers.conftest import CreateTimer
 from timers.models import Timer
 
@@ -79,48 +80,38 @@ def test_cancelling_a_finished_timer_returns_it_unchanged(
 def test_cancelling_a_fired_timer_is_a_409_conflict(client: APIClient, create_timer: CreateTimer) -> None:
     timer = create_timer()
     Timer.objects.filter(pk=timer["id"]).update(status="fired", fired_at=timezone.now(), state_version=3)
-    response = _cancel(client, timer["id"])
-    assert response.status_code == 409
-    body = response.json()
-    assert set(body) == {"message", "details"}
-    assert "fired" in body["message"]
+    body = assert_error(_cancel(client, timer["id"]), 409, contains="fired")
     assert body["details"] == {"status": "fired"}
     assert Timer.objects.get(pk=timer["id"]).status == "fired"
 
 
 def test_cancelling_an_unknown_timer_is_404(client: APIClient) -> None:
-    response = _cancel(client, "00000000-0000-0000-0000-000000000000")
-    assert response.status_code == 404
+    assert_error(_cancel(client, "00000000-0000-0000-0000-000000000000"), 404)
 
 
 def test_cancel_with_a_non_string_reason_is_400(client: APIClient, create_timer: CreateTimer) -> None:
     timer = create_timer()
     response = _cancel(client, timer["id"], {"reason": {"why": "x"}})
-    assert response.status_code == 400
-    assert response.json()["message"].startswith("reason:")
+    assert_error(response, 400, field="reason")
     assert Timer.objects.get(pk=timer["id"]).status == "scheduled"
 
 
 def test_cancel_with_an_unknown_field_is_400(client: APIClient, create_timer: CreateTimer) -> None:
     timer = create_timer()
     response = _cancel(client, timer["id"], {"reasn": "typo"})
-    assert response.status_code == 400
-    assert response.json()["message"].startswith("reasn:")
+    assert_error(response, 400, field="reasn")
     assert Timer.objects.get(pk=timer["id"]).status == "scheduled"
 
 
 def test_cancel_with_a_body_that_is_not_an_object_is_400(client: APIClient, create_timer: CreateTimer) -> None:
     timer = create_timer()
-    response = _cancel(client, timer["id"], ["stop"])
-    assert response.status_code == 400
+    assert_error(_cancel(client, timer["id"], ["stop"]), 400)
     assert Timer.objects.get(pk=timer["id"]).status == "scheduled"
 
 
 def test_get_on_cancel_is_405(client: APIClient, create_timer: CreateTimer) -> None:
     timer = create_timer()
-    response = client.get(f"/api/timers/{timer['id']}/cancel")
-    assert response.status_code == 405
-    assert set(response.json()) == {"message", "details"}
+    assert_error(client.get(f"/api/timers/{timer['id']}/cancel"), 405)
 
 
 def test_events_of_a_new_timer_hold_its_creation(client: APIClient, create_timer: CreateTimer) -> None:
@@ -144,15 +135,12 @@ def test_events_of_an_armed_then_cancelled_timer_follow_its_state_versions(
 
 
 def test_events_of_an_unknown_timer_are_404(client: APIClient) -> None:
-    response = client.get("/api/timers/00000000-0000-0000-0000-000000000000/events")
-    assert response.status_code == 404
+    assert_error(client.get("/api/timers/00000000-0000-0000-0000-000000000000/events"), 404)
 
 
 def test_cancel_naming_another_tenant_is_403(client: APIClient, create_timer: CreateTimer) -> None:
     timer = create_timer()
-    response = _cancel(client, timer["id"], {"tenantId": "globex"})
-    assert response.status_code == 403
-    assert "tenantId" in response.json()["message"]
+    assert_error(_cancel(client, timer["id"], {"tenantId": "globex"}), 403, contains="tenantId")
     assert Timer.objects.get(pk=timer["id"]).status == "scheduled"
 
 

@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from tests.assertions import assert_error
 from tests.timers.conftest import CreateTimer
 from timers.models import Timer, TimerEvent
 
@@ -73,8 +74,7 @@ def test_get_returns_the_created_timer_with_its_action_runs(client: APIClient, c
 
 def test_get_of_an_unknown_timer_is_404(client: APIClient) -> None:
     response = client.get("/api/timers/00000000-0000-0000-0000-000000000000")
-    assert response.status_code == 404
-    assert "00000000-0000-0000-0000-000000000000" in response.json()["message"]
+    assert_error(response, 404, contains="00000000-0000-0000-0000-000000000000")
 
 
 @pytest.mark.parametrize(

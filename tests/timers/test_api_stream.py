@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from timers import keys
+from tests.assertions import assert_error
+from tests.factories import api_client, make_api_key
 from timers.models import Tenant
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -29,8 +30,7 @@ def test_stream_replays_the_tenants_events_after_the_given_id_and_hides_other_te
 ) -> None:
     settings.MINOOTS_STREAM_MAX_SECONDS = 0.6
     mine = client.post("/api/timers", {"name": "mine", "duration": "5m"}, format="json").json()
-    other = APIClient()
-    other.credentials(HTTP_X_API_KEY=keys.api_key_create(tenant=other_tenant)[1])
+    other = api_client(api_key=make_api_key(tenant=other_tenant))
     theirs = other.post("/api/timers", {"name": "theirs", "duration": "5m"}, format="json").json()
 
     response = client.get("/api/timers/stream?after=0", HTTP_ACCEPT="text/event-stream")
@@ -48,9 +48,7 @@ def test_stream_replays_the_tenants_events_after_the_given_id_and_hides_other_te
 
 
 def test_stream_requires_credentials(anon_client: APIClient) -> None:
-    response = anon_client.get("/api/timers/stream")
-    assert response.status_code == 401
-    assert "message" in response.json()
+    assert_error(anon_client.get("/api/timers/stream"), 401)
 
 
 def test_streams_beyond_the_per_process_limit_get_a_503_until_one_closes(client: APIClient, settings: Any) -> None:
@@ -60,9 +58,8 @@ def test_streams_beyond_the_per_process_limit_get_a_503_until_one_closes(client:
     assert first.status_code == 200
 
     second = client.get("/api/timers/stream")
-    assert second.status_code == 503
+    assert_error(second, 503, contains="Too many open event streams")
     assert second["Retry-After"] == "5"
-    assert "message" in second.json()
 
     first.close()  # what the server does when the response ends
     third = client.get("/api/timers/stream")

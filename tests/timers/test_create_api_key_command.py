@@ -100,7 +100,7 @@ def test_a_tenant_that_is_not_a_slug_is_refused(db: Any, bad: str) -> None:
 
 
 def test_a_tenant_id_longer_than_the_column_is_refused(db: Any) -> None:
-    with pytest.raises(CommandError):
+    with pytest.raises(CommandError, match="at most 64 characters"):
         _run("t" * 65)
     assert not Tenant.objects.exists()
 

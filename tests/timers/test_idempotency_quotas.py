@@ -8,13 +8,15 @@ from typing import Any
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from tests.assertions import assert_error
+from tests.factories import make_tenant
 from timers.models import Tenant, Timer
 
 BODY = {"name": "once", "duration": "5m", "labels": {"env": "prod"}}
 
 
 def _create(client: APIClient, body: dict[str, Any] | None = None, key: str | None = None) -> Any:
-    extra = {"HTTP_IDEMPOTENCY_KEY": key} if key is not None else {}
+    extra: dict[str, Any] = {"HTTP_IDEMPOTENCY_KEY": key} if key is not None else {}
     return client.post("/api/timers", body or BODY, format="json", **extra)
 
 
@@ -40,10 +42,7 @@ def test_same_body_with_keys_in_a_different_order_is_the_same_request(client: AP
 def test_repeat_with_the_same_key_and_a_different_body_is_409(client: APIClient) -> None:
     first = _create(client, key="req-1")
     conflict = _create(client, {**BODY, "duration": "10m"}, key="req-1")
-    assert conflict.status_code == 409
-    body = conflict.json()
-    assert set(body) == {"message", "details"}
-    assert "Idempotency-Key" in body["message"]
+    body = assert_error(conflict, 409, contains="Idempotency-Key")
     assert body["details"] == {"idempotencyKey": "req-1", "timerId": first.json()["id"]}
     assert Timer.objects.count() == 1
 
@@ -98,8 +97,7 @@ def test_an_invalid_body_with_a_key_is_400_and_does_not_take_the_key(client: API
 
 def test_an_empty_idempotency_key_is_400(client: APIClient) -> None:
     response = _create(client, key="")
-    assert response.status_code == 400
-    assert response.json()["message"].startswith("Idempotency-Key:")
+    assert_error(response, 400, field="Idempotency-Key")
     assert not Timer.objects.exists()
 
 
@@ -118,12 +116,8 @@ def test_creating_beyond_the_active_timer_quota_is_429_burst(client: APIClient, 
     _limit(tenant, active=2)
     assert _create(client).status_code == 201
     assert _create(client).status_code == 201
-    response = _create(client)
-    assert response.status_code == 429
-    body = response.json()
+    body = assert_error(_create(client), 429, contains="2")
     assert body["limitType"] == "burst"
-    assert set(body) == {"message", "details", "limitType"}
-    assert "2" in body["message"]
     assert Timer.objects.count() == 2
 
 
@@ -149,9 +143,7 @@ def test_creating_beyond_the_daily_quota_is_429_daily(client: APIClient, tenant:
     for _ in range(2):
         timer = _create(client).json()
         client.post(f"/api/timers/{timer['id']}/cancel", {}, format="json")  # stay under the burst quota
-    response = _create(client)
-    assert response.status_code == 429
-    assert response.json()["limitType"] == "daily"
+    assert assert_error(_create(client), 429)["limitType"] == "daily"
     assert Timer.objects.count() == 2
 
 
@@ -179,7 +171,7 @@ def test_an_idempotent_replay_at_the_quota_returns_the_original_timer(client: AP
 
 
 def test_new_tenants_get_the_default_quotas(db: Any, settings: Any) -> None:
-    tenant = Tenant.objects.create(id="fresh")
+    tenant = make_tenant(id="fresh")
     assert tenant.max_active_timers == settings.MINOOTS_DEFAULT_MAX_ACTIVE_TIMERS
     assert tenant.max_creates_per_day == settings.MINOOTS_DEFAULT_MAX_CREATES_PER_DAY
 
