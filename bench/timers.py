@@ -230,7 +230,7 @@ def steady_minoots(api: str, key: str, rate: int, seconds: int, *, via: str) -> 
     def post(fire_at: datetime, i: int) -> int:
         if via == "service":
             # Each pool thread keeps its database connection, as a web worker thread does.
-            timer_create(tenant=tenant, spec=TimerSpec(name=f"{prefix}{i}", fire_at=fire_at, duration_ms=0))
+            timer_create(tenant=tenant, spec=TimerSpec(name=f"{prefix}{i}", fire_at=fire_at))
             return 201
         if not hasattr(sessions, "s"):
             sessions.s = requests.Session()

@@ -126,25 +126,18 @@ def make_run(
     return ActionRun.objects.create(timer=timer, action_id=action_id, kind=kind, status=status, **fields)
 
 
-def _spec(*, name: str, fire_at: datetime, in_: timedelta, actions: Sequence[dict[str, Any]] | None) -> TimerSpec:
-    return TimerSpec(
-        name=name, fire_at=fire_at, duration_ms=in_ // timedelta(milliseconds=1),
-        action_bundle=action_bundle(actions) if actions else None,
-    )
-
-
 def schedule_timer(
     *, tenant: Tenant, in_: timedelta, name: str = "t", actions: Sequence[dict[str, Any]] | None = None
 ) -> Timer:
     """A timer created through ``services.timer_create`` to fire ``in_`` from now, as the API does."""
-    spec = _spec(name=name, fire_at=timezone.now() + in_, in_=in_, actions=actions)
-    return services.timer_create(tenant=tenant, spec=spec)[0]
+    bundle = action_bundle(actions) if actions else None
+    return services.timer_create(tenant=tenant, spec=TimerSpec(name=name, duration=in_, action_bundle=bundle))[0]
 
 
 def schedule_timers(*, tenant: Tenant, in_: timedelta, count: int, name_prefix: str = "t") -> list[Timer]:
-    """``count`` timers created through ``services.timer_create``, all due at the same moment."""
+    """``count`` timers created through ``services.timer_create``, all due at the same instant."""
     fire_at = timezone.now() + in_
     return [
-        services.timer_create(tenant=tenant, spec=_spec(name=f"{name_prefix}{i}", fire_at=fire_at, in_=in_, actions=None))[0]
+        services.timer_create(tenant=tenant, spec=TimerSpec(name=f"{name_prefix}{i}", fire_at=fire_at))[0]
         for i in range(count)
     ]

@@ -1,15 +1,29 @@
-"""Reads on timers, always scoped to the caller's tenant."""
+"""Reads on tenants, timers and their events; timers and events always scoped to the caller's tenant."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from uuid import UUID
 
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_slug
 from django.db.models import QuerySet, TextField
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 
 from timers.models import Tenant, Timer, TimerEvent
+
+
+def tenant_get(*, tenant_id: str) -> Tenant | None:
+    """The tenant with this id; None also for ids that cannot be one (not a slug, NUL, too long),
+    which never reach the database (Postgres refuses a NUL in a query parameter)."""
+    try:
+        validate_slug(tenant_id)
+    except ValidationError:
+        return None
+    if len(tenant_id) > (Tenant._meta.get_field("id").max_length or 64):
+        return None
+    return Tenant.objects.filter(pk=tenant_id).first()
 
 
 def timers_visible(*, tenant: Tenant | None) -> QuerySet[Timer]:
@@ -52,3 +66,18 @@ def timer_get(*, tenant: Tenant | None, timer_id: UUID) -> Timer | None:
 
 def timer_events(*, timer: Timer) -> QuerySet[TimerEvent]:
     return TimerEvent.objects.filter(timer=timer).order_by("id")
+
+
+def timer_events_after(*, tenant: Tenant | None, after_id: int, limit: int) -> list[TimerEvent]:
+    """Up to ``limit`` events of ``tenant``'s timers (every tenant's for None) with an id above
+    ``after_id``, oldest first, each with its timer loaded."""
+    qs = TimerEvent.objects.filter(id__gt=after_id).select_related("timer").order_by("id")
+    if tenant is not None:
+        qs = qs.filter(timer__tenant=tenant)
+    return list(qs[:limit])
+
+
+def timer_event_latest_id() -> int:
+    """The id of the newest event of any tenant (0 without one): a position to read after, not
+    data, so not scoped (``timer_events_after`` is); the primary key answers it at once."""
+    return TimerEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0

@@ -10,7 +10,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 from uuid import UUID
@@ -40,6 +40,19 @@ class ServiceError(Exception):
         self.extra = extra or {}
 
 
+class ValidationFailed(ServiceError):
+    """An input value a rule refuses, naming the field as the API spells it (``fireAt``).
+
+    Shaped like a serializer's field error, so the API answers both alike: message
+    ``"<field>: <reason>"``, details ``{<field>: [<reason>]}``.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}", details={field: [reason]})
+        self.field = field
+        self.reason = reason
+
+
 class Conflict(ServiceError):
     status_code = 409
 
@@ -48,18 +61,28 @@ class QuotaExceeded(ServiceError):
     status_code = 429
 
 
-@dataclass(frozen=True)
+EXACTLY_ONE_WHEN = "give exactly one of 'duration' or 'fireAt'"
+
+
+@dataclass(frozen=True, kw_only=True)
 class TimerSpec:
-    """A validated create request (see timers.api.serializers.TimerCreateInput)."""
+    """What to create. When it fires is ``duration`` (from creation) or ``fire_at`` (an aware
+    instant), exactly one; ``timer_create`` applies the rules on them and computes the other."""
 
     name: str
-    fire_at: datetime
-    duration_ms: int
+    duration: timedelta | None = None
+    fire_at: datetime | None = None
     requested_by: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     action_bundle: dict[str, Any] | None = None
     agent_binding: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.duration is None) == (self.fire_at is None):
+            raise ValidationFailed("duration", EXACTLY_ONE_WHEN)
+        if self.fire_at is not None and timezone.is_naive(self.fire_at):
+            raise ValueError("TimerSpec.fire_at must be an aware datetime")
 
 
 def request_fingerprint(body: Any) -> str:
@@ -68,6 +91,33 @@ def request_fingerprint(body: Any) -> str:
 
 def _event(timer_id: UUID, kind: str, version: int, at: datetime, **data: Any) -> TimerEvent:
     return TimerEvent(timer_id=timer_id, kind=kind, occurred_at=at, state_version=version, data=data)
+
+
+def _schedule(spec: TimerSpec, now: datetime, *, refuse_past: bool) -> tuple[datetime, int]:
+    """``(fire_at, duration_ms)`` of a timer created at ``now``; ValidationFailed naming the
+    field otherwise. ``created_at + duration_ms == fire_at`` to the millisecond."""
+    horizon: timedelta = settings.MINOOTS_MAX_HORIZON
+    if spec.duration is not None:
+        field_name, delta = "duration", spec.duration
+        if delta <= timedelta(0):
+            raise ValidationFailed(field_name, "must be positive")
+        try:
+            fire_at = now + delta
+        except OverflowError as exc:  # beyond year 9999
+            raise ValidationFailed(field_name, "is too large") from exc
+    else:
+        assert spec.fire_at is not None  # TimerSpec holds exactly one
+        field_name, fire_at = "fireAt", spec.fire_at
+        if fire_at <= now:
+            if refuse_past:
+                raise ValidationFailed(field_name, "must be in the future")
+            fire_at = now
+        delta = fire_at - now
+    if delta > horizon:
+        raise ValidationFailed(field_name, f"must be at most {horizon.days} days ahead (MINOOTS_MAX_HORIZON)")
+    # Integer division of timedeltas is exact; total_seconds() * 1000 is a float and turns
+    # 1001 ms into 1000.
+    return fire_at, delta // timedelta(milliseconds=1)
 
 
 def _check_quotas(tenant: Tenant, now: datetime) -> None:
@@ -103,19 +153,24 @@ def timer_create(
     spec: TimerSpec,
     idempotency_key: str | None = None,
     fingerprint: str = "",
+    refuse_past: bool = False,
     now: datetime | None = None,
 ) -> tuple[Timer, bool]:
     """Store a timer (armed at once when due within the horizon). Return (timer, created).
 
-    ``now`` is the moment the request's ``fire_at`` was computed from, so that the stored
-    ``created_at + duration_ms == fire_at`` holds exactly; it defaults to the current time.
+    The rules, for every caller: a ``duration`` is positive, a ``fire_at`` is in the future,
+    either is at most MINOOTS_MAX_HORIZON ahead; a refusal is a ValidationFailed naming the
+    field, and nothing is stored. A ``fire_at`` already past is refused only with
+    ``refuse_past`` (the API sets it: a client's past fireAt is an input error, a skewed clock
+    or a stale retry); an internal caller computed it from its own clock a moment ago, so it
+    means now: the timer is stored due at ``now`` and fires at once.
+
+    ``now`` (default: the current time) is the timer's ``created_at``; ``fire_at`` and
+    ``duration_ms`` are computed from it, so ``created_at + duration_ms == fire_at`` holds.
     """
     now = now or timezone.now()
-    # The API refuses this with a field-specific message first; the rule itself lives here, for
-    # every caller. (A fireAt already past is an input error at the API; an internal caller may
-    # mean "now", and the timer then fires at once.)
-    if spec.fire_at > now + settings.MINOOTS_MAX_HORIZON:
-        raise ServiceError(f"fireAt: must be at most {settings.MINOOTS_MAX_HORIZON.days} days ahead")
+    # Before the replay lookup: a retried request must still pass the rules (as the API did).
+    fire_at, duration_ms = _schedule(spec, now, refuse_past=refuse_past)
     try:
         with transaction.atomic():
             if idempotency_key:
@@ -123,14 +178,14 @@ def timer_create(
                 if replay is not None:
                     return replay, False
             _check_quotas(tenant, now)
-            arm_now = spec.fire_at <= now + settings.MINOOTS_ARM_HORIZON
+            arm_now = fire_at <= now + settings.MINOOTS_ARM_HORIZON
             timer = Timer.objects.create(
                 tenant=tenant,
                 name=spec.name,
                 status=TimerStatus.ARMED if arm_now else TimerStatus.SCHEDULED,
-                duration_ms=spec.duration_ms,
+                duration_ms=duration_ms,
                 created_at=now,
-                fire_at=spec.fire_at,
+                fire_at=fire_at,
                 requested_by=spec.requested_by,
                 metadata=spec.metadata,
                 labels=spec.labels,
@@ -140,12 +195,12 @@ def timer_create(
                 idempotency_key=idempotency_key or None,
                 request_hash=fingerprint,
             )
-            events = [_event(timer.id, "created", 1, now, fireAt=spec.fire_at.isoformat())]
+            events = [_event(timer.id, "created", 1, now, fireAt=fire_at.isoformat())]
             if arm_now:
                 events.append(_event(timer.id, "armed", 2, now))
             TimerEvent.objects.bulk_create(events)
             if arm_now:
-                transaction.on_commit(lambda: ticks.ensure_tick(spec.fire_at))
+                transaction.on_commit(lambda: ticks.ensure_tick(fire_at))
     except IntegrityError:
         # A concurrent request with the same Idempotency-Key won the insert.
         if not idempotency_key:

@@ -12,15 +12,13 @@ from typing import Any
 
 import pytest
 import requests
-from django.utils import timezone
 from standardwebhooks import Webhook
 
 from actions.models import ActionRun, AttemptOutcome, RunStatus
 from tests.actions.support import Receiver, Reply
+from tests.factories import schedule_timer
 from tests.processes import Processes, wait_for
-from timers import services
 from timers.models import Tenant, Timer, TimerStatus
-from timers.services import TimerSpec
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
@@ -84,12 +82,9 @@ def test_run_of_a_worker_killed_mid_action_completes_after_restart(
     receiver.script("/slow", Reply(hang=True))  # the first attempt never gets an answer
     doomed = processes.worker("doomed")
     processes.beat()
-    timer, _ = services.timer_create(
-        tenant=tenant,
-        spec=TimerSpec(
-            name="kill", fire_at=timezone.now() + timedelta(seconds=1), duration_ms=1000,
-            action_bundle={"actions": [{"id": "hook", "kind": "webhook", "parameters": {"url": f"{receiver.url}/slow"}}]},
-        ),
+    timer = schedule_timer(
+        tenant=tenant, name="kill", in_=timedelta(seconds=1),
+        actions=[{"id": "hook", "kind": "webhook", "parameters": {"url": f"{receiver.url}/slow"}}],
     )
 
     assert receiver.arrived.wait(30), "the first attempt never reached the receiver"

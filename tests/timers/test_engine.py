@@ -52,7 +52,7 @@ def test_timers_in_the_same_tick_bucket_share_one_message(tenant: Tenant, broker
     fire_at = timezone.now() + timedelta(seconds=20)
     fire_at = fire_at.replace(microsecond=(fire_at.microsecond // 10_000) * 10_000)  # bucket start
     for _ in range(50):
-        services.timer_create(tenant=tenant, spec=TimerSpec(name="same", fire_at=fire_at, duration_ms=20_000))
+        services.timer_create(tenant=tenant, spec=TimerSpec(name="same", fire_at=fire_at))
 
     assert Timer.objects.filter(status=TimerStatus.ARMED).count() == 50
     assert len(queued_ticks(broker)) == 1
@@ -311,7 +311,7 @@ def test_a_tick_republished_after_running_early_is_not_duplicated_by_the_reconci
 def test_an_early_tick_finds_a_timer_in_the_last_millisecond_of_its_bucket(tenant: Tenant, broker: redis.Redis) -> None:
     start = ticks.next_bucket_start(ticks.bucket_of(timezone.now() + timedelta(seconds=5)))
     fire_at = start - timedelta(microseconds=300)  # the same bucket as start - 1 tick, at its very end
-    timer, _ = services.timer_create(tenant=tenant, spec=TimerSpec(name="edge", fire_at=fire_at, duration_ms=5000))
+    timer, _ = services.timer_create(tenant=tenant, spec=TimerSpec(name="edge", fire_at=fire_at))
     bucket = ticks.bucket_of(fire_at)
     assert ticks.next_bucket_start(bucket) == start
     broker.delete("timers")

@@ -6,28 +6,15 @@ from typing import Any
 
 import jwt
 from django.conf import settings
-from django.core.exceptions import ValidationError
-from django.core.validators import validate_slug
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
-from timers import keys
+from timers import keys, selectors
 from timers.api.principal import ALL_ROLES, Principal
-from timers.models import Tenant, default_roles
+from timers.models import default_roles
 
 # requestedBy / cancelledBy columns hold at most this many characters.
 MAX_SUBJECT = 200
-
-
-def _tenant_or_none(tenant_id: str) -> Tenant | None:
-    """The tenant with this id; None also for ids that cannot be one (not a slug, NUL, too long)."""
-    try:
-        validate_slug(tenant_id)
-    except ValidationError:
-        return None
-    if len(tenant_id) > (Tenant._meta.get_field("id").max_length or 64):
-        return None
-    return Tenant.objects.filter(pk=tenant_id).first()
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -75,7 +62,7 @@ class JwtAuthentication(authentication.BaseAuthentication):
         tenant_id = claims.get("tenant")
         if not isinstance(tenant_id, str) or not tenant_id:
             raise exceptions.AuthenticationFailed("Bearer token has no 'tenant' claim")
-        tenant = _tenant_or_none(tenant_id)
+        tenant = selectors.tenant_get(tenant_id=tenant_id)
         if tenant is None:
             raise exceptions.AuthenticationFailed(f"Unknown tenant '{tenant_id[:64]}'")
         subject = str(claims["sub"])
@@ -109,7 +96,7 @@ class StaffSessionAuthentication(authentication.SessionAuthentication):
         tenant_id = request.headers.get("x-tenant-id") or request.query_params.get("tenant")
         tenant = None
         if tenant_id:
-            tenant = _tenant_or_none(tenant_id)
+            tenant = selectors.tenant_get(tenant_id=tenant_id)
             if tenant is None:
                 raise exceptions.NotFound(f"Unknown tenant '{tenant_id[:64]}'")
         principal = Principal(

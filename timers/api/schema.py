@@ -10,8 +10,10 @@ from typing import Any
 from django.conf import settings
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
+# Each class below registers itself through drf-spectacular's untyped
+# OpenApiGeneratorExtension.__init_subclass__, hence the ignores on the class lines.
 
-class ApiKeyScheme(OpenApiAuthenticationExtension):
+class ApiKeyScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
     target_class = "timers.api.authentication.ApiKeyAuthentication"
     name = "apiKey"
 
@@ -19,7 +21,7 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
         return {"type": "apiKey", "in": "header", "name": "X-API-Key"}
 
 
-class JwtScheme(OpenApiAuthenticationExtension):
+class JwtScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
     target_class = "timers.api.authentication.JwtAuthentication"
     name = "bearerJwt"
 
@@ -32,7 +34,7 @@ class JwtScheme(OpenApiAuthenticationExtension):
         }
 
 
-class StaffSessionScheme(OpenApiAuthenticationExtension):
+class StaffSessionScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
     target_class = "timers.api.authentication.StaffSessionAuthentication"
     name = "staffSession"
 

@@ -1,14 +1,16 @@
-"""Wire format (camelCase) of timers, events and action runs, and the create-body validation."""
+"""Create and cancel bodies: parsed and checked field by field, with messages naming the field.
+
+The rules on when a timer fires (positive, future, horizon) are ``timers.services.timer_create``'s;
+this module only parses ``duration`` and ``fireAt`` into a ``TimerSpec``.
+"""
 
 from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from django.conf import settings
-from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -16,7 +18,7 @@ from actions.bundle import iter_specs, parse_bundle
 from actions.errors import ParameterError
 from actions.runners import get_runner
 from timers.durations import DurationError, parse_duration
-from timers.services import TimerSpec
+from timers.services import EXACTLY_ONE_WHEN, TimerSpec
 
 MAX_NAME = 200
 MAX_METADATA_BYTES = 64 * 1024
@@ -57,7 +59,7 @@ def parse_rfc3339(value: Any) -> datetime:
         ) from exc
 
 
-class AnyJSONField(serializers.Field):
+class AnyJSONField(serializers.Field[Any, Any, Any, Any]):
     """Pass-through for fields whose type we check ourselves (to give precise messages)."""
 
     def to_internal_value(self, data: Any) -> Any:
@@ -115,7 +117,7 @@ def storable_json_problem(value: Any) -> str | None:
     return None
 
 
-class StrictInput(serializers.Serializer):
+class StrictInput(serializers.Serializer[Any]):
     """A JSON object body whose unknown fields are refused (a typo must not pass silently) and
     whose values can all be stored."""
 
@@ -203,52 +205,33 @@ class TimerCreateInput(StrictInput):
         except ParameterError as exc:
             # Prefix with actionBundle's own key removed: the error handler adds the field name.
             raise serializers.ValidationError(f"{exc.field.removeprefix('actionBundle.')}: {exc.message}") from exc
+        assert isinstance(value, dict)  # parse_bundle accepts only a JSON object
         return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        has_duration = "duration" in attrs and attrs["duration"] is not None
-        has_fire_at = "fireAt" in attrs and attrs["fireAt"] is not None
-        if has_duration == has_fire_at:
-            raise serializers.ValidationError({"duration": ["give exactly one of 'duration' or 'fireAt'"]})
-        now = timezone.now()
-        if has_duration:
+        # Object-level: it looks at both fields (DRF runs it only once every field is valid).
+        duration, fire_at = attrs.get("duration"), attrs.get("fireAt")
+        if (duration is None) == (fire_at is None):
+            raise serializers.ValidationError({"duration": [EXACTLY_ONE_WHEN]})
+        if duration is not None:
             try:
-                delta = parse_duration(attrs["duration"])
+                attrs["duration"] = parse_duration(duration)
             except DurationError as exc:
                 raise serializers.ValidationError({"duration": [str(exc)]}) from exc
-            if delta <= timedelta(0):
-                raise serializers.ValidationError({"duration": ["must be positive"]})
-            field = "duration"
-            try:
-                fire_at = now + delta
-            except OverflowError as exc:
-                raise serializers.ValidationError({"duration": ["is too large"]}) from exc
         else:
             try:
-                fire_at = parse_rfc3339(attrs["fireAt"])
+                attrs["fireAt"] = parse_rfc3339(fire_at)
             except serializers.ValidationError as exc:
                 raise serializers.ValidationError({"fireAt": exc.detail}) from exc
-            if fire_at <= now:
-                raise serializers.ValidationError({"fireAt": ["must be in the future"]})
-            field = "fireAt"
-            delta = fire_at - now
-        if delta > settings.MINOOTS_MAX_HORIZON:
-            raise serializers.ValidationError(
-                {field: [f"must be at most {settings.MINOOTS_MAX_HORIZON.days} days ahead (MINOOTS_MAX_HORIZON)"]}
-            )
-        attrs["_now"] = now
-        attrs["_fire_at"] = fire_at
-        # Integer division of timedeltas is exact; total_seconds() * 1000 is a float and turns
-        # 1001 ms into 1000.
-        attrs["_duration_ms"] = delta // timedelta(milliseconds=1)
         return attrs
 
     def to_spec(self, *, requested_by: str) -> TimerSpec:
+        """The parsed body; ``timer_create`` refuses a duration or fireAt its rules do not allow."""
         data = self.validated_data
         return TimerSpec(
             name=data["name"],
-            fire_at=data["_fire_at"],
-            duration_ms=data["_duration_ms"],
+            duration=data.get("duration"),
+            fire_at=data.get("fireAt"),
             requested_by=data.get("requestedBy") or requested_by,
             metadata=data.get("metadata") or {},
             labels=data.get("labels") or {},

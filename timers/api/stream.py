@@ -22,6 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from timers import selectors
 from timers.api.principal import Principal
 from timers.models import Role, Tenant, TimerEvent
 
@@ -36,13 +37,6 @@ class EventStreamRenderer(renderers.BaseRenderer):
 
     def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
         return f"event: error\ndata: {json.dumps(data)}\n\n".encode()
-
-
-def _events_after(tenant: Tenant | None, last_id: int) -> list[TimerEvent]:
-    qs = TimerEvent.objects.filter(id__gt=last_id).select_related("timer").order_by("id")
-    if tenant is not None:
-        qs = qs.filter(timer__tenant=tenant)
-    return list(qs[:BATCH])
 
 
 def _format(event: TimerEvent) -> str:
@@ -64,7 +58,7 @@ def event_stream(tenant: Tenant | None, last_id: int, max_seconds: float) -> Ite
     yield "retry: 1000\n: connected\n\n"
     try:
         while time.monotonic() < deadline:
-            events = _events_after(tenant, last_id)
+            events = selectors.timer_events_after(tenant=tenant, after_id=last_id, limit=BATCH)
             for event in events:
                 last_id = event.id
                 yield _format(event)
@@ -146,8 +140,7 @@ class TimerStreamApi(APIView):
         assert isinstance(principal, Principal)
         raw = request.headers.get("Last-Event-ID") or request.query_params.get("after")
         if raw is None:
-            latest = TimerEvent.objects.order_by("-id").values_list("id", flat=True).first()
-            last_id = latest or 0
+            last_id = selectors.timer_event_latest_id()
         else:
             try:
                 last_id = int(raw)

@@ -71,7 +71,7 @@ class TimerDetailOutput(TimerOutput):
         fields = [*TimerOutput.Meta.fields, "actionRuns"]
 
 
-class TimerListInput(serializers.Serializer):
+class TimerListInput(serializers.Serializer[Any]):
     status = serializers.CharField(required=False)
     name = serializers.CharField(required=False, max_length=200)
     fireAfter = serializers.CharField(required=False)
@@ -179,7 +179,7 @@ class TimerListCreateApi(ApiView):
             spec=body.to_spec(requested_by=_requested_by(principal, body.validated_data.get("requestedBy"))),
             idempotency_key=key,
             fingerprint=services.request_fingerprint(request.data),
-            now=body.validated_data["_now"],
+            refuse_past=True,  # a client's fireAt already past is an input error, not "now"
         )
         return Response(TimerOutput(timer).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
@@ -191,7 +191,7 @@ class TimerListCreateApi(ApiView):
                 raise exceptions.PermissionDenied("tenantId does not match the credential's tenant")
             return principal.tenant
         # A staff session without a chosen tenant names it in the body.
-        tenant = Tenant.objects.filter(pk=body_tenant).first() if isinstance(body_tenant, str) else None
+        tenant = selectors.tenant_get(tenant_id=body_tenant) if isinstance(body_tenant, str) else None
         if tenant is None:
             raise exceptions.ValidationError({"tenantId": ["staff sessions must name an existing tenant"]})
         return tenant
