@@ -106,13 +106,22 @@ def commands(*, python: str, data_dir: Path, log_level: str, concurrency: int) -
     return {
         "web": [python, "-m", "gunicorn", "-c", "python:minoots_project.gunicorn_conf", "minoots_project.wsgi"],
         "worker": [
-            *celery, "worker", "-Q", "timers,actions",
+            *celery,
+            "worker",
+            "-Q",
+            "timers,actions",
             # Actions wait on the network: threads, not processes.
-            "--pool", "threads", "--concurrency", str(concurrency),
-            "--loglevel", log_level,
+            "--pool",
+            "threads",
+            "--concurrency",
+            str(concurrency),
+            "--loglevel",
+            log_level,
             # No worker-to-worker chatter: MINOOTS needs none, and on the filesystem broker each
             # restart would leave a dead fan-out queue that keeps receiving heartbeats.
-            "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
         ],
         "beat": [*celery, "beat", "--loglevel", log_level, "--schedule", str(data_dir / "celerybeat-schedule")],
     }
@@ -236,7 +245,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     collect = subprocess.run(
         [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
-        cwd=base_dir, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
+        cwd=base_dir,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     for line in (collect.stdout + collect.stderr).splitlines():
         output.write("runall", line)

@@ -141,8 +141,7 @@ def test_manage_py_check_exits_non_zero_naming_the_variable_when_the_visibility_
     "argv",
     [
         # A queue nobody publishes to: were the check to let it start, it would consume nothing.
-        ["worker", "-Q", "minoots-checks-test", "--pool", "solo", "--without-gossip", "--without-mingle",
-         "--without-heartbeat"],
+        ["worker", "-Q", "minoots-checks-test", "--pool", "solo", "--without-mingle", "--without-gossip"],
         ["beat", "--schedule", "{tmp}/celerybeat-schedule"],
     ],
     ids=["worker", "beat"],

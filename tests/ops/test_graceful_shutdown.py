@@ -30,8 +30,11 @@ def test_sigterm_finishes_the_running_task_and_hands_back_the_held_ticks(
 
     first = processes.worker("first", extra=["--include", "tests.ops.slowtask"])
     wait_for(lambda: Path(f"{marker}.started").exists(), timeout=15, what="the slow task to start")
-    wait_for(lambda: re.search(r"timers\.fire_due\[[^]]+\] received", first.log()), timeout=15,
-             what="the first worker to hold the ETA tick")
+    wait_for(
+        lambda: re.search(r"timers\.fire_due\[[^]]+\] received", first.log()),
+        timeout=15,
+        what="the first worker to hold the ETA tick",
+    )
     assert broker.hlen("unacked") >= 2  # the running task and the tick it keeps for later
 
     first.signal_group(signal.SIGTERM)
@@ -45,7 +48,8 @@ def test_sigterm_finishes_the_running_task_and_hands_back_the_held_ticks(
     processes.worker("second")
     wait_for(
         lambda: Timer.objects.filter(pk__in=[t.pk for t in timers], status=TimerStatus.SETTLED).count() == len(timers),
-        timeout=30, what="every timer to settle from the handed-back tick",
+        timeout=30,
+        what="every timer to settle from the handed-back tick",
     )
     fired = list(TimerEvent.objects.filter(kind="fired").values_list("timer_id", flat=True))
     assert sorted(fired) == sorted(t.pk for t in timers)  # each exactly once

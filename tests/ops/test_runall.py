@@ -34,7 +34,9 @@ def create_timer(base: str, key: str, *, trace_id: str | None = None) -> dict[st
     headers = {"X-API-Key": key}
     if trace_id:
         headers["x-trace-id"] = trace_id
-    response = requests.post(f"{base}/api/timers", json={"name": "ops", "duration": "500ms"}, headers=headers, timeout=10)
+    response = requests.post(
+        f"{base}/api/timers", json={"name": "ops", "duration": "500ms"}, headers=headers, timeout=10
+    )
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -56,6 +58,7 @@ def metrics_text(base: str) -> str:
 
 def wait_metrics(base: str, *samples: str) -> str:
     """The worker counts just after its commit: give the scrape a moment to see it."""
+
     def scraped() -> str | None:
         text = metrics_text(base)
         return text if all(sample in text for sample in samples) else None
@@ -79,14 +82,20 @@ def test_make_run_embedded_fires_a_timer_counts_it_and_logs_json_without_secrets
 ) -> None:
     port = free_port()
     env = clean_env(PORT=str(port), LOG_FORMAT="json", MINOOTS_SHUTDOWN_GRACE="20")
-    tree = supervised.start("make-run-embedded", ["make", "--no-print-directory", "run", f"PORT={port}"],
-                            cwd=repo_copy, env=env)
+    tree = supervised.start(
+        "make-run-embedded", ["make", "--no-print-directory", "run", f"PORT={port}"], cwd=repo_copy, env=env
+    )
     base = f"http://127.0.0.1:{port}"
     assert wait_http_ok(f"{base}/healthz", tree).json() == {"status": "ok"}
 
     made = subprocess.run(
-        [sys.executable, "manage.py", "create_api_key", "acme"], cwd=repo_copy, env=env,
-        capture_output=True, text=True, check=True, timeout=60,
+        [sys.executable, "manage.py", "create_api_key", "acme"],
+        cwd=repo_copy,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     key = made.stdout.strip().splitlines()[-1]
     assert key.startswith("mk_")
@@ -137,11 +146,16 @@ def test_make_run_on_postgres_and_redis_fires_a_timer(
     _, key = keys.api_key_create(tenant=tenant, name="ops")
     port = free_port()
     env = clean_env(
-        PORT=str(port), DATABASE_URL=database_url(), CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
-        SECRET_KEY="ops-test-secret", MINOOTS_DATA_DIR=str(tmp_path / "data"), MINOOTS_SHUTDOWN_GRACE="20",
+        PORT=str(port),
+        DATABASE_URL=database_url(),
+        CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
+        SECRET_KEY="ops-test-secret",
+        MINOOTS_DATA_DIR=str(tmp_path / "data"),
+        MINOOTS_SHUTDOWN_GRACE="20",
     )
-    tree = supervised.start("make-run-postgres", ["make", "--no-print-directory", "run", f"PORT={port}"],
-                            cwd=repo_copy, env=env)
+    tree = supervised.start(
+        "make-run-postgres", ["make", "--no-print-directory", "run", f"PORT={port}"], cwd=repo_copy, env=env
+    )
     base = f"http://127.0.0.1:{port}"
     wait_http_ok(f"{base}/healthz", tree)
     ready = requests.get(f"{base}/readyz", timeout=10)
