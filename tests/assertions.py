@@ -7,7 +7,9 @@ from typing import Any
 ERROR_KEYS = {"message", "details"}
 
 
-def assert_error(response: Any, status: int, *, field: str | None = None, contains: str | None = None) -> dict[str, Any]:
+def assert_error(
+    response: Any, status: int, *, field: str | None = None, contains: str | None = None
+) -> dict[str, Any]:
     """Assert that ``response`` is an error in the one documented shape; return its body.
 
     The contract (README, "Every error under /api/ has one shape"): the ``status`` code, a JSON

@@ -63,8 +63,16 @@ def action_bundle(
 
 
 def _timer_row(
-    *, tenant: Tenant, status: str, name: str, fire_at: datetime | None, actions: Sequence[dict[str, Any]] | None,
-    concurrency: int | None, retry_policy: dict[str, Any] | None, now: datetime, fields: dict[str, Any],
+    *,
+    tenant: Tenant,
+    status: str,
+    name: str,
+    fire_at: datetime | None,
+    actions: Sequence[dict[str, Any]] | None,
+    concurrency: int | None,
+    retry_policy: dict[str, Any] | None,
+    now: datetime,
+    fields: dict[str, Any],
 ) -> Timer:
     fire_at = now - timedelta(milliseconds=1) if fire_at is None else fire_at
     created_at = fields.pop("created_at", now)
@@ -96,23 +104,41 @@ def make_timer(
     become the ``action_bundle``. Any other model field may be given in ``fields``.
     """
     timer = _timer_row(
-        tenant=tenant, status=status, name=name, fire_at=fire_at, actions=actions, concurrency=concurrency,
-        retry_policy=retry_policy, now=timezone.now(), fields=dict(fields),
+        tenant=tenant,
+        status=status,
+        name=name,
+        fire_at=fire_at,
+        actions=actions,
+        concurrency=concurrency,
+        retry_policy=retry_policy,
+        now=timezone.now(),
+        fields=dict(fields),
     )
     timer.save(force_insert=True)
     return timer
 
 
 def make_timers(
-    *, tenant: Tenant, fire_ats: Sequence[datetime], status: str = TimerStatus.ARMED, name_prefix: str = "t",
+    *,
+    tenant: Tenant,
+    fire_ats: Sequence[datetime],
+    status: str = TimerStatus.ARMED,
+    name_prefix: str = "t",
     **fields: Any,
 ) -> list[Timer]:
     """One timer per ``fire_ats`` entry, named ``<name_prefix><i>``, in one INSERT (see ``make_timer``)."""
     now = timezone.now()
     rows = [
         _timer_row(
-            tenant=tenant, status=status, name=f"{name_prefix}{i}", fire_at=fire_at, actions=None, concurrency=None,
-            retry_policy=None, now=now, fields=dict(fields),
+            tenant=tenant,
+            status=status,
+            name=f"{name_prefix}{i}",
+            fire_at=fire_at,
+            actions=None,
+            concurrency=None,
+            retry_policy=None,
+            now=now,
+            fields=dict(fields),
         )
         for i, fire_at in enumerate(fire_ats)
     ]
