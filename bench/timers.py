@@ -455,6 +455,8 @@ def plot(path: str, series: dict[str, list[float]]) -> None:
 
 
 def main() -> None:
+    from tests.net import free_port  # the repository root is on sys.path (above)
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", default="steady,burst,scale,webhook")
     parser.add_argument("--quick", action="store_true", help="small sizes: a minute instead of ten")
@@ -483,7 +485,7 @@ def main() -> None:
     rows: list[Row] = []
     series: dict[str, list[float]] = {}
     try:
-        port = 18000 + random.randint(0, 999)
+        port = free_port()
         group.start("web", [str(VENV_BIN / "gunicorn"), "minoots_project.wsgi", "--bind", f"127.0.0.1:{port}",
                             "--workers", "3", "--threads", "4"], ready="Booting worker")
         workers = [

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import redis
-from django.conf import settings
 
 from tests.factories import schedule_timers
 from tests.ops.slowtask import sleep_then_write
@@ -20,10 +19,8 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 
 
 def test_sigterm_finishes_the_running_task_and_hands_back_the_held_ticks(
-    tenant: Tenant, processes: Processes, tmp_path: Path
+    tenant: Tenant, broker: redis.Redis, processes: Processes, tmp_path: Path
 ) -> None:
-    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    broker.flushdb()
     timers = schedule_timers(tenant=tenant, in_=timedelta(seconds=9), count=20, name_prefix="g")
     marker = tmp_path / "slow"
     sleep_then_write.apply_async(args=(str(marker), 2.0), queue="timers")

@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,10 @@ import pytest
 import requests
 from django.conf import settings
 
+from tests.factories import make_api_key
 from tests.net import free_port
 from tests.ops.conftest import ROOT, Supervised, Tree, alive, clean_env, wait_http_ok
 from tests.processes import database_url, wait_for
-from timers import keys
 from timers.models import Tenant
 
 pytestmark = pytest.mark.e2e
@@ -143,7 +142,7 @@ def test_make_run_embedded_fires_a_timer_counts_it_and_logs_json_without_secrets
 def test_make_run_on_postgres_and_redis_fires_a_timer(
     repo_copy: Path, supervised: Supervised, tmp_path: Path, tenant: Tenant
 ) -> None:
-    _, key = keys.api_key_create(tenant=tenant, name="ops")
+    key = make_api_key(tenant=tenant, name="ops")
     port = free_port()
     env = clean_env(
         PORT=str(port),
@@ -189,8 +188,11 @@ def test_runall_reports_a_dead_child_and_stops_the_rest_with_an_error(
     wait_for(lambda: tree.popen.poll() is not None, timeout=40, what="runall to exit")
     assert tree.popen.returncode == 1
     assert "beat exited unexpectedly with code -9" in tree.output()
-    time.sleep(0.5)
-    assert not [pid for pid in tree.known if alive(pid)], "a child survived its sibling's death"
+    wait_for(
+        lambda: not [pid for pid in tree.known if alive(pid)],
+        timeout=10,
+        what="web and worker to be gone after beat was killed (a child survived its sibling's death)",
+    )
 
 
 # --- The supervisor itself, with stand-in children -------------------------------------------
