@@ -77,12 +77,15 @@ class Group:
     def __init__(self) -> None:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
 
-    def start(self, name: str, argv: list[str], ready: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, argv: list[str], ready: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         DATA_DIR.mkdir(parents=True, exist_ok=True)
         log = DATA_DIR / f"{name}.log"
         with open(log, "wb") as out:
-            proc = subprocess.Popen(argv, cwd=ROOT, env=env or ENV, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                argv, cwd=ROOT, env=env or ENV, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.procs.append((name, proc))
         deadline = time.monotonic() + 60
         while ready not in log.read_text(errors="replace"):
@@ -112,9 +115,23 @@ class Group:
 
 
 def worker_argv(app: str, queues: str | None, concurrency: int) -> list[str]:
-    argv = [str(VENV_BIN / "celery"), "-A", app, "worker", "--pool", "threads", "--concurrency", str(concurrency),
-            "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO",
-            "-n", f"{app}-{uuid.uuid4().hex[:6]}@%h"]
+    argv = [
+        str(VENV_BIN / "celery"),
+        "-A",
+        app,
+        "worker",
+        "--pool",
+        "threads",
+        "--concurrency",
+        str(concurrency),
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "--loglevel",
+        "INFO",
+        "-n",
+        f"{app}-{uuid.uuid4().hex[:6]}@%h",
+    ]
     return argv + (["-Q", queues] if queues else [])
 
 
@@ -170,7 +187,9 @@ def db() -> Iterator[Any]:
         conn.close()
 
 
-def insert_scheduled(cur: Any, *, prefix: str, count: int, fire_at_sql: str, bundle: dict[str, Any] | None = None) -> None:
+def insert_scheduled(
+    cur: Any, *, prefix: str, count: int, fire_at_sql: str, bundle: dict[str, Any] | None = None
+) -> None:
     """Bulk insert ``count`` scheduled timers in one statement (as an import would)."""
     cur.execute(
         f"""
@@ -252,15 +271,28 @@ def steady_minoots(api: str, key: str, rate: int, seconds: int, *, via: str) -> 
         codes = [f.result() for f in statuses]
     created = sum(1 for c in codes if c == 201)
     with db() as cur:
-        wait_until(lambda: pending(cur, prefix) == 0 or datetime.now(UTC) > last_fire + timedelta(seconds=15),
-                   timeout=120)
+        wait_until(
+            lambda: pending(cur, prefix) == 0 or datetime.now(UTC) > last_fire + timedelta(seconds=15), timeout=120
+        )
         lat, unfired, double, _ = lateness_of(cur, prefix)
     refused = len(codes) - created
     note = f"{rate}/s for {seconds}s via {'POST /api/timers' if via == 'http' else 'timer_create()'}"
     if refused:
         note += f"; {refused} creates refused ({sorted(set(c for c in codes if c != 201))})"
-    return ({"case": f"steady ({via})", "system": "minoots", "n": created, "p50": pct(lat, 50), "p99": pct(lat, 99),
-             "max": max(lat, default=float("nan")), "lost": unfired, "double": double, "note": note}, lat)
+    return (
+        {
+            "case": f"steady ({via})",
+            "system": "minoots",
+            "n": created,
+            "p50": pct(lat, 50),
+            "p99": pct(lat, 99),
+            "max": max(lat, default=float("nan")),
+            "lost": unfired,
+            "double": double,
+            "note": note,
+        },
+        lat,
+    )
 
 
 def baseline_results(r: redis.Redis) -> tuple[dict[str, float], dict[str, int], dict[str, float]]:
@@ -291,9 +323,20 @@ def steady_celery(rate: int, seconds: int) -> tuple[Row, list[float]]:
     wait_until(lambda: r.hlen("baseline:count") >= len(ids) or time.time() > last_fire + 15, timeout=120)
     lat, counts, _ = baseline_results(r)
     values = [lat[i] for i in ids if i in lat]
-    return ({"case": "steady (apply_async)", "system": "celery eta", "n": len(ids), "p50": pct(values, 50), "p99": pct(values, 99),
-             "max": max(values, default=float("nan")), "lost": sum(1 for i in ids if i not in counts),
-             "double": sum(1 for i in ids if counts.get(i, 0) > 1), "note": "apply_async(eta=...)"}, values)
+    return (
+        {
+            "case": "steady (apply_async)",
+            "system": "celery eta",
+            "n": len(ids),
+            "p50": pct(values, 50),
+            "p99": pct(values, 99),
+            "max": max(values, default=float("nan")),
+            "lost": sum(1 for i in ids if i not in counts),
+            "double": sum(1 for i in ids if counts.get(i, 0) > 1),
+            "note": "apply_async(eta=...)",
+        },
+        values,
+    )
 
 
 def burst_minoots(count: int, lead: int) -> tuple[Row, list[float]]:
@@ -304,9 +347,20 @@ def burst_minoots(count: int, lead: int) -> tuple[Row, list[float]]:
         wait_until(lambda: pending(cur, "burst-") == 0, timeout=lead + 120)
         lat, unfired, double, fired_epochs = lateness_of(cur, "burst-")
     last = (max(fired_epochs) - fire_at.timestamp()) if fired_epochs else float("nan")
-    return ({"case": "burst", "system": "minoots", "n": count, "p50": pct(lat, 50), "p99": pct(lat, 99),
-             "max": max(lat, default=float("nan")), "lost": unfired, "double": double,
-             "note": f"last fired {last:.2f} s after fireAt"}, lat)
+    return (
+        {
+            "case": "burst",
+            "system": "minoots",
+            "n": count,
+            "p50": pct(lat, 50),
+            "p99": pct(lat, 99),
+            "max": max(lat, default=float("nan")),
+            "lost": unfired,
+            "double": double,
+            "note": f"last fired {last:.2f} s after fireAt",
+        },
+        lat,
+    )
 
 
 def burst_celery(count: int, lead: int) -> tuple[Row, list[float]]:
@@ -323,16 +377,33 @@ def burst_celery(count: int, lead: int) -> tuple[Row, list[float]]:
     lat, counts, ran = baseline_results(r)
     values = [lat[i] for i in ids if i in lat]
     last = max((ran[i] for i in ids if i in ran), default=float("nan")) - fire_at
-    return ({"case": "burst", "system": "celery eta", "n": count, "p50": pct(values, 50), "p99": pct(values, 99),
-             "max": max(values, default=float("nan")), "lost": sum(1 for i in ids if i not in counts),
-             "double": sum(1 for i in ids if counts.get(i, 0) > 1), "note": f"last ran {last:.2f} s after eta"}, values)
+    return (
+        {
+            "case": "burst",
+            "system": "celery eta",
+            "n": count,
+            "p50": pct(values, 50),
+            "p99": pct(values, 99),
+            "max": max(values, default=float("nan")),
+            "lost": sum(1 for i in ids if i not in counts),
+            "double": sum(1 for i in ids if counts.get(i, 0) > 1),
+            "note": f"last ran {last:.2f} s after eta",
+        },
+        values,
+    )
 
 
 def setup_django() -> None:
     """Configure Django in this process the way the bench's own processes are."""
     import django
 
-    os.environ.update({k: v for k, v in ENV.items() if k.startswith(("DATABASE_URL", "CELERY_", "SECRET_KEY", "MINOOTS_", "LOG_LEVEL"))})
+    os.environ.update(
+        {
+            k: v
+            for k, v in ENV.items()
+            if k.startswith(("DATABASE_URL", "CELERY_", "SECRET_KEY", "MINOOTS_", "LOG_LEVEL"))
+        }
+    )
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "minoots_project.settings")
     django.setup()
 
@@ -353,14 +424,25 @@ def scale_case(workers: list[subprocess.Popen[bytes]], counts: list[int], settle
     inserted = 0
     for target in counts:
         with db() as cur:
-            insert_scheduled(cur, prefix="scale-", count=target - inserted,
-                             fire_at_sql="now() + interval '2 hours' + (g %% 2592000) * interval '1 second'")
+            insert_scheduled(
+                cur,
+                prefix="scale-",
+                count=target - inserted,
+                fire_at_sql="now() + interval '2 hours' + (g %% 2592000) * interval '1 second'",
+            )
             cur.execute("ANALYZE timers_timer")
         inserted = target
         time.sleep(settle)  # let beat run several reconcile passes against the new table
-        rows.append({"case": f"scale {target:,} pending", "system": "minoots", "n": target,
-                     "worker_rss_mb": sum(rss_mb(w) for w in workers), "redis_mb": r.info("memory")["used_memory"] / 2**20,
-                     "reconcile_p99": reconcile_p99(40)})
+        rows.append(
+            {
+                "case": f"scale {target:,} pending",
+                "system": "minoots",
+                "n": target,
+                "worker_rss_mb": sum(rss_mb(w) for w in workers),
+                "redis_mb": r.info("memory")["used_memory"] / 2**20,
+                "reconcile_p99": reconcile_p99(40),
+            }
+        )
     return rows
 
 
@@ -394,8 +476,9 @@ def webhook_case(count: int, lead: int) -> tuple[Row, list[float]]:
         with db() as cur:
             cur.execute("SELECT now() + %s * interval '1 second'", [lead])
             fire_at = cur.fetchone()[0]
-            insert_scheduled(cur, prefix="hook-", count=count, fire_at_sql=f"'{fire_at.isoformat()}'::timestamptz",
-                             bundle=bundle)
+            insert_scheduled(
+                cur, prefix="hook-", count=count, fire_at_sql=f"'{fire_at.isoformat()}'::timestamptz", bundle=bundle
+            )
             wait_until(lambda: len(Receiver.arrivals) >= count, timeout=lead + 180)
             cur.execute(
                 """SELECT count(*), EXTRACT(EPOCH FROM max(a.finished_at) - min(a.started_at))
@@ -407,9 +490,20 @@ def webhook_case(count: int, lead: int) -> tuple[Row, list[float]]:
         server.shutdown()
     lat = [(at - fire_at.timestamp()) * 1000 for at in Receiver.arrivals.values()]
     rate = attempts / float(span) if span else float("nan")
-    return ({"case": "webhook burst", "system": "minoots", "n": count, "p50": pct(lat, 50), "p99": pct(lat, 99),
-             "max": max(lat, default=float("nan")), "lost": count - len(Receiver.arrivals), "double": "",
-             "note": f"arrival - fireAt; {attempts} attempts at {rate:.0f}/s"}, lat)
+    return (
+        {
+            "case": "webhook burst",
+            "system": "minoots",
+            "n": count,
+            "p50": pct(lat, 50),
+            "p99": pct(lat, 99),
+            "max": max(lat, default=float("nan")),
+            "lost": count - len(Receiver.arrivals),
+            "double": "",
+            "note": f"arrival - fireAt; {attempts} attempts at {rate:.0f}/s",
+        },
+        lat,
+    )
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -427,8 +521,10 @@ def print_table(rows: list[Row]) -> None:
     for r in rows:
         if r["case"].startswith("scale"):
             continue
-        print(f"| {r['case']} | {r['system']} | {r['n']:,} | {fmt(r['p50'])} | {fmt(r['p99'])} | {fmt(r['max'])} "
-              f"| {r['lost']} | {r['double']} | {r.get('note', '')} |")
+        print(
+            f"| {r['case']} | {r['system']} | {r['n']:,} | {fmt(r['p50'])} | {fmt(r['p99'])} | {fmt(r['max'])} "
+            f"| {r['lost']} | {r['double']} | {r.get('note', '')} |"
+        )
     scale = [r for r in rows if r["case"].startswith("scale")]
     if scale:
         print("\n| case | worker RSS MB | Redis used_memory MB | reconcile p99 ms |")
@@ -476,8 +572,18 @@ def main() -> None:
     scale_counts = [1_000, 20_000] if args.quick else [1_000, 1_000_000]
 
     recreate_database()
-    key = subprocess.run([sys.executable, "manage.py", "create_api_key", "bench"], cwd=ROOT, env=ENV, check=True,
-                         capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    key = (
+        subprocess.run(
+            [sys.executable, "manage.py", "create_api_key", "bench"],
+            cwd=ROOT,
+            env=ENV,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     for url in (BROKER, BASELINE_BROKER):
         redis.Redis.from_url(url).flushdb()
 
@@ -486,14 +592,38 @@ def main() -> None:
     series: dict[str, list[float]] = {}
     try:
         port = free_port()
-        group.start("web", [str(VENV_BIN / "gunicorn"), "minoots_project.wsgi", "--bind", f"127.0.0.1:{port}",
-                            "--workers", "3", "--threads", "4"], ready="Booting worker")
+        group.start(
+            "web",
+            [
+                str(VENV_BIN / "gunicorn"),
+                "minoots_project.wsgi",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "3",
+                "--threads",
+                "4",
+            ],
+            ready="Booting worker",
+        )
         workers = [
             group.start(f"worker{i}", worker_argv("minoots_project", "timers,actions", args.concurrency), " ready.")
             for i in range(args.workers)
         ]
-        group.start("beat", [str(VENV_BIN / "celery"), "-A", "minoots_project", "beat", "--loglevel", "INFO",
-                             "--schedule", str(DATA_DIR / "beat-schedule")], ready="beat: Starting")
+        group.start(
+            "beat",
+            [
+                str(VENV_BIN / "celery"),
+                "-A",
+                "minoots_project",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(DATA_DIR / "beat-schedule"),
+            ],
+            ready="beat: Starting",
+        )
         api = f"http://127.0.0.1:{port}"
 
         def record(label: str, result: tuple[Row, list[float]]) -> None:
@@ -513,8 +643,12 @@ def main() -> None:
         if not args.no_baseline and cases & {"steady", "burst"}:
             group.stop_all()
             for i in range(args.workers):
-                group.start(f"baseline-worker{i}", worker_argv("bench.baseline_app", None, args.concurrency), " ready.",
-                            env={**ENV, "CELERY_BROKER_URL": BASELINE_BROKER})
+                group.start(
+                    f"baseline-worker{i}",
+                    worker_argv("bench.baseline_app", None, args.concurrency),
+                    " ready.",
+                    env={**ENV, "CELERY_BROKER_URL": BASELINE_BROKER},
+                )
             if "steady" in cases:
                 record("steady: celery eta", steady_celery(rate, seconds))
             if "burst" in cases:
@@ -523,8 +657,10 @@ def main() -> None:
         group.stop_all()
 
     rows.sort(key=lambda r: (r["case"], r["system"] != "minoots"))
-    print(f"\nMINOOTS benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M}Z, {os.cpu_count()} cores, "
-          f"{args.workers} worker process(es) --pool threads --concurrency {args.concurrency}{' (quick)' if args.quick else ''}")
+    print(
+        f"\nMINOOTS benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M}Z, {os.cpu_count()} cores, "
+        f"{args.workers} worker process(es) --pool threads --concurrency {args.concurrency}{' (quick)' if args.quick else ''}"
+    )
     print_table(rows)
     if args.plot:
         plot(args.plot, series)

@@ -48,8 +48,13 @@ def test_non_http_url_is_refused_naming_the_action_and_field(client: APIClient) 
 
 @pytest.mark.parametrize(
     "url",
-    ["http://127.0.0.1/x", "http://10.0.0.1/x", "http://169.254.169.254/latest/meta-data/", "http://[::1]/x",
-     "http://localhost:8000/x"],
+    [
+        "http://127.0.0.1/x",
+        "http://10.0.0.1/x",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/x",
+        "http://localhost:8000/x",
+    ],
 )
 def test_private_webhook_targets_are_refused_while_not_allowed(client: APIClient, url: str) -> None:
     message = refused(post(client, {"id": "ssrf", "kind": "webhook", "parameters": {"url": url}}))
@@ -96,8 +101,13 @@ def test_file_traversal_is_refused(client: APIClient, file_root: Path) -> None:
 
 def test_parameters_of_an_escalation_are_checked_too(client: APIClient) -> None:
     action = {
-        "id": "a", "kind": "webhook", "parameters": {"url": "https://93.184.215.14/hook"},
-        "escalation": {"afterAttempts": 1, "escalatesTo": {"id": "b", "kind": "webhook", "parameters": {"url": "ftp://x"}}},
+        "id": "a",
+        "kind": "webhook",
+        "parameters": {"url": "https://93.184.215.14/hook"},
+        "escalation": {
+            "afterAttempts": 1,
+            "escalatesTo": {"id": "b", "kind": "webhook", "parameters": {"url": "ftp://x"}},
+        },
     }
     message = refused(post(client, action))
 
@@ -149,8 +159,11 @@ def test_lone_surrogates_in_parameters_are_refused_by_the_runner(
 
 @pytest.mark.parametrize("url", ["http://a..b/x", f"http://{'a' * 64}.example.com/x"])
 def test_a_webhook_url_with_an_invalid_host_name_is_a_400_naming_the_url(client: Any, url: str) -> None:
-    body = {"name": "t", "duration": "5m", "actionBundle": {"actions": [
-        {"id": "hook", "kind": "webhook", "parameters": {"url": url}}]}}
+    body = {
+        "name": "t",
+        "duration": "5m",
+        "actionBundle": {"actions": [{"id": "hook", "kind": "webhook", "parameters": {"url": url}}]},
+    }
     response = client.post("/api/timers", body, format="json")
     assert_error(response, 400, field="actionBundle", contains="actions[0].parameters.url")
 

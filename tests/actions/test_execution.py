@@ -179,7 +179,10 @@ def test_retry_delay_is_capped_by_max_backoff_even_when_the_server_asks_for_more
 
 
 def test_retry_due_within_the_horizon_is_published_with_its_eta(
-    receiver: Receiver, allow_private: None, fire_timer: FireTimer, broker: redis.Redis,
+    receiver: Receiver,
+    allow_private: None,
+    fire_timer: FireTimer,
+    broker: redis.Redis,
     django_capture_on_commit_callbacks: Any,
 ) -> None:
     receiver.script("/a", Reply(503, b"", {"Retry-After": "5"}))
@@ -197,8 +200,12 @@ def test_retry_due_within_the_horizon_is_published_with_its_eta(
 
 
 def test_retry_beyond_the_horizon_is_left_to_the_reconciler_until_it_is_due(
-    receiver: Receiver, allow_private: None, fire_timer: FireTimer, broker: redis.Redis,
-    django_capture_on_commit_callbacks: Any, settings: Any,
+    receiver: Receiver,
+    allow_private: None,
+    fire_timer: FireTimer,
+    broker: redis.Redis,
+    django_capture_on_commit_callbacks: Any,
+    settings: Any,
 ) -> None:
     receiver.script("/a", Reply(503, b"", {"Retry-After": "600"}))
     timer = fire_timer(webhook("a", f"{receiver.url}/a"))
@@ -287,7 +294,9 @@ def test_nested_escalations_climb_one_level_at_a_time_and_failures_are_all_named
 
     by_id = runs(timer)
     assert [(by_id[a].escalation_level, by_id[a].status) for a in ("level-0", "level-1", "level-2")] == [
-        (0, RunStatus.FAILED), (1, RunStatus.FAILED), (2, RunStatus.SUCCEEDED),
+        (0, RunStatus.FAILED),
+        (1, RunStatus.FAILED),
+        (2, RunStatus.SUCCEEDED),
     ]
     assert timer.failure_reason == "actions failed: level-0, level-1"
 
@@ -341,7 +350,10 @@ def test_concurrency_two_starts_two_and_the_third_waits(
 ) -> None:
     timer = fire_timer(*(webhook(name, f"{receiver.url}/{name}") for name in ("a", "b", "c")), concurrency=2)
 
-    assert sorted(r.action_id for r in ActionRun.objects.filter(timer=timer, next_attempt_at__isnull=False)) == ["a", "b"]
+    assert sorted(r.action_id for r in ActionRun.objects.filter(timer=timer, next_attempt_at__isnull=False)) == [
+        "a",
+        "b",
+    ]
     execute_next(timer)
     assert runs(timer)["c"].next_attempt_at is not None
     assert drive(timer).status == TimerStatus.SETTLED
@@ -386,7 +398,8 @@ def test_timer_detail_shows_runs_with_their_attempts(
     [run] = body["actionRuns"]
     assert (run["actionId"], run["status"], run["attempts"]) == ("a", "succeeded", 2)
     assert [(a["number"], a["outcome"], a["httpStatus"]) for a in run["attemptRecords"]] == [
-        (1, "transient_failure", 500), (2, "succeeded", 200),
+        (1, "transient_failure", 500),
+        (2, "succeeded", 200),
     ]
     assert run["attemptRecords"][0]["outputExcerpt"] == "nope"
 

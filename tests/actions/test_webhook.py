@@ -268,12 +268,18 @@ def test_parameters_parse_into_a_typed_object_whose_json_form_is_what_validation
     params = get_runner("webhook").parse(parameters, tenant_id="acme")
 
     assert params == WebhookParams(
-        url="https://93.184.215.14:8443/hook", host="93.184.215.14", port=8443, method="PUT",
-        headers={"X-Team": "ops"}, timeout_ms=5000,
+        url="https://93.184.215.14:8443/hook",
+        host="93.184.215.14",
+        port=8443,
+        method="PUT",
+        headers={"X-Team": "ops"},
+        timeout_ms=5000,
     )
-    assert get_runner("webhook").validate(parameters, tenant_id="acme") == params.to_json() == {
-        "url": "https://93.184.215.14:8443/hook", "method": "PUT", "headers": {"X-Team": "ops"}, "timeoutMs": 5000
-    }
+    assert (
+        get_runner("webhook").validate(parameters, tenant_id="acme")
+        == params.to_json()
+        == {"url": "https://93.184.215.14:8443/hook", "method": "PUT", "headers": {"X-Team": "ops"}, "timeoutMs": 5000}
+    )
 
 
 def test_parsing_for_an_attempt_leaves_the_dns_check_to_the_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
