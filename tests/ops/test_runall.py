@@ -139,6 +139,7 @@ def test_make_run_embedded_fires_a_timer_counts_it_and_logs_json_without_secrets
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.postgres_only(reason="`make run` with DATABASE_URL on Postgres; the embedded default has its own tests")
 def test_make_run_on_postgres_and_redis_fires_a_timer(
     repo_copy: Path, supervised: Supervised, tmp_path: Path, tenant: Tenant
 ) -> None:
