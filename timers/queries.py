@@ -114,6 +114,9 @@ def _claim_due_postgres(limit: int) -> list[ClaimedTimer]:
 
 
 def _claim_due_sqlite(limit: int) -> list[ClaimedTimer]:
+    # The read and the updates are one claim only inside one (IMMEDIATE) transaction.
+    if not connection.in_atomic_block:
+        raise RuntimeError("claim_due must run inside transaction.atomic()")
     table = Timer._meta.db_table
     now = timezone.now()
     with connection.cursor() as cur:
