@@ -159,8 +159,10 @@ def runs_conclude(finished: Sequence[Finished]) -> list[Finished]:
         # Serialises outcomes per timer (see module docstring), in id order (no deadlocks).
         # NO KEY: event and run inserts referencing the timer are not blocked.
         list(Timer.objects.select_for_update(no_key=True).filter(pk__in=timer_ids).order_by("pk").values_list("pk", flat=True))
-        transitions.attempts_record(finished, at=now)
+        # Runs before attempts, as the claim locks them (a lease-recovery claim closes the
+        # attempts it finds open): the same order on both sides, so no deadlock.
         held = transitions.runs_held(finished)
+        transitions.attempts_record(finished, at=now)
         transitions.runs_succeed([f for f in held if f.outcome.succeeded], at=now)
         slot_freed: dict[UUID, int] = {f.claim.run.timer_id: f.claim.bundle.concurrency for f in held if f.outcome.succeeded}
         for f in held:
@@ -175,8 +177,14 @@ def runs_conclude(finished: Sequence[Finished]) -> list[Finished]:
                 transitions.run_fail(f, at=now)
                 slot_freed[f.claim.run.timer_id] = f.claim.bundle.concurrency
             to_publish += _escalate(f.claim, failed_for_good=not retrying, now=now)
+        with_waiting = set(
+            ActionRun.objects.filter(
+                timer_id__in=slot_freed, escalation_level=0, status=RunStatus.PENDING, next_attempt_at__isnull=True
+            ).values_list("timer_id", flat=True)
+        )
         for timer_id, concurrency in sorted(slot_freed.items()):
-            to_publish += start_waiting(timer_id=timer_id, concurrency=concurrency, now=now)
+            if timer_id in with_waiting:
+                to_publish += start_waiting(timer_id=timer_id, concurrency=concurrency, now=now)
         timers_finish_if_done(sorted(slot_freed))
         if to_publish:
             transaction.on_commit(lambda: runs_publish(to_publish))

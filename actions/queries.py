@@ -55,7 +55,8 @@ def attempts_close(records: Sequence[AttemptRecord], *, at: datetime) -> None:
         return
     from psycopg2.extras import execute_values  # only importable where the Postgres driver is installed
 
-    with connection.cursor() as cur:
+    # On the raw psycopg2 cursor (execute_values needs it): wrapped, so errors stay Django's.
+    with connection.cursor() as cur, connection.wrap_database_errors:
         execute_values(
             cur.cursor,
             f"""UPDATE {ActionAttempt._meta.db_table} AS a

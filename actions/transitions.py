@@ -198,7 +198,7 @@ def runs_held(finished: Sequence[Finished]) -> list[Finished]:
     outcome here is stale and dropped.
     """
     current = dict(
-        ActionRun.objects.select_for_update()
+        ActionRun.objects.select_for_update(no_key=True)
         .filter(pk__in=[f.claim.run.pk for f in finished], status=RunStatus.RUNNING)
         .order_by("pk")
         .values_list("pk", "attempts")
@@ -296,7 +296,7 @@ def _count_on_commit(finished: Sequence[Finished], outcome: str) -> None:
             metrics.action_attempt(kind, outcome, seconds)
 
     if samples:
-        transaction.on_commit(count)
+        transaction.on_commit(count, robust=True)
 
 
 def retry_policy_allows(policy: RetryPolicy, claim: Claim, outcome: Outcome) -> bool:

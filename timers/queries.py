@@ -139,6 +139,8 @@ def _claim_due_sqlite(limit: int) -> list[ClaimedTimer]:
                 " state_version = state_version + 1 WHERE id = %s AND status = 'armed'",
                 [(_db_datetime(now), c.lateness_ms, _db_id(c.id)) for c in due],
             )
+            if cur.rowcount != len(due):  # another writer got in between: not IMMEDIATE?
+                raise RuntimeError(f"claimed {cur.rowcount} of {len(due)} due timers; is the transaction IMMEDIATE?")
     return due
 
 
@@ -173,15 +175,18 @@ def finish_fired(
     if not timer_ids:
         return []
     table = Timer._meta.db_table
-    marks = ", ".join(["%s"] * len(timer_ids))
+    if is_postgres():
+        ids_clause, ids = "id = ANY(%s::uuid[])", [[str(t) for t in timer_ids]]
+    else:
+        ids_clause, ids = f"id IN ({', '.join(['%s'] * len(timer_ids))})", [_db_id(t) for t in timer_ids]
     with connection.cursor() as cur:
         cur.execute(
             f"""
             UPDATE {table} SET status = %s, settled_at = %s, failure_reason = %s, state_version = state_version + 1
-             WHERE status = 'fired' AND id IN ({marks})
+             WHERE status = 'fired' AND {ids_clause}
             RETURNING id, tenant_id, state_version
             """,
-            [status, _db_datetime(at), failure_reason, *(_db_id(t) for t in timer_ids)],
+            [status, _db_datetime(at), failure_reason, *ids],
         )
         rows = cur.fetchall()
     return [(_as_uuid(r[0]), r[1], int(r[2])) for r in rows]
@@ -204,7 +209,8 @@ def insert_events(rows: Sequence[EventRow]) -> None:
         return
     from psycopg2.extras import execute_values  # only importable where the Postgres driver is installed
 
-    with connection.cursor() as cur:
+    # On the raw psycopg2 cursor (execute_values needs it): wrapped, so errors stay Django's.
+    with connection.cursor() as cur, connection.wrap_database_errors:
         execute_values(
             cur.cursor,
             f"INSERT INTO {TimerEvent._meta.db_table} (timer_id, kind, occurred_at, state_version, data) VALUES %s",
