@@ -29,6 +29,7 @@ test: lint
 # mypy in one run: the app packages --strict, tests/ in the default mode ([tool.mypy] in pyproject.toml).
 lint: dev-venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/mypy minoots_project timers actions integrations tests
 

@@ -24,7 +24,15 @@ class ActionRunInline(_ActionRunInlineBase):
     model = ActionRun
     extra = 0
     can_delete = False
-    fields = readonly_fields = ("action_id", "kind", "status", "attempts", "next_attempt_at", "last_error", "finished_at")
+    fields = readonly_fields = (
+        "action_id",
+        "kind",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+        "finished_at",
+    )
     show_change_link = True
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -35,7 +43,17 @@ class ActionAttemptInline(_ActionAttemptInlineBase):
     model = ActionAttempt
     extra = 0
     can_delete = False
-    fields = readonly_fields = ("number", "started_at", "finished_at", "outcome", "http_status", "exit_code", "duration_ms", "error", "output_excerpt")
+    fields = readonly_fields = (
+        "number",
+        "started_at",
+        "finished_at",
+        "outcome",
+        "http_status",
+        "exit_code",
+        "duration_ms",
+        "error",
+        "output_excerpt",
+    )
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -126,7 +126,11 @@ def parse_bundle(raw: Any, path: str = "actionBundle") -> ActionBundle:
     seen: set[str] = set()
     actions = tuple(_action(a, f"{path}.actions[{i}]", 0, seen) for i, a in enumerate(actions_raw))
     concurrency = _int(obj.get("concurrency", 1), f"{path}.concurrency", minimum=1, maximum=MAX_ACTIONS)
-    return ActionBundle(actions=actions, concurrency=concurrency, retry_policy=_retry_policy(obj.get("retryPolicy"), f"{path}.retryPolicy"))
+    return ActionBundle(
+        actions=actions,
+        concurrency=concurrency,
+        retry_policy=_retry_policy(obj.get("retryPolicy"), f"{path}.retryPolicy"),
+    )
 
 
 def iter_specs(bundle: ActionBundle) -> list[tuple[str, ActionSpec]]:

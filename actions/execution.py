@@ -117,7 +117,9 @@ def attempt_run(claim: Claim, *, timer_json: dict[str, Any] | None = None) -> Ou
         return Outcome(succeeded=False, error=WORKER_LOST)
     run = claim.run
     context = ActionContext(
-        run_id=str(run.pk), timer_id=str(run.timer_id), tenant_id=run.timer.tenant_id,
+        run_id=str(run.pk),
+        timer_id=str(run.timer_id),
+        tenant_id=run.timer.tenant_id,
         timer=timer_json if timer_json is not None else timers_json([run.timer])[0],
     )
     try:
@@ -127,8 +129,13 @@ def attempt_run(claim: Claim, *, timer_json: dict[str, Any] | None = None) -> Ou
         return Outcome(succeeded=False, permanent=True, error=str(exc))
     except ActionError as exc:
         return Outcome(
-            succeeded=False, permanent=exc.permanent, error=str(exc), retry_after=exc.retry_after,
-            http_status=exc.http_status, exit_code=exc.exit_code, output=exc.output,
+            succeeded=False,
+            permanent=exc.permanent,
+            error=str(exc),
+            retry_after=exc.retry_after,
+            http_status=exc.http_status,
+            exit_code=exc.exit_code,
+            output=exc.output,
         )
     except Exception as exc:
         if isinstance(exc, SoftTimeLimitExceeded):
@@ -137,7 +144,10 @@ def attempt_run(claim: Claim, *, timer_json: dict[str, Any] | None = None) -> Ou
         log.exception("action runner crashed", extra={"run_id": str(run.pk), "kind": run.kind})
         return Outcome(succeeded=False, permanent=True, error=f"internal error: {type(exc).__name__}: {exc}")
     return Outcome(
-        succeeded=True, summary=result.summary, http_status=result.http_status, exit_code=result.exit_code,
+        succeeded=True,
+        summary=result.summary,
+        http_status=result.http_status,
+        exit_code=result.exit_code,
         output=result.output,
     )
 
@@ -158,13 +168,20 @@ def runs_conclude(finished: Sequence[Finished]) -> list[Finished]:
     with transaction.atomic():
         # Serialises outcomes per timer (see module docstring), in id order (no deadlocks).
         # NO KEY: event and run inserts referencing the timer are not blocked.
-        list(Timer.objects.select_for_update(no_key=True).filter(pk__in=timer_ids).order_by("pk").values_list("pk", flat=True))
+        list(
+            Timer.objects.select_for_update(no_key=True)
+            .filter(pk__in=timer_ids)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
         # Runs before attempts, as the claim locks them (a lease-recovery claim closes the
         # attempts it finds open): the same order on both sides, so no deadlock.
         held = transitions.runs_held(finished)
         transitions.attempts_record(finished, at=now)
         transitions.runs_succeed([f for f in held if f.outcome.succeeded], at=now)
-        slot_freed: dict[UUID, int] = {f.claim.run.timer_id: f.claim.bundle.concurrency for f in held if f.outcome.succeeded}
+        slot_freed: dict[UUID, int] = {
+            f.claim.run.timer_id: f.claim.bundle.concurrency for f in held if f.outcome.succeeded
+        }
         for f in held:
             if f.outcome.succeeded:
                 continue
@@ -203,12 +220,23 @@ def _escalate(claim: Claim, *, failed_for_good: bool, now: datetime) -> list[UUI
         return []
     target = escalation.escalates_to
     escalated = ActionRun.objects.create(
-        timer_id=run.timer_id, action_id=target.id, kind=target.kind, parameters=target.parameters,
-        position=run.position, escalation_level=run.escalation_level + 1, escalated_from=run, next_attempt_at=now,
+        timer_id=run.timer_id,
+        action_id=target.id,
+        kind=target.kind,
+        parameters=target.parameters,
+        position=run.position,
+        escalation_level=run.escalation_level + 1,
+        escalated_from=run,
+        next_attempt_at=now,
     )
     timer_append_event(
-        timer_id=run.timer_id, kind="action.escalated", runId=str(run.pk), actionId=run.action_id,
-        escalatesTo=target.id, escalationRunId=str(escalated.pk), failedAttempts=claim.number,
+        timer_id=run.timer_id,
+        kind="action.escalated",
+        runId=str(run.pk),
+        actionId=run.action_id,
+        escalatesTo=target.id,
+        escalationRunId=str(escalated.pk),
+        failedAttempts=claim.number,
     )
     return [escalated.pk]
 
@@ -277,8 +305,14 @@ def run_execute(*, run_id: str | UUID) -> bool:
     outcome = attempt_run(claim)
     applied = runs_conclude([Finished(claim=claim, outcome=outcome, seconds=time.monotonic() - started)])
     log.info(
-        "action attempt %s", _status_word(outcome, claim) if applied else "stale",
-        extra={"run_id": str(run_uuid), "timer_id": str(claim.run.timer_id), "attempt": claim.number, "event": "action"},
+        "action attempt %s",
+        _status_word(outcome, claim) if applied else "stale",
+        extra={
+            "run_id": str(run_uuid),
+            "timer_id": str(claim.run.timer_id),
+            "attempt": claim.number,
+            "event": "action",
+        },
     )
     return True
 

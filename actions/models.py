@@ -55,9 +55,7 @@ class ActionRun(models.Model):
             ),
         ]
         constraints = [
-            models.CheckConstraint(
-                condition=Q(status__in=[s.value for s in RunStatus]), name="actionrun_status_valid"
-            ),
+            models.CheckConstraint(condition=Q(status__in=[s.value for s in RunStatus]), name="actionrun_status_valid"),
             # Action ids are unique within a bundle, escalations included: this makes creating
             # an escalation run idempotent.
             models.UniqueConstraint(fields=["timer", "action_id"], name="actionrun_timer_action_unique"),
@@ -87,9 +85,7 @@ class ActionAttempt(models.Model):
 
     class Meta:
         ordering = ["run", "number"]
-        constraints = [
-            models.UniqueConstraint(fields=["run", "number"], name="actionattempt_run_number_unique")
-        ]
+        constraints = [models.UniqueConstraint(fields=["run", "number"], name="actionattempt_run_number_unique")]
 
     def __str__(self) -> str:
         return f"attempt {self.number} of {self.run_id}"

@@ -44,8 +44,14 @@ def attempts_close(records: Sequence[AttemptRecord], *, at: datetime) -> None:
         ActionAttempt.objects.bulk_update(
             [
                 ActionAttempt(
-                    pk=r.attempt_id, finished_at=at, outcome=r.outcome, http_status=r.http_status, exit_code=r.exit_code,
-                    duration_ms=r.duration_ms, error=r.error, output_excerpt=r.output_excerpt,
+                    pk=r.attempt_id,
+                    finished_at=at,
+                    outcome=r.outcome,
+                    http_status=r.http_status,
+                    exit_code=r.exit_code,
+                    duration_ms=r.duration_ms,
+                    error=r.error,
+                    output_excerpt=r.output_excerpt,
                 )
                 for r in records
                 if r.attempt_id in still_open

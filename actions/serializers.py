@@ -17,7 +17,17 @@ class ActionAttemptOutput(serializers.ModelSerializer[ActionAttempt]):
 
     class Meta:
         model = ActionAttempt
-        fields = ["number", "startedAt", "finishedAt", "outcome", "httpStatus", "exitCode", "durationMs", "error", "outputExcerpt"]
+        fields = [
+            "number",
+            "startedAt",
+            "finishedAt",
+            "outcome",
+            "httpStatus",
+            "exitCode",
+            "durationMs",
+            "error",
+            "outputExcerpt",
+        ]
 
 
 class ActionRunOutput(serializers.ModelSerializer[ActionRun]):
@@ -33,6 +43,16 @@ class ActionRunOutput(serializers.ModelSerializer[ActionRun]):
     class Meta:
         model = ActionRun
         fields = [
-            "id", "actionId", "kind", "status", "attempts", "escalationLevel", "escalatedFrom",
-            "nextAttemptAt", "lastError", "resultSummary", "finishedAt", "attemptRecords",
+            "id",
+            "actionId",
+            "kind",
+            "status",
+            "attempts",
+            "escalationLevel",
+            "escalatedFrom",
+            "nextAttemptAt",
+            "lastError",
+            "resultSummary",
+            "finishedAt",
+            "attemptRecords",
         ]

@@ -54,8 +54,12 @@ def runs_create_for_fired(timers: Sequence[ClaimedTimer]) -> None:
             startable = position < bundle.concurrency
             # Runs beyond the concurrency limit wait with no next_attempt_at until a slot frees.
             run = ActionRun(
-                timer_id=claimed.id, action_id=spec.id, kind=spec.kind, parameters=spec.parameters,
-                position=position, next_attempt_at=claimed.fired_at if startable else None,
+                timer_id=claimed.id,
+                action_id=spec.id,
+                kind=spec.kind,
+                parameters=spec.parameters,
+                position=position,
+                next_attempt_at=claimed.fired_at if startable else None,
             )
             runs.append(run)
             if startable:
@@ -140,7 +144,9 @@ def runs_recover(now: datetime, limit: int) -> int:
     """
     grace = settings.MINOOTS_REPAIR_GRACE
     overdue = list(
-        ActionRun.objects.filter(status=RunStatus.PENDING, next_attempt_at__isnull=False, next_attempt_at__lt=now - grace)
+        ActionRun.objects.filter(
+            status=RunStatus.PENDING, next_attempt_at__isnull=False, next_attempt_at__lt=now - grace
+        )
         .order_by("next_attempt_at")
         .values_list("id", flat=True)[:limit]
     )

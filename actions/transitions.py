@@ -152,7 +152,11 @@ def runs_claim(*, run_ids: Sequence[UUID]) -> list[Claim]:
                 # The lost attempt was the last one allowed: conclude without a new attempt.
                 ActionRun.objects.filter(pk=run.pk).update(attempts=last_lost)
                 run.attempts = last_lost
-                claims.append(Claim(run=run, number=last_lost, attempt_id=None, bundle=bundle, spec=spec_for(bundle, run.action_id)))
+                claims.append(
+                    Claim(
+                        run=run, number=last_lost, attempt_id=None, bundle=bundle, spec=spec_for(bundle, run.action_id)
+                    )
+                )
                 continue
             new_attempts.append(ActionAttempt(run=run, number=run.attempts, started_at=now))
         created = {a.run_id: a for a in ActionAttempt.objects.bulk_create(new_attempts)}
@@ -160,8 +164,13 @@ def runs_claim(*, run_ids: Sequence[UUID]) -> list[Claim]:
             if run.pk in created:
                 bundle = bundles[run.timer_id]
                 claims.append(
-                    Claim(run=run, number=run.attempts, attempt_id=created[run.pk].pk, bundle=bundle,
-                          spec=spec_for(bundle, run.action_id))
+                    Claim(
+                        run=run,
+                        number=run.attempts,
+                        attempt_id=created[run.pk].pk,
+                        bundle=bundle,
+                        spec=spec_for(bundle, run.action_id),
+                    )
                 )
     claims.sort(key=lambda c: order[c.run.pk])
     return claims
@@ -216,8 +225,11 @@ def attempts_record(finished: Sequence[Finished], *, at: datetime) -> None:
             AttemptRecord(
                 attempt_id=f.claim.attempt_id,
                 outcome=(
-                    AttemptOutcome.SUCCEEDED if f.outcome.succeeded
-                    else AttemptOutcome.PERMANENT if f.outcome.permanent else AttemptOutcome.TRANSIENT
+                    AttemptOutcome.SUCCEEDED
+                    if f.outcome.succeeded
+                    else AttemptOutcome.PERMANENT
+                    if f.outcome.permanent
+                    else AttemptOutcome.TRANSIENT
                 ),
                 http_status=f.outcome.http_status,
                 exit_code=f.outcome.exit_code,

@@ -93,9 +93,7 @@ TEMPLATES = [
 ]
 
 # --- Database -------------------------------------------------------------------------------
-DATABASES = {
-    "default": env.db_url_config(DATABASE_URL or f"sqlite:///{DATA_DIR / 'minoots.sqlite3'}")
-}
+DATABASES = {"default": env.db_url_config(DATABASE_URL or f"sqlite:///{DATA_DIR / 'minoots.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL + busy timeout + IMMEDIATE transactions let web, worker and beat write side by side.
     DATABASES["default"]["OPTIONS"] = {

@@ -114,8 +114,15 @@ class Processes:
     env: dict[str, str]
     started: list[Proc] = field(default_factory=list)
 
-    def start(self, name: str, argv: list[str], *, ready: str | None = None, timeout: float = 30,
-              env: dict[str, str] | None = None) -> Proc:
+    def start(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        ready: str | None = None,
+        timeout: float = 30,
+        env: dict[str, str] | None = None,
+    ) -> Proc:
         log_path = self.workdir / f"{name}-{len(self.started)}.log"
         with open(log_path, "wb") as out:
             popen = subprocess.Popen(
@@ -124,6 +131,7 @@ class Processes:
         proc = Proc(name, popen, log_path)
         self.started.append(proc)
         if ready:
+
             def is_ready() -> bool:
                 if not proc.alive():
                     raise AssertionError(f"{name} exited early:\n{proc.log()[-3000:]}")
@@ -132,13 +140,37 @@ class Processes:
             wait_for(is_ready, timeout=timeout, what=f"{name} to be ready")
         return proc
 
-    def worker(self, name: str = "worker", *, queues: str = "timers,actions", concurrency: int = 8,
-               pool: str = "threads", extra: list[str] | None = None) -> Proc:
+    def worker(
+        self,
+        name: str = "worker",
+        *,
+        queues: str = "timers,actions",
+        concurrency: int = 8,
+        pool: str = "threads",
+        extra: list[str] | None = None,
+    ) -> Proc:
         return self.start(
             name,
-            [CELERY, "-A", "minoots_project", "worker", "-Q", queues, "--pool", pool,
-             "--concurrency", str(concurrency), "--without-gossip", "--without-mingle", "--without-heartbeat",
-             "-n", f"{name}-{len(self.started)}@%h", "--loglevel", "INFO", *(extra or [])],
+            [
+                CELERY,
+                "-A",
+                "minoots_project",
+                "worker",
+                "-Q",
+                queues,
+                "--pool",
+                pool,
+                "--concurrency",
+                str(concurrency),
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                f"{name}-{len(self.started)}@%h",
+                "--loglevel",
+                "INFO",
+                *(extra or []),
+            ],
             ready=" ready.",
         )
 
@@ -154,8 +186,20 @@ class Processes:
         port = free_port()
         proc = self.start(
             name,
-            [PYTHON, "-m", "gunicorn", "minoots_project.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-             "--threads", "4", "--access-logfile", "-"],
+            [
+                PYTHON,
+                "-m",
+                "gunicorn",
+                "minoots_project.wsgi",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "2",
+                "--threads",
+                "4",
+                "--access-logfile",
+                "-",
+            ],
             ready="Booting worker",
         )
         return proc, f"http://127.0.0.1:{port}"

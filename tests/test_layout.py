@@ -14,9 +14,7 @@ WRITES = {"update", "create", "bulk_create", "bulk_update", "get_or_create", "up
 
 
 def _sources() -> list[Path]:
-    return [
-        p for package in APP_PACKAGES for p in (ROOT / package).rglob("*.py") if "migrations" not in p.parts
-    ]
+    return [p for package in APP_PACKAGES for p in (ROOT / package).rglob("*.py") if "migrations" not in p.parts]
 
 
 def status_writes(path: Path, root: Path = ROOT) -> list[str]:

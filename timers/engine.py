@@ -95,9 +95,7 @@ def ticks_refresh(*, horizon_end: datetime, limit: int) -> int:
 
 def timers_repair_overdue(*, now: datetime) -> int:
     """Armed timers overdue by more than the grace mean a lost tick: publish one now."""
-    overdue = Timer.objects.filter(
-        status=TimerStatus.ARMED, fire_at__lt=now - settings.MINOOTS_REPAIR_GRACE
-    ).exists()
+    overdue = Timer.objects.filter(status=TimerStatus.ARMED, fire_at__lt=now - settings.MINOOTS_REPAIR_GRACE).exists()
     if overdue and ticks.publish_tick(bucket=None, eta=None):
         return 1
     return 0

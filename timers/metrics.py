@@ -77,12 +77,6 @@ def timer_transition(tenant: str, event: str, count: int = 1) -> None:
     counter.labels(tenant=tenant).inc(count)
 
 
-
-
-
-
-
-
 def action_attempt(kind: str, outcome: str, seconds: float) -> None:
     """Count one finished action attempt and its duration.
 

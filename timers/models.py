@@ -90,7 +90,11 @@ TERMINAL_STATUSES = (TimerStatus.SETTLED, TimerStatus.FAILED, TimerStatus.CANCEL
 def has_actions(action_bundle: Any) -> bool:
     """Whether a stored ``actionBundle`` asks for any action: the one rule deciding whether a
     fired timer settles at once or waits for its action runs."""
-    return isinstance(action_bundle, dict) and isinstance(action_bundle.get("actions"), list) and bool(action_bundle["actions"])
+    return (
+        isinstance(action_bundle, dict)
+        and isinstance(action_bundle.get("actions"), list)
+        and bool(action_bundle["actions"])
+    )
 
 
 class Timer(models.Model):
@@ -130,9 +134,7 @@ class Timer(models.Model):
             ),
         ]
         constraints = [
-            models.CheckConstraint(
-                condition=Q(status__in=[s.value for s in TimerStatus]), name="timer_status_valid"
-            ),
+            models.CheckConstraint(condition=Q(status__in=[s.value for s in TimerStatus]), name="timer_status_valid"),
             models.UniqueConstraint(
                 fields=["tenant", "idempotency_key"],
                 condition=Q(idempotency_key__isnull=False),

@@ -106,8 +106,13 @@ def _claim_due_postgres(limit: int) -> list[ClaimedTimer]:
         rows = cur.fetchall()
     return [
         ClaimedTimer(
-            id=_as_uuid(r[0]), tenant_id=r[1], fire_at=_as_datetime(r[2]), fired_at=_as_datetime(r[3]),
-            lateness_ms=int(r[4]), state_version=int(r[5]), action_bundle=_as_json(r[6]),
+            id=_as_uuid(r[0]),
+            tenant_id=r[1],
+            fire_at=_as_datetime(r[2]),
+            fired_at=_as_datetime(r[3]),
+            lateness_ms=int(r[4]),
+            state_version=int(r[5]),
+            action_bundle=_as_json(r[6]),
         )
         for r in rows
     ]
@@ -127,8 +132,12 @@ def _claim_due_sqlite(limit: int) -> list[ClaimedTimer]:
         )
         due = [
             ClaimedTimer(
-                id=_as_uuid(r[0]), tenant_id=r[1], fire_at=_as_datetime(r[2]), fired_at=now,
-                lateness_ms=lateness_ms(fire_at=_as_datetime(r[2]), fired_at=now), state_version=int(r[3]) + 1,
+                id=_as_uuid(r[0]),
+                tenant_id=r[1],
+                fire_at=_as_datetime(r[2]),
+                fired_at=now,
+                lateness_ms=lateness_ms(fire_at=_as_datetime(r[2]), fired_at=now),
+                state_version=int(r[3]) + 1,
                 action_bundle=_as_json(r[4]),
             )
             for r in cur.fetchall()
@@ -202,7 +211,13 @@ def insert_events(rows: Sequence[EventRow]) -> None:
     if not is_postgres():
         TimerEvent.objects.bulk_create(
             [
-                TimerEvent(timer_id=r.timer_id, kind=r.kind, occurred_at=r.occurred_at, state_version=r.state_version, data=r.data)
+                TimerEvent(
+                    timer_id=r.timer_id,
+                    kind=r.kind,
+                    occurred_at=r.occurred_at,
+                    state_version=r.state_version,
+                    data=r.data,
+                )
                 for r in rows
             ]
         )

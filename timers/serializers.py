@@ -36,9 +36,26 @@ class TimerOutput(serializers.ModelSerializer[Timer]):
     class Meta:
         model = Timer
         fields = [
-            "id", "tenantId", "name", "status", "durationMs", "createdAt", "fireAt", "requestedBy",
-            "metadata", "labels", "actionBundle", "agentBinding", "firedAt", "settledAt", "cancelledAt",
-            "cancelReason", "cancelledBy", "failureReason", "stateVersion", "latenessMs",
+            "id",
+            "tenantId",
+            "name",
+            "status",
+            "durationMs",
+            "createdAt",
+            "fireAt",
+            "requestedBy",
+            "metadata",
+            "labels",
+            "actionBundle",
+            "agentBinding",
+            "firedAt",
+            "settledAt",
+            "cancelledAt",
+            "cancelReason",
+            "cancelledBy",
+            "failureReason",
+            "stateVersion",
+            "latenessMs",
         ]
 
     def get_cancelReason(self, obj: Timer) -> str | None:

@@ -325,7 +325,10 @@ def timer_cancel(*, timer: Timer, reason: str = "", by: str = "") -> Timer:
         timer.refresh_from_db()
         if updated:
             TimerEvent.objects.create(
-                timer=timer, kind="cancelled", occurred_at=now, state_version=timer.state_version,
+                timer=timer,
+                kind="cancelled",
+                occurred_at=now,
+                state_version=timer.state_version,
                 data={"reason": reason, "by": by},
             )
             _count_on_commit([timer.tenant_id], "cancelled")
@@ -347,7 +350,11 @@ def timers_append_events(*, events: Sequence[tuple[UUID, str, dict[str, Any]]], 
     at = at or timezone.now()
     versions = dict(Timer.objects.filter(pk__in={e[0] for e in events}).values_list("pk", "state_version"))
     queries.insert_events(
-        [EventRow(timer_id, kind, at, versions[timer_id], data) for timer_id, kind, data in events if timer_id in versions]
+        [
+            EventRow(timer_id, kind, at, versions[timer_id], data)
+            for timer_id, kind, data in events
+            if timer_id in versions
+        ]
     )
 
 

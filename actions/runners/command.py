@@ -38,14 +38,55 @@ RESERVED_ENV = frozenset({"MINOOTS_TIMER_ID", "MINOOTS_TENANT_ID", "HOME"})
 # choosing (BASH_ENV=<a file written by a file action> runs it in any bash script): an
 # allow-listed executable must stay the code that runs. A deny-list cannot know every program's
 # variables, so allow-list only executables that take no code from their environment.
-DENIED_ENV = frozenset({
-    "PATH", "IFS", "ENV", "BASH_ENV", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND", "CDPATH",
-    "GLOBIGNORE", "CLASSPATH", "GCONV_PATH", "LOCPATH", "NLSPATH", "HOSTALIASES", "RESOLV_HOST_CONF",
-    "TMPDIR", "EDITOR", "VISUAL", "PAGER", "SHELL",
-})
+DENIED_ENV = frozenset(
+    {
+        "PATH",
+        "IFS",
+        "ENV",
+        "BASH_ENV",
+        "SHELLOPTS",
+        "BASHOPTS",
+        "PS4",
+        "PROMPT_COMMAND",
+        "CDPATH",
+        "GLOBIGNORE",
+        "CLASSPATH",
+        "GCONV_PATH",
+        "LOCPATH",
+        "NLSPATH",
+        "HOSTALIASES",
+        "RESOLV_HOST_CONF",
+        "TMPDIR",
+        "EDITOR",
+        "VISUAL",
+        "PAGER",
+        "SHELL",
+    }
+)
 DENIED_ENV_PREFIXES = (
-    "LD_", "DYLD_", "BASH_FUNC_", "PYTHON", "PERL", "RUBY", "NODE_", "NPM_", "GIT_", "JAVA", "_JAVA", "JDK_",
-    "LUA_", "TCL", "MALLOC_", "GLIBC_", "GEM_", "BUNDLE_", "PHP", "R_", "JULIA_", "DOTNET_", "CORECLR_",
+    "LD_",
+    "DYLD_",
+    "BASH_FUNC_",
+    "PYTHON",
+    "PERL",
+    "RUBY",
+    "NODE_",
+    "NPM_",
+    "GIT_",
+    "JAVA",
+    "_JAVA",
+    "JDK_",
+    "LUA_",
+    "TCL",
+    "MALLOC_",
+    "GLIBC_",
+    "GEM_",
+    "BUNDLE_",
+    "PHP",
+    "R_",
+    "JULIA_",
+    "DOTNET_",
+    "CORECLR_",
 )
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
@@ -134,7 +175,10 @@ class CommandParams:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "argv": list(self.argv), "executable": self.executable, "cwd": self.cwd, "env": dict(self.env),
+            "argv": list(self.argv),
+            "executable": self.executable,
+            "cwd": self.cwd,
+            "env": dict(self.env),
             "timeoutMs": self.timeout_ms,
         }
 
@@ -189,16 +233,28 @@ class CommandRunner(Runner[CommandParams]):
             raise ActionError(f"{executable} is allow-listed but not an executable file", permanent=True)
         with tempfile.TemporaryDirectory(prefix="minoots-cmd-") as scratch:
             cwd = scratch if params.cwd is None else _confined_cwd(context.tenant_id, params.cwd)
-            env = {**BASE_ENV, "HOME": scratch, **params.env,
-                   "MINOOTS_TIMER_ID": context.timer_id, "MINOOTS_TENANT_ID": context.tenant_id}
+            env = {
+                **BASE_ENV,
+                "HOME": scratch,
+                **params.env,
+                "MINOOTS_TIMER_ID": context.timer_id,
+                "MINOOTS_TENANT_ID": context.tenant_id,
+            }
             return self._execute([executable, *params.argv[1:]], cwd, env, params.timeout_ms)
 
     @staticmethod
     def _execute(args: list[str], cwd: str, env: dict[str, str], timeout_ms: int) -> ActionResult:
         try:
             proc = subprocess.Popen(
-                args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, start_new_session=True, close_fds=True, shell=False,
+                args,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                close_fds=True,
+                shell=False,
             )
         except OSError as exc:
             raise ActionError(f"could not start {args[0]}: {exc}", permanent=True) from exc
@@ -219,11 +275,11 @@ class CommandRunner(Runner[CommandParams]):
             proc.stdout.close()
             proc.stderr.close()
         stdout, stderr = readers[0].text(), readers[1].text()
-        output = stdout if not stderr else f"{stdout}\n--- stderr ---\n{stderr}" if stdout else f"--- stderr ---\n{stderr}"
+        output = (
+            stdout if not stderr else f"{stdout}\n--- stderr ---\n{stderr}" if stdout else f"--- stderr ---\n{stderr}"
+        )
         if timed_out:
-            raise ActionError(
-                f"timed out after {timeout_ms} ms; process group killed", permanent=False, output=output
-            )
+            raise ActionError(f"timed out after {timeout_ms} ms; process group killed", permanent=False, output=output)
         code = proc.returncode
         if code != 0:
             reason = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"

@@ -125,7 +125,9 @@ class FileRunner(Runner[FileParams]):
         if target.is_symlink():
             resolved = target.resolve()
             if not resolved.is_relative_to(root):
-                raise ActionError(f"path '{relative}' is a symlink leading outside the tenant's directory", permanent=True)
+                raise ActionError(
+                    f"path '{relative}' is a symlink leading outside the tenant's directory", permanent=True
+                )
             target = resolved
         if target.is_dir():
             raise ActionError(f"path '{relative}' is a directory", permanent=True)
@@ -162,7 +164,7 @@ class FileRunner(Runner[FileParams]):
                 )
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
             return size + len(data)
         finally:

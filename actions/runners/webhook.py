@@ -45,8 +45,17 @@ MAX_BODY_BYTES = 1024 * 1024
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
 # Headers MINOOTS sets itself; a caller may not override them.
 RESERVED_HEADERS = frozenset(
-    {"host", "content-length", "transfer-encoding", "connection", "webhook-id", "webhook-timestamp",
-     "webhook-signature", "x-minoots-timer-id", "x-minoots-tenant-id"}
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "x-minoots-timer-id",
+        "x-minoots-tenant-id",
+    }
 )
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
 _LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain")
@@ -223,7 +232,10 @@ class WebhookParams:
 
     def to_json(self) -> dict[str, Any]:
         normalised: dict[str, Any] = {
-            "url": self.url, "method": self.method, "headers": dict(self.headers), "timeoutMs": self.timeout_ms
+            "url": self.url,
+            "method": self.method,
+            "headers": dict(self.headers),
+            "timeoutMs": self.timeout_ms,
         }
         if self.body is not None:
             normalised["body"] = self.body
@@ -293,7 +305,12 @@ class WebhookRunner(Runner[WebhookParams]):
             if len(encoded.encode()) > MAX_BODY_BYTES:
                 raise ParameterError("body", f"must be at most {MAX_BODY_BYTES // 1024} KiB")
         return WebhookParams(
-            url=url, host=host, port=port, method=method.upper(), headers=dict(headers), timeout_ms=timeout_ms,
+            url=url,
+            host=host,
+            port=port,
+            method=method.upper(),
+            headers=dict(headers),
+            timeout_ms=timeout_ms,
             body=body,
         )
 
@@ -302,7 +319,8 @@ class WebhookRunner(Runner[WebhookParams]):
         lowered = host.lower().rstrip(".")
         if lowered == "localhost" or lowered.endswith(_LOCAL_SUFFIXES):
             raise ParameterError(
-                "url", f"host '{host}' is a local name; private targets are refused unless MINOOTS_WEBHOOK_ALLOW_PRIVATE=true"
+                "url",
+                f"host '{host}' is a local name; private targets are refused unless MINOOTS_WEBHOOK_ALLOW_PRIVATE=true",
             )
         if not _is_ip_literal(host):
             try:
@@ -367,8 +385,14 @@ class WebhookRunner(Runner[WebhookParams]):
         session = _session_for(addresses[0])
         try:
             with session.request(
-                method, url, data=payload.encode() if payload else None, headers=headers,
-                timeout=(timeout, timeout), allow_redirects=False, stream=True, verify=CA_BUNDLE,
+                method,
+                url,
+                data=payload.encode() if payload else None,
+                headers=headers,
+                timeout=(timeout, timeout),
+                allow_redirects=False,
+                stream=True,
+                verify=CA_BUNDLE,
             ) as response:
                 raw, truncated = _read_capped(response, deadline)
                 status = response.status_code
@@ -388,11 +412,16 @@ class WebhookRunner(Runner[WebhookParams]):
             return ActionResult(summary=f"HTTP {status}", http_status=status, output=output)
         if 300 <= status < 400:
             raise ActionError(
-                f"HTTP {status}: redirect to '{location[:200]}' not followed", permanent=True, http_status=status,
+                f"HTTP {status}: redirect to '{location[:200]}' not followed",
+                permanent=True,
+                http_status=status,
                 output=output,
             )
         transient = status in TRANSIENT_STATUSES or status >= 500
         raise ActionError(
-            f"HTTP {status}", permanent=not transient, retry_after=retry_after if transient else None,
-            http_status=status, output=output,
+            f"HTTP {status}",
+            permanent=not transient,
+            retry_after=retry_after if transient else None,
+            http_status=status,
+            output=output,
         )

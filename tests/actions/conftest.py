@@ -71,5 +71,3 @@ def fire_timer(tenant: Tenant) -> FireTimer:
         return timer
 
     return fire
-
-

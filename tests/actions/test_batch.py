@@ -23,7 +23,10 @@ pytestmark = pytest.mark.django_db
 
 def armed_due(tenant: Tenant, actions: list[dict[str, Any]], *, concurrency: int = 1) -> Timer:
     return make_timer(
-        tenant=tenant, name="b", actions=actions, concurrency=concurrency,
+        tenant=tenant,
+        name="b",
+        actions=actions,
+        concurrency=concurrency,
         retry_policy={"maxAttempts": 3, "backoffInitialMs": 10, "backoffMultiplier": 2},
     )
 
@@ -93,7 +96,11 @@ def test_a_duplicate_batch_message_runs_nothing_again(tenant: Tenant, receiver: 
 
 
 def test_a_batch_success_starts_the_next_waiting_action_of_the_timer(
-    tenant: Tenant, receiver: Receiver, allow_private: None, broker: redis.Redis, django_capture_on_commit_callbacks: Any
+    tenant: Tenant,
+    receiver: Receiver,
+    allow_private: None,
+    broker: redis.Redis,
+    django_capture_on_commit_callbacks: Any,
 ) -> None:
     timer = armed_due(tenant, [webhook("first", f"{receiver.url}/1"), webhook("second", f"{receiver.url}/2")])
     services.timers_fire(limit=100)

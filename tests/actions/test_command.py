@@ -102,7 +102,10 @@ def test_parsed_command_names_the_allow_listed_path_that_runs(allowlist: list[st
         argv=("echo", "hi"), executable="/bin/echo", cwd=None, env={"GREETING": "hello"}, timeout_ms=60_000
     )
     assert get_runner("command").validate(parameters, tenant_id="acme") == {
-        "argv": ["echo", "hi"], "executable": "/bin/echo", "cwd": None, "env": {"GREETING": "hello"},
+        "argv": ["echo", "hi"],
+        "executable": "/bin/echo",
+        "cwd": None,
+        "env": {"GREETING": "hello"},
         "timeoutMs": 60_000,
     }
 
@@ -131,8 +134,9 @@ def test_environment_is_minimal_plus_given_variables_and_timer_identity(
 def test_non_zero_exit_is_retried_then_fails_with_its_exit_code_and_stderr(
     allowlist: list[str], fire_timer: FireTimer
 ) -> None:
-    timer = drive(fire_timer(command("oops", "/bin/sh", "-c", "echo out; echo broken >&2; exit 3"),
-                             retry={"maxAttempts": 2}))
+    timer = drive(
+        fire_timer(command("oops", "/bin/sh", "-c", "echo out; echo broken >&2; exit 3"), retry={"maxAttempts": 2})
+    )
 
     run = only_run(timer)
     assert run.status == RunStatus.FAILED

@@ -46,15 +46,21 @@ def test_timer_with_a_webhook_a_command_and_a_file_action_settles_with_all_three
     bundle = {
         "actions": [
             {"id": "hook", "kind": "webhook", "parameters": {"url": f"{receiver.url}/fired"}},
-            {"id": "cmd", "kind": "command",
-             "parameters": {"argv": ["/bin/sh", "-c", f'echo "$MINOOTS_TIMER_ID" > {command_out}']}},
+            {
+                "id": "cmd",
+                "kind": "command",
+                "parameters": {"argv": ["/bin/sh", "-c", f'echo "$MINOOTS_TIMER_ID" > {command_out}']},
+            },
             {"id": "note", "kind": "file", "parameters": {"path": "notes/done.txt", "content": "timer done\n"}},
         ],
         "concurrency": 3,
     }
 
     created = requests.post(
-        f"{base}/api/timers", json={"name": "three", "duration": "1s", "actionBundle": bundle}, headers=headers, timeout=10
+        f"{base}/api/timers",
+        json={"name": "three", "duration": "1s", "actionBundle": bundle},
+        headers=headers,
+        timeout=10,
     )
     assert created.status_code == 201, created.text
     timer_id = created.json()["id"]
@@ -66,7 +72,9 @@ def test_timer_with_a_webhook_a_command_and_a_file_action_settles_with_all_three
     body = wait_for(settled, timeout=45, what="the timer to settle")
     assert body["status"] == "settled", body
     assert sorted((r["actionId"], r["status"], len(r["attemptRecords"])) for r in body["actionRuns"]) == [
-        ("cmd", "succeeded", 1), ("hook", "succeeded", 1), ("note", "succeeded", 1),
+        ("cmd", "succeeded", 1),
+        ("hook", "succeeded", 1),
+        ("note", "succeeded", 1),
     ]
     [request] = receiver.at("/fired")
     payload = Webhook(tenant.webhook_secret).verify(request.body, request.headers)
@@ -85,7 +93,9 @@ def test_run_of_a_worker_killed_mid_action_completes_after_restart(
     doomed = processes.worker("doomed")
     processes.beat()
     timer = schedule_timer(
-        tenant=tenant, name="kill", in_=timedelta(seconds=1),
+        tenant=tenant,
+        name="kill",
+        in_=timedelta(seconds=1),
         actions=[{"id": "hook", "kind": "webhook", "parameters": {"url": f"{receiver.url}/slow"}}],
     )
 
@@ -98,14 +108,16 @@ def test_run_of_a_worker_killed_mid_action_completes_after_restart(
 
     wait_for(
         lambda: Timer.objects.filter(pk=timer.pk, status__in=[TimerStatus.SETTLED, TimerStatus.FAILED]).exists(),
-        timeout=45, what="the run to be recovered and the timer to settle",
+        timeout=45,
+        what="the run to be recovered and the timer to settle",
     )
     timer.refresh_from_db()
     run.refresh_from_db()
     assert timer.status == TimerStatus.SETTLED
     assert run.status == RunStatus.SUCCEEDED
     assert [(a.number, a.outcome) for a in run.attempt_records.order_by("number")] == [
-        (1, AttemptOutcome.TRANSIENT), (2, AttemptOutcome.SUCCEEDED),
+        (1, AttemptOutcome.TRANSIENT),
+        (2, AttemptOutcome.SUCCEEDED),
     ]
     first, second = receiver.at("/slow")
     assert first.headers["webhook-id"] == second.headers["webhook-id"] == str(run.pk)

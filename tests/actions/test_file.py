@@ -59,7 +59,12 @@ def test_write_replaces_the_file_atomically(file_root: Path, fire_timer: FireTim
 
 
 def test_append_adds_to_the_end(file_root: Path, fire_timer: FireTimer) -> None:
-    drive(fire_timer(file_action("one", "log.txt", "first\n", mode="append"), file_action("two", "log.txt", "second\n", mode="append")))
+    drive(
+        fire_timer(
+            file_action("one", "log.txt", "first\n", mode="append"),
+            file_action("two", "log.txt", "second\n", mode="append"),
+        )
+    )
 
     assert (file_root / "acme" / "log.txt").read_text() == "first\nsecond\n"
 
@@ -133,7 +138,9 @@ def test_parsed_file_parameters_carry_the_bytes_to_write(file_root: Path) -> Non
     assert (params.path, params.content, params.mode) == ("notes/today.json", {"done": True}, "append")
     assert params.data == json.dumps({"done": True}, indent=2).encode()
     assert get_runner("file").validate(parameters, tenant_id="acme") == {
-        "path": "notes/today.json", "content": {"done": True}, "mode": "append"
+        "path": "notes/today.json",
+        "content": {"done": True},
+        "mode": "append",
     }
 
 

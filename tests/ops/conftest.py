@@ -25,14 +25,32 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 # Never copied: the virtualenv (linked instead), local data, VCS and caches.
 _COPY_IGNORE = shutil.ignore_patterns(
-    ".venv", ".data", ".git", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis", ".mypy_cache",
-    ".env", "node_modules", "out",
+    ".venv",
+    ".data",
+    ".git",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".hypothesis",
+    ".mypy_cache",
+    ".env",
+    "node_modules",
+    "out",
 )
 
 # Variables that would make a child use the test session's services or a parent make's jobserver.
 _SCRUBBED = (
-    "DATABASE_URL", "CELERY_BROKER_URL", "MINOOTS_DATA_DIR", "SECRET_KEY", "PROMETHEUS_MULTIPROC_DIR",
-    "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "LOG_FORMAT", "LOG_LEVEL", "MINOOTS_METRICS_TOKEN",
+    "DATABASE_URL",
+    "CELERY_BROKER_URL",
+    "MINOOTS_DATA_DIR",
+    "SECRET_KEY",
+    "PROMETHEUS_MULTIPROC_DIR",
+    "MAKEFLAGS",
+    "MFLAGS",
+    "MAKELEVEL",
+    "LOG_FORMAT",
+    "LOG_LEVEL",
+    "MINOOTS_METRICS_TOKEN",
 )
 
 
@@ -145,7 +163,12 @@ class Supervised:
         log_path = self.workdir / f"{name}-{len(self.trees)}.log"
         with open(log_path, "wb") as out:
             popen = subprocess.Popen(
-                argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         tree = Tree(name, popen, log_path)

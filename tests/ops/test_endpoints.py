@@ -36,10 +36,14 @@ def test_readyz_is_ready_when_database_migrations_and_broker_are_fine() -> None:
 @pytest.mark.e2e
 def test_readyz_names_the_broker_when_it_is_unreachable(processes: Processes) -> None:
     port = free_port()
-    env = service_env(processes.workdir / "data", CELERY_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0", PORT=str(port))
+    env = service_env(
+        processes.workdir / "data", CELERY_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0", PORT=str(port)
+    )
     processes.start(
-        "web", [PYTHON, "-m", "gunicorn", "-c", "python:minoots_project.gunicorn_conf", "minoots_project.wsgi"],
-        env=env, ready="Booting worker",
+        "web",
+        [PYTHON, "-m", "gunicorn", "-c", "python:minoots_project.gunicorn_conf", "minoots_project.wsgi"],
+        env=env,
+        ready="Booting worker",
     )
     base = f"http://127.0.0.1:{port}"
     assert requests.get(f"{base}/healthz", timeout=10).status_code == 200  # liveness ignores the broker

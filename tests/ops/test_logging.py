@@ -42,7 +42,7 @@ def _logger(formatter: logging.Formatter) -> tuple[logging.Logger, io.StringIO]:
         "{'X-API-Key': 'opaque-key-123'}",
         '{"x-api-key": "opaque-key-123"}',
         "HTTP_AUTHORIZATION=Basic dXNlcjpwYXNz",
-        json.dumps({"message": "headers {\"Authorization\": \"Bearer opaque-token-123\"}"}),
+        json.dumps({"message": 'headers {"Authorization": "Bearer opaque-token-123"}'}),
     ],
 )
 def test_redact_removes_every_kind_of_secret(text: str) -> None:
@@ -72,7 +72,12 @@ def test_json_lines_carry_the_structured_fields_and_no_secret() -> None:
     assert len(lines) == 2
     first, second = (json.loads(line) for line in lines)
     assert first["message"] == "created with mk_0123456789ab_[REDACTED]"
-    assert (first["timer_id"], first["tenant"], first["event"], first["trace_id"]) == ("t-1", "acme", "created", "trace-42")
+    assert (first["timer_id"], first["tenant"], first["event"], first["trace_id"]) == (
+        "t-1",
+        "acme",
+        "created",
+        "trace-42",
+    )
     assert first["level"] == "INFO" and first["time"].endswith("+00:00")
     assert second["timer_id"] is None and "RuntimeError" in second["exc_info"]
     assert SECRET not in stream.getvalue() and KEY not in stream.getvalue()
@@ -117,8 +122,11 @@ def test_runall_output_marks_each_line_with_its_process() -> None:
     assert text.format("web", "hello\n") == "web    | hello"
     as_json = Output(json_mode=True, stream=io.StringIO())
     assert json.loads(as_json.format("worker", '{"message": "x", "level": "INFO"}')) == {
-        "service": "worker", "message": "x", "level": "INFO",
+        "service": "worker",
+        "message": "x",
+        "level": "INFO",
     }
     assert json.loads(as_json.format("beat", f"banner {KEY}")) == {
-        "service": "beat", "message": "banner mk_0123456789ab_[REDACTED]",
+        "service": "beat",
+        "message": "banner mk_0123456789ab_[REDACTED]",
     }

@@ -265,9 +265,7 @@ def test_list_never_shows_another_tenants_timers(
     assert [t["id"] for t in client.get("/api/timers").json()["timers"]] == [mine["id"]]
 
 
-def test_tenant_id_in_the_body_that_differs_from_the_credential_is_403(
-    client: APIClient, other_tenant: Tenant
-) -> None:
+def test_tenant_id_in_the_body_that_differs_from_the_credential_is_403(client: APIClient, other_tenant: Tenant) -> None:
     response = client.post("/api/timers", {**TIMER_BODY, "tenantId": "globex"}, format="json")
     assert_error(response, 403, contains="tenantId")
     assert not Timer.objects.exists()
@@ -409,7 +407,9 @@ def test_staff_session_post_without_a_csrf_token_is_403(db: Any) -> None:
     user = get_user_model().objects.create_user("ops", is_staff=True)
     browser = Client(enforce_csrf_checks=True)
     browser.force_login(user)
-    response = browser.post("/api/timers", {"name": "t", "duration": "5m", "tenantId": "acme"}, content_type="application/json")
+    response = browser.post(
+        "/api/timers", {"name": "t", "duration": "5m", "tenantId": "acme"}, content_type="application/json"
+    )
     assert_error(response, 403, contains="CSRF")
     assert not Timer.objects.exists()
 

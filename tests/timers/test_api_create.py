@@ -14,9 +14,26 @@ from tests.timers.conftest import CreateTimer
 from timers.models import Timer, TimerEvent
 
 TIMER_FIELDS = {
-    "id", "tenantId", "name", "status", "durationMs", "createdAt", "fireAt", "requestedBy", "metadata",
-    "labels", "actionBundle", "agentBinding", "firedAt", "settledAt", "cancelledAt", "cancelReason",
-    "cancelledBy", "failureReason", "stateVersion", "latenessMs",
+    "id",
+    "tenantId",
+    "name",
+    "status",
+    "durationMs",
+    "createdAt",
+    "fireAt",
+    "requestedBy",
+    "metadata",
+    "labels",
+    "actionBundle",
+    "agentBinding",
+    "firedAt",
+    "settledAt",
+    "cancelledAt",
+    "cancelReason",
+    "cancelledBy",
+    "failureReason",
+    "stateVersion",
+    "latenessMs",
 }
 
 
@@ -99,9 +116,7 @@ def test_every_duration_form_sets_duration_ms(client: APIClient, duration: objec
 
 
 @pytest.mark.parametrize(("duration", "expected_ms"), [("500ms", 500), ("30s", 30_000)])
-def test_timer_due_within_the_arm_horizon_is_created_armed(
-    client: APIClient, duration: str, expected_ms: int
-) -> None:
+def test_timer_due_within_the_arm_horizon_is_created_armed(client: APIClient, duration: str, expected_ms: int) -> None:
     response = client.post("/api/timers", {"name": "soon", "duration": duration}, format="json")
     assert response.status_code == 201, response.content
     timer = response.json()
@@ -115,9 +130,7 @@ def test_timer_due_within_the_arm_horizon_is_created_armed(
 def test_timer_due_beyond_the_arm_horizon_is_created_scheduled(client: APIClient) -> None:
     response = client.post("/api/timers", {"name": "later", "duration": "2m"}, format="json")
     assert response.json()["status"] == "scheduled"
-    assert list(TimerEvent.objects.filter(timer_id=response.json()["id"]).values_list("kind", flat=True)) == [
-        "created"
-    ]
+    assert list(TimerEvent.objects.filter(timer_id=response.json()["id"]).values_list("kind", flat=True)) == ["created"]
 
 
 def test_fire_at_with_an_offset_is_stored_and_returned_in_utc(client: APIClient) -> None:
@@ -135,9 +148,7 @@ def test_fire_at_with_an_offset_is_stored_and_returned_in_utc(client: APIClient)
 
 def test_fire_at_with_z_suffix_is_accepted(client: APIClient) -> None:
     target = (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0)
-    response = client.post(
-        "/api/timers", {"name": "z", "fireAt": target.strftime("%Y-%m-%dT%H:%M:%SZ")}, format="json"
-    )
+    response = client.post("/api/timers", {"name": "z", "fireAt": target.strftime("%Y-%m-%dT%H:%M:%SZ")}, format="json")
     assert response.status_code == 201, response.content
     assert _parse(response.json()["fireAt"]) == target
 

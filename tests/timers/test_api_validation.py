@@ -246,7 +246,9 @@ def test_json_nested_beyond_the_parsers_recursion_limit_is_400(client: APIClient
 
 
 def test_invalid_utf8_is_400(client: APIClient) -> None:
-    response = client.post("/api/timers", data=b'{"name": "\xff\xfe", "duration": "5m"}', content_type="application/json")
+    response = client.post(
+        "/api/timers", data=b'{"name": "\xff\xfe", "duration": "5m"}', content_type="application/json"
+    )
     assert_error(response, 400)
 
 

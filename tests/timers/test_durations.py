@@ -121,7 +121,10 @@ def test_any_float_is_milliseconds_or_a_duration_error(value: float) -> None:
         assert result == timedelta(microseconds=int(Decimal(value) * 1000))
 
 
-@given(amount=st.integers(min_value=1, max_value=1000), unit=st.sampled_from(["y", "yr", "year", "years", "mo", "month", "months"]))
+@given(
+    amount=st.integers(min_value=1, max_value=1000),
+    unit=st.sampled_from(["y", "yr", "year", "years", "mo", "month", "months"]),
+)
 def test_calendar_units_are_refused(amount: int, unit: str) -> None:
     with pytest.raises(DurationError, match="calendar units"):
         parse_duration(f"{amount}{unit}")
@@ -134,7 +137,8 @@ def test_iso8601_months_and_years_are_refused(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "   ", "soon", "5 parsecs", "1e3", "1:30", "1h30", "5.", "1_000", "\u0661\u0662", "h", "1h,30m", "x" * 65]
+    "text",
+    ["", "   ", "soon", "5 parsecs", "1e3", "1:30", "1h30", "5.", "1_000", "\u0661\u0662", "h", "1h,30m", "x" * 65],
 )
 def test_text_outside_the_grammar_is_refused(text: str) -> None:
     with pytest.raises(DurationError):

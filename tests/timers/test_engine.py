@@ -97,7 +97,9 @@ def test_due_timer_without_actions_is_fired_then_settled_with_its_lateness(tenan
 def test_fired_timer_with_actions_gets_pending_runs_and_stays_fired(tenant: Tenant, broker: redis.Redis) -> None:
     Timer.objects.all().delete()
     timer = make_timer(
-        tenant=tenant, name="with-actions", concurrency=1,
+        tenant=tenant,
+        name="with-actions",
+        concurrency=1,
         actions=[{"id": "a", "kind": "webhook", "parameters": {}}, {"id": "b", "kind": "webhook", "parameters": {}}],
     )
 
@@ -171,6 +173,7 @@ def test_cancel_after_the_claim_is_a_conflict(tenant: Tenant, broker: redis.Redi
 def test_cancel_racing_the_claim_leaves_exactly_one_winner(tenant: Tenant, broker: redis.Redis) -> None:
     timers = [schedule_timer(tenant=tenant, in_=timedelta(seconds=5)) for _ in range(40)]
     Timer.objects.update(fire_at=timezone.now() - timedelta(milliseconds=1))
+
     def cancel_all() -> None:
         for t in timers:
             try:
@@ -192,6 +195,7 @@ def test_cancel_racing_the_claim_leaves_exactly_one_winner(tenant: Tenant, broke
 def test_concurrent_claimers_fire_every_timer_exactly_once(tenant: Tenant, broker: redis.Redis) -> None:
     now = timezone.now()
     make_timers(tenant=tenant, name_prefix="c", fire_ats=[now - timedelta(milliseconds=i) for i in range(600)])
+
     def claimer() -> None:
         while services.timers_fire(limit=50):
             pass
@@ -207,9 +211,12 @@ def test_concurrent_claimers_fire_every_timer_exactly_once(tenant: Tenant, broke
 def test_two_reconcilers_at_once_arm_each_timer_once(tenant: Tenant, broker: redis.Redis) -> None:
     now = timezone.now()
     make_timers(
-        tenant=tenant, status=TimerStatus.SCHEDULED, name_prefix="s",
+        tenant=tenant,
+        status=TimerStatus.SCHEDULED,
+        name_prefix="s",
         fire_ats=[now + timedelta(seconds=30, milliseconds=i * 7) for i in range(500)],
     )
+
     def arm() -> int:
         armed = 0
         while n := services.timers_arm(horizon_end=now + timedelta(minutes=1), limit=40):
@@ -329,7 +336,9 @@ def test_one_reconcile_pass_arms_a_backlog_larger_than_its_batch(
     settings.MINOOTS_RECONCILE_BATCH = 3
     now = timezone.now()
     make_timers(
-        tenant=tenant, status=TimerStatus.SCHEDULED, name_prefix="b",
+        tenant=tenant,
+        status=TimerStatus.SCHEDULED,
+        name_prefix="b",
         fire_ats=[now - timedelta(seconds=30) + timedelta(milliseconds=i) for i in range(10)],
     )
 

@@ -33,7 +33,13 @@ def test_404_of_an_unknown_timer_has_the_error_shape(client: APIClient) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["/api/nothing-here", "/api/timers/not-a-uuid", "/api/timers/", "/api/", "/api/timers/5b0c1f6e-53a1-4b8e-9d51-52b8d0e3c5a1/x"],
+    [
+        "/api/nothing-here",
+        "/api/timers/not-a-uuid",
+        "/api/timers/",
+        "/api/",
+        "/api/timers/5b0c1f6e-53a1-4b8e-9d51-52b8d0e3c5a1/x",
+    ],
 )
 def test_unknown_api_url_is_a_json_404(client: APIClient, path: str) -> None:
     body = assert_error(client.get(path), 404)
@@ -46,7 +52,12 @@ def test_unknown_api_url_is_a_json_404_even_without_credentials(anon_client: API
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("delete", "/api/timers"), ("put", "/api/timers"), ("delete", "/api/timers/{id}"), ("post", "/api/timers/{id}/events")],
+    [
+        ("delete", "/api/timers"),
+        ("put", "/api/timers"),
+        ("delete", "/api/timers/{id}"),
+        ("post", "/api/timers/{id}/events"),
+    ],
 )
 def test_405_has_the_error_shape(client: APIClient, create_timer: CreateTimer, method: str, path: str) -> None:
     timer = create_timer()
@@ -77,9 +88,7 @@ def test_a_body_over_the_upload_limit_is_a_json_413(client: APIClient, settings:
     assert not Timer.objects.exists()
 
 
-def test_unexpected_error_is_a_json_500_not_an_html_page(
-    client: APIClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_unexpected_error_is_a_json_500_not_an_html_page(client: APIClient, monkeypatch: pytest.MonkeyPatch) -> None:
     def explode(**kwargs: Any) -> Any:
         raise RuntimeError("database on fire")
 

@@ -44,7 +44,9 @@ def assert_all_settle_firing_once(timers: list[Timer], *, timeout: float, what: 
     assert_each_fired_once(timers)
 
 
-def test_timers_fire_once_after_redis_loses_every_message(tenant: Tenant, broker: redis.Redis, processes: Processes) -> None:
+def test_timers_fire_once_after_redis_loses_every_message(
+    tenant: Tenant, broker: redis.Redis, processes: Processes
+) -> None:
     timers = schedule_timers(tenant=tenant, count=30, in_=timedelta(seconds=4))
     assert broker.llen("timers") >= 1
     broker.flushdb()  # messages and tick markers gone, as after a Redis restart without persistence
@@ -70,7 +72,9 @@ def test_worker_killed_during_a_burst_loses_no_timer_and_fires_none_twice(
     assert_all_settle_firing_once(timers, timeout=60, what="every timer to settle after the kill")
 
 
-def test_two_beats_never_fire_a_timer_twice(tenant: Tenant, broker: redis.Redis, processes: Processes, settings: Any) -> None:
+def test_two_beats_never_fire_a_timer_twice(
+    tenant: Tenant, broker: redis.Redis, processes: Processes, settings: Any
+) -> None:
     settings.MINOOTS_ARM_HORIZON = timedelta(seconds=1)
     env = {"MINOOTS_ARM_HORIZON": "2s"}
     processes.env.update(env)
@@ -164,5 +168,8 @@ def test_timer_created_over_http_moves_to_settled_with_its_lateness(
     body = wait_for(settled, timeout=30, what="the timer to settle")
     assert body["latenessMs"] is not None and body["latenessMs"] >= 0
     assert body["firedAt"] is not None
-    kinds = [e["kind"] for e in requests.get(f"{base}/api/timers/{timer_id}/events", headers=headers, timeout=10).json()["events"]]
+    kinds = [
+        e["kind"]
+        for e in requests.get(f"{base}/api/timers/{timer_id}/events", headers=headers, timeout=10).json()["events"]
+    ]
     assert kinds == ["created", "armed", "fired", "settled"]

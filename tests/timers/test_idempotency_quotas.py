@@ -192,9 +192,7 @@ def _replay_misses_once(monkeypatch: Any) -> list[int]:
     return calls
 
 
-def test_a_concurrent_insert_with_the_same_key_is_answered_with_the_winner(
-    client: APIClient, monkeypatch: Any
-) -> None:
+def test_a_concurrent_insert_with_the_same_key_is_answered_with_the_winner(client: APIClient, monkeypatch: Any) -> None:
     """Two requests race: both miss the replay lookup, the loser's insert hits the unique
     constraint and must answer with the winner's timer, not a 500."""
     winner = _create(client, key="race").json()
@@ -206,9 +204,7 @@ def test_a_concurrent_insert_with_the_same_key_is_answered_with_the_winner(
     assert Timer.objects.count() == 1
 
 
-def test_a_concurrent_insert_with_the_same_key_and_another_body_is_409(
-    client: APIClient, monkeypatch: Any
-) -> None:
+def test_a_concurrent_insert_with_the_same_key_and_another_body_is_409(client: APIClient, monkeypatch: Any) -> None:
     _create(client, key="race")
     calls = _replay_misses_once(monkeypatch)
     assert _create(client, {**BODY, "name": "other"}, key="race").status_code == 409

@@ -67,9 +67,7 @@ class JwtAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed(f"Unknown tenant '{tenant_id[:64]}'")
         subject = str(claims["sub"])
         if not 0 < len(subject) <= MAX_SUBJECT or not subject.isprintable():
-            raise exceptions.AuthenticationFailed(
-                f"Bearer token 'sub' must be 1-{MAX_SUBJECT} printable characters"
-            )
+            raise exceptions.AuthenticationFailed(f"Bearer token 'sub' must be 1-{MAX_SUBJECT} printable characters")
         roles = claims.get("roles")
         if not isinstance(roles, list):
             roles = default_roles()

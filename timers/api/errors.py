@@ -41,7 +41,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         # The database is down or restarting: nothing was stored; the client should retry.
         log.warning("database unavailable: %s", type(exc).__name__)
         return Response(
-            error_body("Database unavailable; retry shortly"), status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            error_body("Database unavailable; retry shortly"),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": "5"},
         )
     if isinstance(exc, RequestDataTooBig):
@@ -61,7 +62,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         response.data = error_body(_first_message(exc.detail), exc.detail)
     elif isinstance(exc, exceptions.APIException):
         detail = exc.detail
-        response.data = error_body(str(detail) if not isinstance(detail, (dict, list)) else _first_message(detail), None)
+        response.data = error_body(
+            str(detail) if not isinstance(detail, (dict, list)) else _first_message(detail), None
+        )
     return response
 
 

@@ -13,6 +13,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 # Each class below registers itself through drf-spectacular's untyped
 # OpenApiGeneratorExtension.__init_subclass__, hence the ignores on the class lines.
 
+
 class ApiKeyScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
     target_class = "timers.api.authentication.ApiKeyAuthentication"
     name = "apiKey"

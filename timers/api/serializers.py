@@ -54,9 +54,7 @@ def parse_rfc3339(value: Any) -> datetime:
         parsed = datetime.fromisoformat(f"{match['date']}T{match['time']}{fraction}{offset}")
         return parsed.astimezone(UTC)
     except (ValueError, OverflowError) as exc:  # 2030-02-30, 25:00, or beyond year 9999 in UTC
-        raise serializers.ValidationError(
-            f"'{value[:64]}' is not a valid date and time, {_RFC3339_EXAMPLE}"
-        ) from exc
+        raise serializers.ValidationError(f"'{value[:64]}' is not a valid date and time, {_RFC3339_EXAMPLE}") from exc
 
 
 class AnyJSONField(serializers.Field[Any, Any, Any, Any]):
@@ -149,7 +147,9 @@ class TimerCreateInput(StrictInput):
     metadata = ObjectInputField(required=False, allow_null=True, help_text="any JSON object, at most 64 KiB")
     labels = LabelsInputField(required=False, allow_null=True, help_text="at most 64 string labels")
     actionBundle = ObjectInputField(
-        required=False, allow_null=True, help_text="{actions: [{id, kind, parameters, escalation?}], concurrency, retryPolicy?}"
+        required=False,
+        allow_null=True,
+        help_text="{actions: [{id, kind, parameters, escalation?}], concurrency, retryPolicy?}",
     )
     agentBinding = ObjectInputField(required=False, allow_null=True)
 

@@ -81,7 +81,9 @@ class TimerListInput(serializers.Serializer[Any]):
         statuses = [s.strip() for s in value.split(",") if s.strip()]
         unknown = sorted(set(statuses) - set(TimerStatus.values))
         if unknown:
-            raise serializers.ValidationError(f"unknown status '{unknown[0]}'; use one of {', '.join(TimerStatus.values)}")
+            raise serializers.ValidationError(
+                f"unknown status '{unknown[0]}'; use one of {', '.join(TimerStatus.values)}"
+            )
         return statuses
 
     def validate_fireAfter(self, value: str) -> Any:
@@ -143,7 +145,11 @@ class TimerListCreateApi(ApiView):
         ],
         responses=inline_serializer(
             "TimerPage",
-            {"timers": TimerOutput(many=True), "next": serializers.CharField(allow_null=True), "previous": serializers.CharField(allow_null=True)},
+            {
+                "timers": TimerOutput(many=True),
+                "next": serializers.CharField(allow_null=True),
+                "previous": serializers.CharField(allow_null=True),
+            },
         ),
     )
     def get(self, request: Request) -> Response:
@@ -166,7 +172,9 @@ class TimerListCreateApi(ApiView):
         operation_id="timers_create",
         request=TimerCreateInput,
         responses={201: TimerOutput, 200: TimerOutput},
-        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, description="replay-safe create")],
+        parameters=[
+            OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, description="replay-safe create")
+        ],
     )
     def post(self, request: Request) -> Response:
         principal = _principal(request)

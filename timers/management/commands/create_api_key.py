@@ -19,7 +19,10 @@ class Command(BaseCommand):
         parser.add_argument("tenant", help="tenant id (a slug, e.g. acme)")
         parser.add_argument("--name", default="", help="a label for the key")
         parser.add_argument(
-            "--role", action="append", dest="roles", choices=[r.value for r in Role],
+            "--role",
+            action="append",
+            dest="roles",
+            choices=[r.value for r in Role],
             help="repeatable; default: timer.read, timer.write, timer.cancel",
         )
 
@@ -39,5 +42,7 @@ class Command(BaseCommand):
         key, raw = keys.api_key_create(tenant=tenant, name=name, roles=options["roles"])
         if created:
             self.stderr.write(f"Created tenant '{tenant.id}'.")
-        self.stderr.write(f"API key {key.prefix} for tenant '{tenant.id}' with roles {', '.join(key.roles)}; it is shown only now:")
+        self.stderr.write(
+            f"API key {key.prefix} for tenant '{tenant.id}' with roles {', '.join(key.roles)}; it is shown only now:"
+        )
         self.stdout.write(raw)
