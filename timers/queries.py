@@ -178,27 +178,70 @@ def arm_due(*, horizon_end: datetime, limit: int) -> list[tuple[UUID, datetime, 
 
 
 def finish_fired(
-    *, timer_ids: Sequence[UUID], status: str, at: datetime, failure_reason: str
-) -> list[tuple[UUID, str, int]]:
-    """fired -> ``status`` for those of ``timer_ids`` still fired: (id, tenant_id, state_version)."""
+    *, timer_ids: Sequence[UUID], status: str, at: datetime, failure_reason: str, event_data: dict[str, Any]
+) -> list[tuple[UUID, str]]:
+    """fired -> ``status`` for those of ``timer_ids`` still fired, each with its ``status`` event
+    (``event_data``, at ``at``): (id, tenant_id) of those that moved.
+
+    Postgres: one statement, the event rows written from the updated ones. SQLite: the update,
+    then the events in one INSERT.
+    """
     if not timer_ids:
         return []
     table = Timer._meta.db_table
     if is_postgres():
-        ids_clause, ids = "id = ANY(%s::uuid[])", [[str(t) for t in timer_ids]]
-    else:
-        ids_clause, ids = f"id IN ({', '.join(['%s'] * len(timer_ids))})", [_db_id(t) for t in timer_ids]
+        with connection.cursor() as cur:
+            cur.execute(
+                f"""
+                WITH done AS (
+                    UPDATE {table} SET status = %s, settled_at = %s, failure_reason = %s, state_version = state_version + 1
+                     WHERE status = 'fired' AND id = ANY(%s::uuid[])
+                    RETURNING id, tenant_id, state_version
+                ), written AS (
+                    INSERT INTO {TimerEvent._meta.db_table} (timer_id, kind, occurred_at, state_version, data)
+                    SELECT id, %s, %s, state_version, %s::jsonb FROM done
+                )
+                SELECT id, tenant_id FROM done
+                """,
+                [status, at, failure_reason, [str(t) for t in timer_ids], status, at, json.dumps(event_data)],
+            )
+            return [(_as_uuid(r[0]), r[1]) for r in cur.fetchall()]
+    marks = ", ".join(["%s"] * len(timer_ids))
     with connection.cursor() as cur:
         cur.execute(
             f"""
             UPDATE {table} SET status = %s, settled_at = %s, failure_reason = %s, state_version = state_version + 1
-             WHERE status = 'fired' AND {ids_clause}
+             WHERE status = 'fired' AND id IN ({marks})
             RETURNING id, tenant_id, state_version
             """,
-            [status, _db_datetime(at), failure_reason, *ids],
+            [status, _db_datetime(at), failure_reason, *(_db_id(t) for t in timer_ids)],
         )
-        rows = cur.fetchall()
-    return [(_as_uuid(r[0]), r[1], int(r[2])) for r in rows]
+        rows = [(_as_uuid(r[0]), r[1], int(r[2])) for r in cur.fetchall()]
+    insert_events([EventRow(timer_id, status, at, version, event_data) for timer_id, _, version in rows])
+    return [(timer_id, tenant_id) for timer_id, tenant_id, _ in rows]
+
+
+def insert_fired_events(claimed: Sequence[ClaimedTimer]) -> None:
+    """The ``fired`` event of each claimed timer (its lateness as data), at its claim's version.
+
+    Postgres: written from the claimed rows in one statement, no row through Python.
+    """
+    if not claimed:
+        return
+    if not is_postgres():
+        insert_events(
+            [EventRow(c.id, "fired", c.fired_at, c.state_version, {"latenessMs": c.lateness_ms}) for c in claimed]
+        )
+        return
+    with connection.cursor() as cur:
+        cur.execute(
+            f"""
+            INSERT INTO {TimerEvent._meta.db_table} (timer_id, kind, occurred_at, state_version, data)
+            SELECT id, 'fired', fired_at, state_version, jsonb_build_object('latenessMs', lateness_ms)
+              FROM {Timer._meta.db_table} WHERE id = ANY(%s::uuid[]) AND status = 'fired'
+            """,
+            [[str(c.id) for c in claimed]],
+        )
 
 
 # --- events ------------------------------------------------------------------------------------

@@ -260,44 +260,30 @@ def timers_fire(*, limit: int | None = None) -> list[ports.ClaimedTimer]:
         claimed = queries.claim_due(limit=limit)
         if not claimed:
             return []
-        fired = [EventRow(c.id, "fired", c.fired_at, c.state_version, {"latenessMs": c.lateness_ms}) for c in claimed]
+        queries.insert_fired_events(claimed)
         _count_on_commit((c.tenant_id for c in claimed), "fired")
         transaction.on_commit(partial(_observe_lateness, [c.lateness_ms for c in claimed]), robust=True)
         with_actions = [c for c in claimed if has_actions(c.action_bundle)]
         without = [c.id for c in claimed if not has_actions(c.action_bundle)]
         if without:
-            # They settle at once, at the instant they fired (one statement, one clock); their
-            # ``fired`` events go into the same INSERT as the ``settled`` ones, before them.
-            _timers_finish(timer_ids=without, status=TimerStatus.SETTLED, at=claimed[0].fired_at, preceding=fired)
-        else:
-            queries.insert_events(fired)
+            # They settle at once, at the instant they fired (one statement, one clock).
+            timers_settle(timer_ids=without, at=claimed[0].fired_at)
         if with_actions:
             ports.fired_handler()(with_actions)
     return claimed
 
 
 def _timers_finish(
-    *,
-    timer_ids: Sequence[UUID],
-    status: TimerStatus,
-    at: datetime | None,
-    failed_actions: Sequence[str] = (),
-    preceding: Sequence[EventRow] = (),
+    *, timer_ids: Sequence[UUID], status: TimerStatus, at: datetime | None, failed_actions: Sequence[str] = ()
 ) -> list[UUID]:
-    """fired -> settled / failed: the one writer of both, through the two functions below.
-
-    ``preceding``: events of the caller's to write in the same INSERT, before these.
-    """
+    """fired -> settled / failed: the one writer of both, through the two functions below."""
     at = at or timezone.now()
     reason = f"actions failed: {', '.join(failed_actions)}" if failed_actions else ""
     data: dict[str, Any] = {"failedActions": list(failed_actions)} if failed_actions else {}
-    with transaction.atomic(savepoint=False):
-        rows = queries.finish_fired(timer_ids=timer_ids, status=status, at=at, failure_reason=reason)
-        queries.insert_events(
-            [*preceding, *(EventRow(timer_id, str(status), at, version, data) for timer_id, _, version in rows)]
-        )
-        _count_on_commit((tenant_id for _, tenant_id, _ in rows), str(status))
-    return [timer_id for timer_id, _, _ in rows]
+    with transaction.atomic(savepoint=False):  # SQLite writes the events in a second statement
+        rows = queries.finish_fired(timer_ids=timer_ids, status=status, at=at, failure_reason=reason, event_data=data)
+        _count_on_commit((tenant_id for _, tenant_id in rows), str(status))
+    return [timer_id for timer_id, _ in rows]
 
 
 def timers_settle(*, timer_ids: Sequence[UUID], at: datetime | None = None) -> list[UUID]:
