@@ -196,9 +196,77 @@ def test_jwt_roles_claim_limits_what_the_token_may_do(tenant: Tenant, make_token
     assert_error(reader.post("/api/timers", TIMER_BODY, format="json"), 403, contains="timer.write")
 
 
-@pytest.mark.parametrize("roles", [["root"], [{"timer.read": True}], [["timer.read"]], [1]])
+@pytest.mark.parametrize("roles", [["root"], [], ["TIMER.READ"]])
 def test_jwt_with_unknown_roles_only_gets_no_role(tenant: Tenant, make_token: MakeToken, roles: list[Any]) -> None:
     assert_error(_bearer(make_token(roles=roles)).get("/api/timers"), 403)
+
+
+def _signed(rsa_key_pair: tuple[str, str], **claims: Any) -> str:
+    """An RS256 token with exactly ``claims`` beyond sub/tenant/exp: None stays a JSON null."""
+    payload: dict[str, Any] = {
+        "sub": "agent-7",
+        "tenant": "acme",
+        "exp": int((datetime.now(UTC) + timedelta(minutes=5)).timestamp()),
+        **claims,
+    }
+    return jwt.encode(payload, rsa_key_pair[0], algorithm="RS256")
+
+
+@pytest.mark.parametrize(
+    "roles",
+    [
+        "timer.read",
+        None,
+        {},
+        "",
+        [1],
+        {"timer.read": True},
+        [{"timer.read": True}],
+        [["timer.read"]],
+        ["timer.read", 1],
+    ],
+)
+def test_jwt_whose_roles_claim_is_not_a_list_of_strings_is_401(
+    tenant: Tenant, jwt_public_key: str, rsa_key_pair: tuple[str, str], roles: Any
+) -> None:
+    """A malformed ``roles`` claim must not fall back to the default (writing) roles."""
+    client = _bearer(_signed(rsa_key_pair, roles=roles))
+    assert_error(client.get("/api/timers"), 401, contains="roles")
+    assert_error(client.post("/api/timers", TIMER_BODY, format="json"), 401, contains="roles")
+    assert not Timer.objects.exists()
+
+
+def test_jwt_without_a_roles_claim_gets_the_default_roles(
+    tenant: Tenant, jwt_public_key: str, rsa_key_pair: tuple[str, str]
+) -> None:
+    """No ``roles`` claim at all: read, write and cancel (not tenant.admin), as before."""
+    client = _bearer(_signed(rsa_key_pair))
+    created = client.post("/api/timers", TIMER_BODY, format="json")
+    assert created.status_code == 201, created.content
+    assert client.get("/api/timers").status_code == 200
+    cancelled = client.post(f"/api/timers/{created.json()['id']}/cancel", {}, format="json")
+    assert cancelled.status_code == 200
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("kind", ["digits", "float-string", "bool", "list"])
+def test_jwt_time_claims_that_are_not_numbers_are_401(
+    tenant: Tenant, jwt_public_key: str, rsa_key_pair: tuple[str, str], claim: str, kind: str
+) -> None:
+    """RFC 7519 NumericDate is a JSON number: ``"exp": "1999999999"`` is refused, not parsed."""
+    now = datetime.now(UTC)
+    when = int((now + timedelta(minutes=5) if claim == "exp" else now - timedelta(minutes=1)).timestamp())
+    value: Any = {"digits": str(when), "float-string": f"{when}.0", "bool": True, "list": [when]}[kind]
+    token = _signed(rsa_key_pair, **{claim: value})
+    assert_error(_bearer(token).get("/api/timers"), 401, contains=claim)
+
+
+def test_jwt_time_claims_as_json_numbers_are_accepted(
+    tenant: Tenant, jwt_public_key: str, rsa_key_pair: tuple[str, str]
+) -> None:
+    now = datetime.now(UTC).timestamp()
+    token = _signed(rsa_key_pair, exp=now + 300.5, nbf=int(now) - 60, iat=now - 1.25)
+    assert _bearer(token).get("/api/timers").status_code == 200
 
 
 # --- roles ----------------------------------------------------------------------------------

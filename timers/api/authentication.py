@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jwt
@@ -59,6 +60,7 @@ class JwtAuthentication(authentication.BaseAuthentication):
             )
         except jwt.PyJWTError as exc:
             raise exceptions.AuthenticationFailed(f"Invalid bearer token: {exc}") from exc
+        _check_time_claims(claims)
         tenant_id = claims.get("tenant")
         if not isinstance(tenant_id, str) or not tenant_id:
             raise exceptions.AuthenticationFailed("Bearer token has no 'tenant' claim")
@@ -68,16 +70,34 @@ class JwtAuthentication(authentication.BaseAuthentication):
         subject = str(claims["sub"])
         if not 0 < len(subject) <= MAX_SUBJECT or not subject.isprintable():
             raise exceptions.AuthenticationFailed(f"Bearer token 'sub' must be 1-{MAX_SUBJECT} printable characters")
-        roles = claims.get("roles")
-        if not isinstance(roles, list):
-            roles = default_roles()
-        principal = Principal(
-            tenant=tenant,
-            subject=subject,
-            roles=frozenset(r for r in roles if isinstance(r, str) and r in ALL_ROLES),
-            via="jwt",
-        )
+        principal = Principal(tenant=tenant, subject=subject, roles=_jwt_roles(claims), via="jwt")
         return principal, token
+
+
+# RFC 7519 NumericDate claims; PyJWT applies int() to them, so it accepts "1999999999" and true.
+TIME_CLAIMS = ("exp", "nbf", "iat")
+
+
+def _check_time_claims(claims: dict[str, Any]) -> None:
+    for name in TIME_CLAIMS:
+        if name not in claims:
+            continue
+        value = claims[name]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise exceptions.AuthenticationFailed(
+                f"Invalid bearer token: the '{name}' claim must be a JSON number (seconds since the epoch)"
+            )
+
+
+def _jwt_roles(claims: dict[str, Any]) -> frozenset[str]:
+    """No ``roles`` claim: the default roles. Present, it must be a list of strings (unknown
+    names give nothing); anything else is refused, never widened to the defaults."""
+    if "roles" not in claims:
+        return frozenset(default_roles())
+    roles = claims["roles"]
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise exceptions.AuthenticationFailed("Bearer token 'roles' claim must be a list of role names (strings)")
+    return frozenset(r for r in roles if r in ALL_ROLES)
 
 
 class StaffSessionAuthentication(authentication.SessionAuthentication):
