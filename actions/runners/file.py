@@ -2,8 +2,10 @@
 
 Off when ``MINOOTS_FILE_ROOT`` is unset. ``path`` is relative, without ``..``; at run time
 the real path (symlinks resolved) must still lie inside the tenant's directory, so a link
-placed there cannot lead a write elsewhere. ``write`` is atomic: a temporary file in the
-same directory, fsync, then ``os.replace``.
+placed there cannot lead a write elsewhere. A file with more than one hard link is refused in
+both modes: a hard link placed in the tenant's directory may name a file outside it (``append``
+would write into it; ``write`` would only replace the link, but is refused all the same).
+``write`` is atomic: a temporary file in the same directory, fsync, then ``os.replace``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,15 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _refuse_hard_links(links: int, relative: str) -> None:
+    if links > 1:
+        raise ActionError(
+            f"path '{relative}' has {links} hard links; a file with more than one link may lie "
+            "outside the tenant's directory and is not written",
+            permanent=True,
+        )
 
 
 @dataclass(frozen=True)
@@ -96,9 +107,9 @@ class FileRunner(Runner[FileParams]):
         try:
             target = self._confined_target(context.tenant_id, params.path)
             if params.mode == "append":
-                size = self._append(target, data)
+                size = self._append(target, data, params.path)
             else:
-                size = self._write(target, data)
+                size = self._write(target, data, params.path)
         except ActionError:
             raise
         except OSError as exc:
@@ -134,7 +145,11 @@ class FileRunner(Runner[FileParams]):
         return target
 
     @staticmethod
-    def _write(target: Path, data: bytes) -> int:
+    def _write(target: Path, data: bytes, relative: str) -> int:
+        try:
+            _refuse_hard_links(os.lstat(target).st_nlink, relative)
+        except FileNotFoundError:
+            pass
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -153,11 +168,14 @@ class FileRunner(Runner[FileParams]):
         return len(data)
 
     @staticmethod
-    def _append(target: Path, data: bytes) -> int:
+    def _append(target: Path, data: bytes, relative: str) -> int:
         # O_NOFOLLOW: the target was resolved above; a link swapped in since is refused (ELOOP).
         fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
-            size = os.fstat(fd).st_size
+            # The inode actually opened: a hard link to a file outside the root is refused.
+            stat = os.fstat(fd)
+            _refuse_hard_links(stat.st_nlink, relative)
+            size = stat.st_size
             if size + len(data) > MAX_BYTES:
                 raise ActionError(
                     f"appending {len(data)} bytes would make the file exceed {MAX_BYTES // 1024} KiB", permanent=True

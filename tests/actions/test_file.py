@@ -119,6 +119,28 @@ def test_symlinked_file_leading_outside_is_refused(
     assert (file_root / "acme" / "link.txt").is_symlink()
 
 
+@pytest.mark.parametrize("mode", ["write", "append"])
+def test_hard_link_to_a_file_outside_is_refused(
+    file_root: Path, fire_timer: FireTimer, tmp_path: Path, mode: str
+) -> None:
+    """A hard link inside the tenant's root to a file outside it is not followed (nor replaced)."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (file_root / "acme").mkdir()
+    link = file_root / "acme" / "link.txt"
+    os.link(victim, link)
+
+    timer = drive(fire_timer(file_action("escape", "link.txt", "owned", mode=mode)))
+
+    run = only_run(timer)
+    assert run.status == RunStatus.FAILED
+    assert run.attempt_records.get().outcome == AttemptOutcome.PERMANENT
+    assert "'link.txt'" in run.last_error and "hard link" in run.last_error
+    assert victim.read_text() == "precious"
+    assert os.stat(link).st_ino == os.stat(victim).st_ino  # left as it was, not replaced
+    assert sorted(p.name for p in link.parent.iterdir()) == ["link.txt"]
+
+
 def test_symlink_staying_inside_the_tenant_directory_is_followed(file_root: Path, fire_timer: FireTimer) -> None:
     tenant_dir = file_root / "acme"
     (tenant_dir / "real").mkdir(parents=True)
