@@ -34,6 +34,7 @@ cannot both believe the other is still running (and leave the timer ``fired`` fo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -44,7 +45,7 @@ from uuid import UUID
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -53,6 +54,7 @@ from actions import transitions
 from actions.bundle import RetryPolicy
 from actions.errors import ActionError, ParameterError
 from actions.models import ActionRun, RunStatus
+from actions.recording import storable_outcome
 from actions.runners import ActionContext, get_runner
 from actions.services import runs_forget_published, runs_publish
 from actions.transitions import WORKER_LOST, Claim, Finished, Outcome
@@ -159,9 +161,37 @@ def runs_conclude(finished: Sequence[Finished]) -> list[Finished]:
     """Record these attempts and move each run on: succeeded, retrying, or failed (then its
     escalation); start runs waiting for a concurrency slot; finish timers whose runs are all
     done. Return the outcomes that applied (stale ones, of runs taken over, are dropped).
+
+    What the attempts returned is made storable first (``actions.recording``). A failure while
+    recording one run never rolls back or re-runs the others of its batch: when the batch
+    cannot be recorded together, each run is recorded on its own, and a run whose outcome
+    still cannot be stored is recorded without its output (or, failing that, left to lease
+    recovery, logged).
     """
+    finished = [dataclasses.replace(f, outcome=storable_outcome(f.outcome)) for f in finished]
     if not finished:
         return []
+    try:
+        return _conclude(finished)
+    except DatabaseError:
+        log.exception("recording %d action outcomes together failed; recording them one by one", len(finished))
+    held: list[Finished] = []
+    for f in finished:
+        try:
+            held += _conclude([f])
+        except DatabaseError as exc:
+            log.exception("recording an action outcome failed", extra={"run_id": str(f.claim.run.pk)})
+            bare = dataclasses.replace(
+                f.outcome, output="", summary=f.outcome.summary[:80], error=f"recording failed: {type(exc).__name__}"
+            )
+            try:
+                held += _conclude([dataclasses.replace(f, outcome=bare)])
+            except DatabaseError:
+                log.exception("recording an action outcome failed twice; lease recovery will retry it")
+    return held
+
+
+def _conclude(finished: Sequence[Finished]) -> list[Finished]:
     now = timezone.now()
     timer_ids = sorted({f.claim.run.timer_id for f in finished})
     to_publish: list[UUID] = []

@@ -137,7 +137,8 @@ class _CappedReader(threading.Thread):
             pass
 
     def text(self) -> str:
-        return self.data.decode("utf-8", errors="replace") + ("\n[truncated]" if self.truncated else "")
+        # surrogateescape keeps bytes that are not UTF-8; the recording boundary stores them as \xNN.
+        return self.data.decode("utf-8", errors="surrogateescape") + ("\n[truncated]" if self.truncated else "")
 
 
 def _wait_unreaped(pid: int, timeout: float) -> bool:
