@@ -18,8 +18,10 @@ Contract of a timer's runs (see DESIGN.md "Scheduling" step 4 and "Actions"):
 - *Retries*: a transient failure schedules ``next_attempt_at`` = now + backoffInitialMs ×
   backoffMultiplier^(n-1) (n = the failed attempt's number), jittered by ±20 %, raised to the
   server's ``Retry-After`` if that is longer, and capped by ``MINOOTS_MAX_BACKOFF`` whatever
-  the hint. A retry due within ``MINOOTS_ARM_HORIZON`` is published with that ETA; a later
-  one is published by the reconciler (``runs_recover``) once due.
+  the hint; never below ``MINOOTS_MIN_BACKOFF``. Once the timer's runs, escalations included,
+  have made ``MINOOTS_MAX_ATTEMPTS_PER_TIMER`` attempts, a failure is final (no retry storm).
+  A retry due within ``MINOOTS_ARM_HORIZON`` is published with that ETA; a later one is
+  published by the reconciler (``runs_recover``) once due.
 - *Escalation*: when a run has had ``afterAttempts`` failed attempts, or has failed for good
   before reaching that many, its ``escalatesTo`` action gets a run of its own, once.
 - *Settling*: when no run of the timer is pending or running, the timer is finished:
@@ -46,7 +48,7 @@ from uuid import UUID
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import DatabaseError, transaction
-from django.db.models import Q
+from django.db.models import Q, Sum
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -77,7 +79,8 @@ def retry_delay(policy: RetryPolicy, *, failed_attempt: int, retry_after: float 
     delay_ms = min(base_ms, cap_ms) * random.uniform(1 - JITTER, 1 + JITTER)
     if retry_after is not None:
         delay_ms = max(delay_ms, retry_after * 1000)
-    return timedelta(milliseconds=max(0.0, min(delay_ms, cap_ms)))
+    floor_ms = settings.MINOOTS_MIN_BACKOFF.total_seconds() * 1000
+    return timedelta(milliseconds=max(floor_ms, min(delay_ms, cap_ms)))
 
 
 def _republish_if_early(run_id: UUID) -> None:
@@ -217,6 +220,17 @@ def _conclude(finished: Sequence[Finished]) -> list[Finished]:
                 continue
             policy = f.claim.bundle.retry_policy
             retrying = transitions.retry_policy_allows(policy, f.claim, f.outcome)
+            if retrying and _attempts_of_timer(f.claim.run.timer_id) >= settings.MINOOTS_MAX_ATTEMPTS_PER_TIMER:
+                retrying = False
+                budget = settings.MINOOTS_MAX_ATTEMPTS_PER_TIMER
+                f = dataclasses.replace(
+                    f,
+                    outcome=dataclasses.replace(
+                        f.outcome,
+                        error=f"{f.outcome.error} (not retried: the timer's actions made {budget} attempts, "
+                        "MINOOTS_MAX_ATTEMPTS_PER_TIMER)",
+                    ),
+                )
             if retrying:
                 delay = retry_delay(policy, failed_attempt=f.claim.number, retry_after=f.outcome.retry_after)
                 transitions.run_retry(f, retry_at=now + delay)
@@ -236,6 +250,12 @@ def _conclude(finished: Sequence[Finished]) -> list[Finished]:
         if to_publish:
             transaction.on_commit(lambda: runs_publish(to_publish))
     return held
+
+
+def _attempts_of_timer(timer_id: UUID) -> int:
+    """Attempts made by all runs of the timer so far, escalations included."""
+    total = ActionRun.objects.filter(timer_id=timer_id).aggregate(total=Sum("attempts"))["total"]
+    return int(total or 0)
 
 
 def _escalate(claim: Claim, *, failed_for_good: bool, now: datetime) -> list[UUID]:

@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "axes",
     "timers",
     "actions",
 ]
@@ -71,7 +72,30 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "minoots_project.middleware.ApiErrorMiddleware",
+    # Last, as django-axes asks: turns a lockout found during authenticate() into its response.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# --- Admin login throttling (django-axes) ------------------------------------------------------
+# Only Django's authenticate() is watched: the admin's and the browsable API's login forms.
+# API keys and JWTs (timers/api/authentication.py) never call it, so the API is not throttled here.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out username + address
+    "django.contrib.auth.backends.ModelBackend",
+]
+MINOOTS_ADMIN_LOGIN_FAILURES: int = env.int("MINOOTS_ADMIN_LOGIN_FAILURES", default=5)
+if MINOOTS_ADMIN_LOGIN_FAILURES < 1:
+    raise ImproperlyConfigured(f"MINOOTS_ADMIN_LOGIN_FAILURES must be at least 1, got {MINOOTS_ADMIN_LOGIN_FAILURES}")
+AXES_FAILURE_LIMIT = MINOOTS_ADMIN_LOGIN_FAILURES
+AXES_COOLOFF_TIME: timedelta = parse_duration_setting(
+    "MINOOTS_ADMIN_LOCKOUT", env.str("MINOOTS_ADMIN_LOCKOUT", default="15m")
+)
+# Keyed by the pair: an attacker cannot lock the real operator out from another address.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"  # shared by every web process
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False  # no "AXES: BEGIN" line in every worker and command; failures still log
 
 ROOT_URLCONF = "minoots_project.urls"
 WSGI_APPLICATION = "minoots_project.wsgi.application"
@@ -165,6 +189,12 @@ MINOOTS_MAX_HORIZON: timedelta = parse_duration_setting(
 MINOOTS_MAX_BACKOFF: timedelta = parse_duration_setting(
     "MINOOTS_MAX_BACKOFF", env.str("MINOOTS_MAX_BACKOFF", default="1h")
 )
+# Retry storms: a retry never comes sooner than this, whatever backoffInitialMs says, and one
+# timer's actions (escalations included) retry only until they have made this many attempts.
+MINOOTS_MIN_BACKOFF: timedelta = parse_duration_setting(
+    "MINOOTS_MIN_BACKOFF", env.str("MINOOTS_MIN_BACKOFF", default="1s")
+)
+MINOOTS_MAX_ATTEMPTS_PER_TIMER: int = env.int("MINOOTS_MAX_ATTEMPTS_PER_TIMER", default=100)
 MINOOTS_ACTION_LEASE: timedelta = parse_duration_setting(
     "MINOOTS_ACTION_LEASE", env.str("MINOOTS_ACTION_LEASE", default="5m")
 )
