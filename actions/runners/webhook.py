@@ -5,12 +5,21 @@ must be public (unless ``MINOOTS_WEBHOOK_ALLOW_PRIVATE``); the connection then g
 address that was checked, so a DNS answer that changes between check and connect (DNS
 rebinding) cannot redirect it. Redirects are never followed, the response is read up to
 64 KiB, and proxies from the environment are ignored.
+
+``timeoutMs`` is a deadline for the whole attempt: requests' timeout bounds each socket
+operation only, so a receiver sending its status line, headers or body a byte at a time would
+hold an attempt for as long as it likes. Every socket an attempt uses is registered (when it
+connects, or when a kept-alive one is reused) with the attempt's ``_Deadline``, and one watchdog
+thread shuts those sockets down when the deadline passes; the attempt is then a timeout.
 """
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
+import itertools
 import json
+import os
 import re
 import socket
 import threading
@@ -28,7 +37,8 @@ from django.conf import settings
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from standardwebhooks import Webhook
-from urllib3 import HTTPConnectionPool
+from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.connection import HTTPConnection, HTTPSConnection
 
 from actions.errors import ActionError, ParameterError
 from actions.runners.base import ActionContext, ActionResult, Runner, is_utf8
@@ -36,8 +46,8 @@ from actions.secrets import webhook_secrets_in_force
 
 METHODS = ("POST", "PUT", "PATCH", "GET", "DELETE")
 BODY_METHODS = ("POST", "PUT", "PATCH")
-# requests' timeout bounds each socket operation (connect, first byte, each chunk), so an
-# attempt may take about three times this; that must stay well inside MINOOTS_ACTION_LEASE.
+# An attempt's hard deadline (the watchdog cuts its connection then); it must stay well inside
+# MINOOTS_ACTION_LEASE.
 MAX_TIMEOUT_MS = 60_000
 RESPONSE_CAP = 64 * 1024
 MAX_HEADERS = 50
@@ -113,16 +123,150 @@ def refused_addresses(addresses: list[IPAddress]) -> str | None:
     return None
 
 
+_local = threading.local()  # per worker thread: its sessions, and the running attempt's deadline
+
+
+def _cut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed: nothing left to interrupt
+
+
+class _Deadline:
+    """One attempt's deadline and the sockets it uses, shut down when the deadline passes.
+
+    Each socket is held through a duplicate of its descriptor: shutting that down ends every
+    read and write on the connection (also once TLS has taken over the original socket
+    object), and since the duplicate is ours, its number can never meanwhile belong to another
+    file. ``close`` (the attempt is over) closes the duplicates, not the connections.
+    """
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.expired = False
+        self._handles: list[socket.socket] = []
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def watch(self, sock: socket.socket) -> None:
+        try:
+            handle = socket.fromfd(sock.fileno(), sock.family, sock.type)
+        except (OSError, ValueError):
+            return  # already closed
+        with self._lock:
+            if self._closed:
+                handle.close()
+                return
+            self._handles.append(handle)
+            if self.expired:
+                _cut(handle)
+
+    def expire(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self.expired = True
+            for handle in self._handles:
+                _cut(handle)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            for handle in self._handles:
+                handle.close()
+            self._handles.clear()
+
+
+class _Watchdog:
+    """One daemon thread per process expiring deadlines in order (started on first use, and
+    again in a forked child, which inherits no threads)."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._heap: list[tuple[float, int, _Deadline]] = []
+        self._order = itertools.count()
+        self._pid = 0
+        self._thread: threading.Thread | None = None
+
+    def add(self, deadline: _Deadline) -> None:
+        with self._condition:
+            if self._pid != os.getpid() or self._thread is None or not self._thread.is_alive():
+                self._pid = os.getpid()
+                self._heap = []  # a parent's deadlines are not this process's to expire
+                self._thread = threading.Thread(target=self._run, name="webhook-deadlines", daemon=True)
+                self._thread.start()
+            heapq.heappush(self._heap, (deadline.at, next(self._order), deadline))
+            if self._heap[0][2] is deadline:
+                self._condition.notify()
+
+    def _run(self) -> None:
+        with self._condition:
+            while True:
+                now = time.monotonic()
+                while self._heap and self._heap[0][0] <= now:
+                    heapq.heappop(self._heap)[2].expire()
+                self._condition.wait(self._heap[0][0] - now if self._heap else None)
+
+
+_WATCHDOG = _Watchdog()
+
+
+def _watch(sock: socket.socket | None) -> None:
+    """Register ``sock`` with the deadline of the attempt running in this thread, if any."""
+    deadline: _Deadline | None = getattr(_local, "deadline", None)
+    if deadline is not None and sock is not None:
+        deadline.watch(sock)
+
+
+class _DeadlineHTTPConnection(HTTPConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _watch(sock)
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch(self.sock)  # a kept-alive connection, connected during an earlier attempt
+        super().request(*args, **kwargs)
+
+
+class _DeadlineHTTPSConnection(HTTPSConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _watch(sock)  # before the TLS handshake, which a receiver could drip too
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch(self.sock)
+        super().request(*args, **kwargs)
+
+
+class _DeadlineHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _DeadlineHTTPConnection
+
+
+class _DeadlineHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _DeadlineHTTPSConnection
+
+
 class PinnedAddressAdapter(HTTPAdapter):
     """Connects to one pre-checked IP address whatever the URL's host resolves to now.
 
     The URL keeps its hostname, so the Host header is right; for HTTPS the hostname is
-    passed as TLS SNI and as the name the certificate must match.
+    passed as TLS SNI and as the name the certificate must match. Its connections register
+    their sockets with the running attempt's deadline.
     """
 
     def __init__(self, address: IPAddress) -> None:
         self._address = str(address)
         super().__init__(max_retries=0)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _DeadlineHTTPConnectionPool,
+            "https": _DeadlineHTTPSConnectionPool,
+        }
 
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
         # The pool's host is the IP; without this, http.client would send it as the Host.
@@ -142,7 +286,6 @@ class PinnedAddressAdapter(HTTPAdapter):
         return pool
 
 
-_local = threading.local()
 SESSIONS_PER_THREAD = 64
 
 
@@ -184,40 +327,32 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _cut(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed: nothing left to interrupt
+def _read_capped(response: requests.Response, deadline: _Deadline) -> tuple[bytes, bool]:
+    """Up to RESPONSE_CAP bytes of the body; True if there was more (or the read failed).
 
-
-def _read_capped(response: requests.Response, deadline: float) -> tuple[bytes, bool]:
-    """Up to RESPONSE_CAP bytes of the body; True if there was more (or time ran out).
-
-    requests' timeout bounds each socket read, not the whole body: a receiver dripping a byte
-    just inside the timeout would hold the attempt (and a worker thread) for hours. A watchdog
-    cuts the connection at the attempt's deadline.
-    """
-    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
-    watchdog = None
-    if sock is not None:
-        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _cut, args=(sock,))
-        watchdog.daemon = True
-        watchdog.start()
+    The caller checks ``deadline`` afterwards: a body the watchdog cut short may look complete
+    (with ``Connection: close`` it ends at EOF)."""
     chunks: list[bytes] = []
     size = 0
     try:
         for chunk in response.iter_content(chunk_size=8192):
             chunks.append(chunk)
             size += len(chunk)
-            if size > RESPONSE_CAP or time.monotonic() > deadline:
+            if size > RESPONSE_CAP or time.monotonic() > deadline.at:
                 return b"".join(chunks)[:RESPONSE_CAP], True
     except (requests.RequestException, OSError):
         return b"".join(chunks)[:RESPONSE_CAP], True
-    finally:
-        if watchdog is not None:
-            watchdog.cancel()
     return b"".join(chunks), False
+
+
+def _request_failure(exc: requests.RequestException, *, host: str, timed_out: ActionError) -> ActionError:
+    if isinstance(exc, requests.exceptions.SSLError):
+        return ActionError(f"TLS error talking to {host}: {exc}", permanent=True)
+    if isinstance(exc, requests.Timeout):
+        return timed_out
+    if isinstance(exc, requests.ConnectionError):
+        return ActionError(f"connection to {host} failed: {exc}", permanent=False)
+    return ActionError(f"request failed: {exc}", permanent=True)
 
 
 @dataclass(frozen=True)
@@ -339,6 +474,7 @@ class WebhookRunner(Runner[WebhookParams]):
 
     def attempt(self, params: WebhookParams, context: ActionContext) -> ActionResult:
         url, host, port, method = params.url, params.host, params.port, params.method
+        deadline = _Deadline(time.monotonic() + params.timeout_ms / 1000)
         try:
             addresses = resolve(host, port)
         except OSError as exc:
@@ -380,9 +516,13 @@ class WebhookRunner(Runner[WebhookParams]):
                 "x-minoots-tenant-id": context.tenant_id,
             }
         )
-        timeout = params.timeout_ms / 1000
-        deadline = time.monotonic() + timeout
+        timed_out = ActionError(f"timed out after {params.timeout_ms} ms", permanent=False)
+        timeout = deadline.at - time.monotonic()  # per socket operation; the deadline bounds their sum
+        if timeout <= 0:
+            raise timed_out
         session = _session_for(addresses[0])
+        _local.deadline = deadline
+        _WATCHDOG.add(deadline)
         try:
             with session.request(
                 method,
@@ -398,14 +538,19 @@ class WebhookRunner(Runner[WebhookParams]):
                 status = response.status_code
                 retry_after = _retry_after(response.headers.get("Retry-After"))
                 location = response.headers.get("Location", "")
-        except requests.exceptions.SSLError as exc:
-            raise ActionError(f"TLS error talking to {host}: {exc}", permanent=True) from exc
-        except requests.Timeout as exc:
-            raise ActionError(f"timed out after {params.timeout_ms} ms", permanent=False) from exc
-        except requests.ConnectionError as exc:
-            raise ActionError(f"connection to {host} failed: {exc}", permanent=False) from exc
-        except requests.RequestException as exc:
-            raise ActionError(f"request failed: {exc}", permanent=True) from exc
+            if deadline.expired or time.monotonic() > deadline.at:
+                raise timed_out
+        except ActionError:
+            raise
+        except Exception as exc:
+            if deadline.expired:  # whatever the cut made of it (EOF, reset, TLS error): a timeout
+                raise timed_out from exc
+            if not isinstance(exc, requests.RequestException):
+                raise
+            raise _request_failure(exc, host=host, timed_out=timed_out) from exc
+        finally:
+            _local.deadline = None
+            deadline.close()
 
         output = raw.decode("utf-8", errors="replace") + ("\n[truncated]" if truncated else "")
         if 200 <= status < 300:

@@ -4,8 +4,11 @@ due runs by calling ``run_execute`` directly (no worker)."""
 from __future__ import annotations
 
 import json
+import select
+import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,6 +41,26 @@ class Reply:
     body: bytes = b"ok"
     headers: dict[str, str] = field(default_factory=dict)
     hang: bool = False  # hold the request until the test ends (to provoke a timeout)
+    # Written as is instead of a status line, headers and body: the first chunk at once, each
+    # later one ``interval`` seconds after the previous (a slow or dripping receiver). Plain
+    # HTTP only. The receiver stops as soon as the client hangs up (see ``Sent``).
+    raw: list[bytes] | None = None
+    interval: float = 0.0
+
+
+def dripped(head: bytes, tail: bytes, interval: float) -> Reply:
+    """A raw reply: ``head`` at once, then ``tail`` one byte every ``interval`` seconds."""
+    return Reply(raw=[head, *(tail[i : i + 1] for i in range(len(tail)))], interval=interval)
+
+
+@dataclass
+class Sent:
+    """How much of a raw reply the receiver wrote before it finished or was hung up on."""
+
+    path: str
+    sent: int  # bytes written
+    total: int  # bytes of the whole reply
+    hung_up: bool  # the client closed the connection before the reply was complete
 
 
 class Receiver:
@@ -48,6 +71,8 @@ class Receiver:
 
     def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         self.requests: list[Received] = []
+        self.sent: list[Sent] = []
+        self.replied = threading.Condition()
         self._scripts: dict[str, list[Reply]] = {}
         self._lock = threading.Lock()
         self.release = threading.Event()
@@ -63,12 +88,48 @@ class Receiver:
                 reply = receiver._record(Received(self.command, self.path, dict(self.headers.items()), body))
                 if reply.hang:
                     receiver.release.wait(30)
+                if reply.raw is not None:
+                    self._write_raw(reply.raw, reply.interval)
+                    return
                 self.send_response(reply.status)
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(reply.body)))
                 self.end_headers()
                 self.wfile.write(reply.body)
+
+            def _write_raw(self, chunks: list[bytes], interval: float) -> None:
+                sent, hung_up = 0, False
+                for index, chunk in enumerate(chunks):
+                    if index and self._hung_up_within(interval):
+                        hung_up = True
+                        break
+                    try:
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                    except OSError:
+                        hung_up = True
+                        break
+                    sent += len(chunk)
+                if hung_up:
+                    self.close_connection = True
+                with receiver.replied:
+                    receiver.sent.append(Sent(self.path, sent, sum(map(len, chunks)), hung_up))
+                    receiver.replied.notify_all()
+
+            def _hung_up_within(self, seconds: float) -> bool:
+                """Wait ``seconds``; True as soon as the client closes its end (or the test ends)."""
+                end = time.monotonic() + seconds
+                while (left := end - time.monotonic()) > 0 and not receiver.release.is_set():
+                    readable, _, _ = select.select([self.connection], [], [], min(left, 0.05))
+                    if readable:
+                        try:
+                            if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                                return True
+                        except OSError:
+                            return True
+                        time.sleep(min(left, 0.05))  # the client sent something: just wait
+                return receiver.release.is_set()
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
@@ -95,6 +156,14 @@ class Receiver:
     def script(self, path: str, *replies: Reply) -> None:
         with self._lock:
             self._scripts.setdefault(path, []).extend(replies)
+
+    def wait_sent(self, path: str, timeout: float = 30) -> Sent:
+        """The ``Sent`` record of the first raw reply to ``path``, once it is complete or cut."""
+        with self.replied:
+            self.replied.wait_for(lambda: any(s.path.split("?")[0] == path for s in self.sent), timeout)
+            matches = [s for s in self.sent if s.path.split("?")[0] == path]
+        assert matches, f"no raw reply to {path} finished within {timeout} s"
+        return matches[0]
 
     def at(self, path: str) -> list[Received]:
         return [r for r in self.requests if r.path.split("?")[0] == path]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import socket
-import socketserver
-import threading
 from datetime import timedelta
 from typing import Any
 
@@ -17,7 +15,7 @@ from actions.models import ActionRun, AttemptOutcome, RunStatus
 from actions.runners import get_runner
 from actions.runners.webhook import WebhookParams
 from tests.actions.conftest import FireTimer
-from tests.actions.support import Receiver, Reply, drive, execute_next, webhook
+from tests.actions.support import Receiver, Reply, dripped, drive, execute_next, webhook
 from timers.models import Tenant, TimerEvent, TimerStatus
 
 pytestmark = pytest.mark.django_db
@@ -400,45 +398,33 @@ def test_the_default_body_does_not_reveal_other_actions_parameters(
     assert b"internal-token" not in public.body
 
 
-def test_a_receiver_dripping_its_body_is_cut_off_at_the_attempts_deadline(
-    allow_private: None, fire_timer: FireTimer
+# --- timeoutMs bounds the whole attempt -----------------------------------------------------
+
+DRIP = 0.2  # seconds between the pieces of a slow reply: far inside timeoutMs, so no single read times out
+DEADLINE_MS = 800
+SLOW_REPLIES = {
+    "body-connection-close": dripped(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", b"x" * 40, DRIP),
+    "body-keep-alive": dripped(b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n", b"x" * 40, DRIP),
+    "status-line": dripped(b"", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", DRIP),
+    "header-value": dripped(b"HTTP/1.1 200 OK\r\nX-Slow: ", b"a" * 40 + b"\r\nContent-Length: 2\r\n\r\nok", DRIP),
+    "many-header-lines": Reply(
+        raw=[b"HTTP/1.1 200 OK\r\n", *(b"X-Line-%d: v\r\n" % i for i in range(40)), b"Content-Length: 2\r\n\r\nok"],
+        interval=DRIP,
+    ),
+}
+
+
+@pytest.mark.parametrize("form", list(SLOW_REPLIES))
+def test_a_slow_receiver_is_hung_up_on_at_the_deadline_and_the_attempt_is_a_timeout(
+    form: str, receiver: Receiver, allow_private: None, fire_timer: FireTimer
 ) -> None:
-    stop = threading.Event()
-    hung_up = threading.Event()  # the client closed the connection before the body was complete
-    sent: list[int] = []  # bytes of body the receiver wrote, recorded when its drip ends
+    receiver.script("/slow", SLOW_REPLIES[form])
 
-    class Drip(socketserver.BaseRequestHandler):
-        def handle(self) -> None:
-            self.request.recv(65536)
-            self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
-            count, cut = 0, False
-            for _ in range(100):  # one byte every 0.3 s: each read stays inside timeoutMs
-                if stop.wait(0.3):
-                    break
-                try:
-                    self.request.sendall(b"x")
-                except OSError:
-                    cut = True
-                    break
-                count += 1
-            sent.append(count)
-            if cut:  # only once the count is recorded: the test reads it as soon as this is set
-                hung_up.set()
+    timer = drive(fire_timer(webhook("slow", f"{receiver.url}/slow", timeoutMs=DEADLINE_MS), retry={"maxAttempts": 1}))
 
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Drip)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/"
-        timer = drive(fire_timer(webhook("drip", url, timeoutMs=1000), retry={"maxAttempts": 1}))
-        # The runner hung up mid-drip (the receiver notices at its next write), not after it.
-        assert hung_up.wait(10), f"the receiver was never hung up on (body bytes sent: {sent}): nothing cut the attempt"
-    finally:
-        stop.set()
-        server.shutdown()
-        server.server_close()
-
-    [attempt] = ActionRun.objects.get(timer=timer).attempt_records.all()
-    assert attempt.outcome == AttemptOutcome.SUCCEEDED  # a 200 whose body was cut off
-    assert attempt.output_excerpt.endswith("[truncated]")
-    assert len(sent) == 1 and sent[0] < 100, sent
+    sent = receiver.wait_sent("/slow")
+    # Cut mid-reply: the runner closed the connection before the receiver had sent it all.
+    assert sent.hung_up and sent.sent < sent.total, sent
+    run = ActionRun.objects.get(timer=timer)
+    assert attempts_of(run) == [(AttemptOutcome.TRANSIENT, None)]
+    assert run.last_error == f"timed out after {DEADLINE_MS} ms"
