@@ -496,3 +496,93 @@ def test_staff_session_reads_the_interactive_docs_and_their_schema(staff_client:
     docs = staff_client.get("/api/docs/")
     assert docs.status_code == 200 and docs["Content-Type"].startswith("text/html")
     assert staff_client.get("/api/schema/?format=json").json()["info"]["title"] == "MINOOTS API"
+
+
+# --- admin login throttling (django-axes) ---------------------------------------------------
+
+ATTACKER_IP = "203.0.113.7"
+
+
+def _admin_login(browser: Client, username: str, password: str) -> Any:
+    return browser.post("/admin/login/?next=/admin/", {"username": username, "password": password, "next": "/admin/"})
+
+
+def _logged_in(browser: Client) -> bool:
+    return "_auth_user_id" in browser.session
+
+
+@pytest.fixture
+def admins(db: Any) -> None:
+    get_user_model().objects.create_superuser("root", password="right-horse-battery")
+    get_user_model().objects.create_user("ops", password="ops-staple-battery", is_staff=True)
+
+
+def test_admin_login_is_locked_after_the_failure_limit(admins: None, settings: Any) -> None:
+    """30 wrong passwords: past the limit every attempt, the right password included, is refused."""
+    limit = 5  # MINOOTS_ADMIN_LOGIN_FAILURES' default
+    browser = Client(REMOTE_ADDR=ATTACKER_IP)
+
+    statuses = [_admin_login(browser, "root", f"guess-{n}").status_code for n in range(30)]
+
+    assert statuses[: limit - 1] == [200] * (limit - 1)  # the form again, with its error
+    assert statuses[limit - 1 :] == [429] * (30 - limit + 1)
+    locked = _admin_login(browser, "root", "right-horse-battery")
+    assert locked.status_code == 429
+    assert b"too many login attempts" in locked.content.lower()
+    assert not _logged_in(browser)
+    assert settings.AXES_FAILURE_LIMIT == limit
+    # The DRF browsable API's login form uses the same authenticate(): locked there too.
+    assert browser.post("/api-auth/login/", {"username": "root", "password": "right-horse-battery"}).status_code == 429
+    assert not _logged_in(browser)
+
+
+def test_admin_lockout_is_per_username_and_ip(admins: None) -> None:
+    attacker = Client(REMOTE_ADDR=ATTACKER_IP)
+    for n in range(10):
+        _admin_login(attacker, "root", f"guess-{n}")
+    assert _admin_login(attacker, "root", "right-horse-battery").status_code == 429
+
+    # The same user from another address, and another user from the attacker's address, log in.
+    elsewhere = Client(REMOTE_ADDR="198.51.100.20")
+    assert _admin_login(elsewhere, "root", "right-horse-battery").status_code == 302
+    assert _logged_in(elsewhere)
+    colleague = Client(REMOTE_ADDR=ATTACKER_IP)
+    assert _admin_login(colleague, "ops", "ops-staple-battery").status_code == 302
+    assert _logged_in(colleague)
+
+
+def test_admin_lockout_ends_after_the_cool_off(admins: None, settings: Any) -> None:
+    from axes.models import AccessAttempt
+
+    assert settings.AXES_COOLOFF_TIME == timedelta(minutes=15)  # MINOOTS_ADMIN_LOCKOUT's default
+    browser = Client(REMOTE_ADDR=ATTACKER_IP)
+    for n in range(settings.AXES_FAILURE_LIMIT):
+        _admin_login(browser, "root", f"guess-{n}")
+    assert _admin_login(browser, "root", "right-horse-battery").status_code == 429
+
+    AccessAttempt.objects.update(attempt_time=timezone.now() - settings.AXES_COOLOFF_TIME - timedelta(seconds=1))
+
+    assert _admin_login(browser, "root", "right-horse-battery").status_code == 302
+    assert _logged_in(browser)
+
+
+def test_the_api_is_not_throttled_by_admin_lockouts(
+    admins: None, client: APIClient, api_key: str, make_token: MakeToken
+) -> None:
+    """API keys and JWTs never go through django.contrib.auth.authenticate(): no lockout, no attempts."""
+    from axes.models import AccessAttempt
+
+    attacker = Client(REMOTE_ADDR=ATTACKER_IP)
+    for n in range(10):
+        _admin_login(attacker, "root", f"guess-{n}")
+    attempts = AccessAttempt.objects.count()
+    assert attempts == 1
+
+    for _ in range(10):
+        bad_key = APIClient(REMOTE_ADDR=ATTACKER_IP)
+        bad_key.credentials(HTTP_X_API_KEY="mk_000000000000_notarealsecret")
+        assert_error(bad_key.get("/api/timers"), 401)
+        assert_error(_bearer("not.a.jwt").get("/api/timers", REMOTE_ADDR=ATTACKER_IP), 401)
+    assert client.get("/api/timers", REMOTE_ADDR=ATTACKER_IP).status_code == 200
+    assert _bearer(make_token()).get("/api/timers", REMOTE_ADDR=ATTACKER_IP).status_code == 200
+    assert AccessAttempt.objects.count() == attempts
