@@ -16,6 +16,7 @@ thread shuts those sockets down when the deadline passes; the attempt is then a 
 from __future__ import annotations
 
 import heapq
+import http.client
 import ipaddress
 import itertools
 import json
@@ -51,6 +52,7 @@ BODY_METHODS = ("POST", "PUT", "PATCH")
 MAX_TIMEOUT_MS = 60_000
 RESPONSE_CAP = 64 * 1024
 MAX_HEADERS = 50
+MAX_INTERIM_RESPONSES = 20  # 1xx responses skipped before the final one
 MAX_BODY_BYTES = 1024 * 1024
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
 # Headers MINOOTS sets itself; a caller may not override them.
@@ -219,7 +221,28 @@ def _watch(sock: socket.socket | None) -> None:
         deadline.watch(sock)
 
 
+class _FinalResponse(http.client.HTTPResponse):
+    """Skips every interim (1xx) response to reach the final one.
+
+    http.client skips only ``100 Continue``: a ``102 Processing`` or ``103 Early Hints`` would
+    be taken as the final status (with an empty body), leaving the real response in the
+    kept-alive connection to be read as the answer to the next request. ``101 Switching
+    Protocols`` is refused (never asked for: what follows is not HTTP)."""
+
+    def _read_status(self) -> tuple[str, int, str]:
+        for _ in range(MAX_INTERIM_RESPONSES + 1):
+            version, status, reason = super()._read_status()  # type: ignore[misc]
+            if status == 101:
+                raise http.client.HTTPException("101 Switching Protocols, which was not asked for")
+            if not 100 <= status < 200:
+                return version, status, reason
+            http.client._read_headers(self.fp)  # type: ignore[attr-defined]
+        raise http.client.HTTPException(f"more than {MAX_INTERIM_RESPONSES} interim (1xx) responses")
+
+
 class _DeadlineHTTPConnection(HTTPConnection):
+    response_class = _FinalResponse
+
     def _new_conn(self) -> socket.socket:
         sock = super()._new_conn()
         _watch(sock)
@@ -231,6 +254,8 @@ class _DeadlineHTTPConnection(HTTPConnection):
 
 
 class _DeadlineHTTPSConnection(HTTPSConnection):
+    response_class = _FinalResponse
+
     def _new_conn(self) -> socket.socket:
         sock = super()._new_conn()
         _watch(sock)  # before the TLS handshake, which a receiver could drip too
@@ -425,6 +450,8 @@ class WebhookRunner(Runner[WebhookParams]):
                 raise ParameterError("headers", f"'{name}' is set by MINOOTS and cannot be overridden")
             if not isinstance(value, str) or "\r" in value or "\n" in value or "\x00" in value:
                 raise ParameterError("headers", f"'{name}' must have a single-line string value")
+            if value != value.strip(" \t"):  # refused (or silently trimmed) on the way out
+                raise ParameterError("headers", f"'{name}' must not begin or end with whitespace")
             try:
                 value.encode("latin-1")
             except UnicodeEncodeError as exc:

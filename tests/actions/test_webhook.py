@@ -365,6 +365,9 @@ def test_https_target_with_a_certificate_for_another_name_fails_for_good(
         ({"url": "http://example.com:99999/"}, "url"),
         ({"url": "http://exa mple.com/"}, "url"),
         ({"url": "https://example.com/", "headers": {"X-A": "caf\u00e9 \u2615"}}, "headers"),
+        ({"url": "https://example.com/", "headers": {"X-A": " leading"}}, "headers"),
+        ({"url": "https://example.com/", "headers": {"X-A": "trailing "}}, "headers"),
+        ({"url": "https://example.com/", "headers": {"X-A": "\ttab"}}, "headers"),
     ],
 )
 def test_invalid_webhook_parameters_name_the_field(parameters: dict[str, Any], field: str) -> None:
@@ -428,3 +431,39 @@ def test_a_slow_receiver_is_hung_up_on_at_the_deadline_and_the_attempt_is_a_time
     run = ActionRun.objects.get(timer=timer)
     assert attempts_of(run) == [(AttemptOutcome.TRANSIENT, None)]
     assert run.last_error == f"timed out after {DEADLINE_MS} ms"
+
+
+def test_an_interim_1xx_response_is_skipped_and_the_final_status_is_the_attempts(
+    receiver: Receiver, allow_private: None, fire_timer: FireTimer
+) -> None:
+    receiver.script(
+        "/interim",
+        Reply(
+            raw=[
+                b"HTTP/1.1 102 Processing\r\n\r\n",
+                b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n",
+                b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone",
+            ],
+            interval=0.05,
+        ),
+    )
+
+    first = ActionRun.objects.get(timer=drive(fire_timer(webhook("interim", f"{receiver.url}/interim"))))
+    # The same kept-alive connection stays in step: the next webhook gets its own reply.
+    second = ActionRun.objects.get(timer=drive(fire_timer(webhook("after", f"{receiver.url}/after"))))
+
+    assert attempts_of(first) == [(AttemptOutcome.SUCCEEDED, 200)]
+    assert first.attempt_records.get().output_excerpt == "done"
+    assert attempts_of(second) == [(AttemptOutcome.SUCCEEDED, 200)]
+    assert second.attempt_records.get().output_excerpt == "ok"
+    assert [r.path for r in receiver.requests] == ["/interim", "/after"]
+
+
+def test_header_values_with_surrounding_whitespace_are_refused_at_create_naming_headers() -> None:
+    for value in (" x", "x ", "\tx", "x\t"):
+        with pytest.raises(ParameterError) as info:
+            get_runner("webhook").validate(
+                {"url": "https://93.184.215.14/", "headers": {"X-Team": value}}, tenant_id="acme"
+            )
+        assert info.value.field == "headers"
+        assert "whitespace" in info.value.message
