@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from rest_framework.test import APIClient
@@ -74,16 +75,74 @@ def test_pages_stay_stable_when_timers_are_created_between_requests(
     assert _ids(first) + _ids(second) == old[::-1]
 
 
-def test_limit_is_capped_at_the_maximum_page_size(client: APIClient, create_timer: CreateTimer) -> None:
+def test_limit_of_the_maximum_page_size_is_accepted(client: APIClient, create_timer: CreateTimer) -> None:
     create_timer()
-    response = _get(client, "?limit=100000")
+    response = _get(client, "?limit=500")
     assert response.status_code == 200
     assert len(response.json()["timers"]) == 1
+
+
+@pytest.mark.parametrize(
+    "limit", ["null", "abc", "0", "-1", "501", "100000", "1" + "0" * 400, "1e309", "", " 5", "2.5"]
+)
+def test_a_limit_that_is_not_an_integer_from_1_to_500_is_400(client: APIClient, limit: str) -> None:
+    response = client.get("/api/timers", {"limit": limit})
+    assert_error(response, 400, field="limit", contains="500")
 
 
 def test_an_invalid_cursor_is_400(client: APIClient) -> None:
     response = _get(client, "?cursor=not-a-cursor")
     assert_error(response, 400, field="cursor")
+
+
+def _cursor(querystring: str) -> str:
+    return base64.b64encode(querystring.encode()).decode()
+
+
+HOSTILE_CURSORS = {
+    "garbage position": _cursor("p=garbage"),
+    "year 0": _cursor("p=0000-01-01"),
+    "NUL position": _cursor("p=\0"),
+    "reversed, month 13": _cursor("r=1&p=2026-13-45"),
+    "float overflow": _cursor("p=1e309"),
+    "plus decoded as a space": _cursor("p=2026-12-01 22:40:28.123456+00:00"),
+    "empty position": _cursor("p="),
+    "date without a time": _cursor("p=2026-01-01"),
+    "no UTC offset": _cursor("p=2026-01-01 10:00:00"),
+    "underflows UTC": _cursor("p=0001-01-01 00:00:00+01:00"),
+    "overflows UTC": _cursor("p=9999-12-31 23:59:59-01:00"),
+    "huge offset": _cursor("o=" + "9" * 5000),
+    "non-integer reverse": _cursor("r=yes"),
+    "not ASCII": "w6k=",
+}
+
+
+@pytest.mark.parametrize("cursor", list(HOSTILE_CURSORS.values()), ids=list(HOSTILE_CURSORS))
+def test_a_crafted_cursor_is_400_naming_it(client: APIClient, create_timer: CreateTimer, cursor: str) -> None:
+    create_timer()
+    response = client.get("/api/timers", {"cursor": cursor})
+    assert_error(response, 400, field="cursor")
+
+
+def test_a_cursor_whose_plus_signs_arrived_as_spaces_is_400_or_a_page(
+    client: APIClient, create_timer: CreateTimer
+) -> None:
+    for i in range(3):
+        create_timer(name=f"t{i}")
+    next_url = _get(client, "?limit=1").json()["next"]
+    cursor = parse_qs(urlsplit(next_url).query)["cursor"][0]
+    # Sent unencoded, every "+" of the base64 text reaches the server as a space.
+    response = client.get(f"/api/timers?cursor={cursor.replace('+', '%20')}&limit=1")
+    assert response.status_code in (200, 400), response.content
+    if response.status_code == 400:
+        assert_error(response, 400, field="cursor")
+
+
+def test_a_cursor_naming_any_valid_instant_lists_the_older_timers(client: APIClient, create_timer: CreateTimer) -> None:
+    created = create_timer()
+    for position in ("2999-01-01 00:00:00+00:00", "2999-01-01T02:00:00+02:00", "2999-01-01T00:00:00Z"):
+        assert _ids(client.get("/api/timers", {"cursor": _cursor(urlencode({"p": position}))})) == [created["id"]]
+    assert _ids(client.get("/api/timers", {"cursor": _cursor(urlencode({"p": "2000-01-01 00:00:00+00:00"}))})) == []
 
 
 def test_status_filter_keeps_only_those_statuses(client: APIClient, create_timer: CreateTimer) -> None:

@@ -65,3 +65,18 @@ def test_streams_beyond_the_per_process_limit_get_a_503_until_one_closes(client:
     third = client.get("/api/timers/stream")
     assert third.status_code == 200
     third.close()
+
+
+@pytest.mark.parametrize("after", ["abc", "1e309", "-1", "1" + "0" * 30, "1" + "0" * 5000, "2.5"])
+def test_an_event_id_that_is_not_one_is_400_naming_after(client: APIClient, settings: Any, after: str) -> None:
+    settings.MINOOTS_STREAM_MAX_SECONDS = 0.2
+    assert_error(client.get("/api/timers/stream", {"after": after}), 400, field="after")
+    assert_error(client.get("/api/timers/stream", HTTP_LAST_EVENT_ID=after), 400, field="after")
+
+
+def test_the_largest_event_id_is_a_stream_with_no_events(client: APIClient, settings: Any) -> None:
+    settings.MINOOTS_STREAM_MAX_SECONDS = 0.2
+    client.post("/api/timers", {"name": "t", "duration": "5m"}, format="json")
+    response = client.get("/api/timers/stream", {"after": str(2**63 - 1)})
+    assert response.status_code == 200
+    assert read_stream(response) == []

@@ -252,16 +252,6 @@ def test_invalid_utf8_is_400(client: APIClient) -> None:
     assert_error(response, 400)
 
 
-def test_nan_is_not_json_and_is_400(client: APIClient) -> None:
-    response = client.post("/api/timers", data=b'{"name": "t", "duration": NaN}', content_type="application/json")
-    assert_error(response, 400)
-
-
-def test_a_float_overflowing_to_infinity_is_400(client: APIClient) -> None:
-    response = client.post("/api/timers", data=b'{"name": "t", "duration": 1e400}', content_type="application/json")
-    _assert_400_naming(response, "duration")
-
-
 def test_nul_in_a_cancel_reason_is_400(client: APIClient) -> None:
     timer = _post(client, {"name": "t", "duration": "5m"}).json()
     response = client.post(
@@ -291,3 +281,56 @@ def test_metadata_of_exactly_64_kib_is_accepted_and_one_byte_more_is_not(client:
     assert exact.status_code == 201, exact.content[:200]
     over = _post(client, {"name": "t", "duration": "5m", "metadata": {"blob": "x" * (64 * 1024 - overhead + 1)}})
     _assert_400_naming(over, "metadata")
+
+
+# --- numbers JSON cannot carry: 1e309 parses to inf in Python, which Postgres refuses -------
+
+NON_FINITE: list[tuple[str, bytes, str]] = [
+    ("1e309 in metadata", b'"metadata": {"limits": {"max": 1e309}}', "metadata"),
+    ("-1e309 in metadata", b'"metadata": {"x": [1, -1e309]}', "metadata"),
+    ("1e309 in agentBinding", b'"agentBinding": {"agentId": "a1", "score": 1e309}', "agentBinding"),
+    ("-1e309 in agentBinding", b'"agentBinding": {"payloadTemplate": {"n": -1e309}}', "agentBinding"),
+    ("NaN in metadata", b'"metadata": {"x": NaN}', "metadata"),
+    ("Infinity in agentBinding", b'"agentBinding": {"x": Infinity}', "agentBinding"),
+    ("-Infinity in metadata", b'"metadata": {"x": -Infinity}', "metadata"),
+    (
+        "1e309 in action parameters",
+        b'"actionBundle": {"actions": [{"id": "a", "kind": "webhook", "parameters": '
+        b'{"url": "https://93.184.215.14/hook", "body": {"n": 1e309}}}]}',
+        "actionBundle",
+    ),
+    (
+        "-1e309 as a timeoutMs",
+        b'"actionBundle": {"actions": [{"id": "a", "kind": "webhook", "parameters": '
+        b'{"url": "https://93.184.215.14/hook", "timeoutMs": -1e309}}]}',
+        "actionBundle",
+    ),
+    ("1e309 as the duration", b'"duration": 1e309', "duration"),
+    ("NaN as the duration", b'"duration": NaN', "duration"),
+]
+
+
+@pytest.mark.parametrize(("member", "field"), [pytest.param(m, f, id=case) for case, m, f in NON_FINITE])
+def test_non_finite_numbers_are_400_naming_the_field(client: APIClient, member: bytes, field: str) -> None:
+    body = b'{"name": "t", "duration": "5m", ' + member + b"}"
+    response = client.post("/api/timers", data=body, content_type="application/json")
+    _assert_400_naming(response, field)
+    assert "finite" in response.json()["message"]
+    assert not Timer.objects.exists()
+
+
+def test_non_finite_numbers_in_a_cancel_body_are_400_naming_the_field(client: APIClient) -> None:
+    timer = _post(client, {"name": "t", "duration": "5m"}).json()
+    response = client.post(
+        f"/api/timers/{timer['id']}/cancel", data=b'{"reason": 1e309}', content_type="application/json"
+    )
+    _assert_400_naming(response, "reason")
+
+
+def test_large_finite_numbers_in_metadata_are_kept(client: APIClient) -> None:
+    body = (
+        b'{"name": "t", "duration": "5m", "metadata": {"big": 1.5e308, "small": -1e-400, "int": 12345678901234567890}}'
+    )
+    response = client.post("/api/timers", data=body, content_type="application/json")
+    assert response.status_code == 201, response.content
+    assert response.json()["metadata"] == {"big": 1.5e308, "small": -0.0, "int": 12345678901234567890}

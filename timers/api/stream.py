@@ -29,6 +29,7 @@ from timers.models import Role, Tenant, TimerEvent
 POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15
 BATCH = 500
+MAX_EVENT_ID = 2**63 - 1
 
 
 class EventStreamRenderer(renderers.BaseRenderer):
@@ -142,10 +143,13 @@ class TimerStreamApi(APIView):
         if raw is None:
             last_id = selectors.timer_event_latest_id()
         else:
-            try:
-                last_id = int(raw)
-            except ValueError as exc:
-                raise exceptions.ValidationError({"after": ["must be an event id (integer)"]}) from exc
+            # An event id is a bigint: a larger one would fail in the database (SQLite cannot
+            # even bind it), once the stream has started.
+            if not (raw.isascii() and raw.isdecimal() and len(raw) <= 19 and int(raw) <= MAX_EVENT_ID):
+                raise exceptions.ValidationError(
+                    {"after": [f"must be an event id (an integer from 0 to {MAX_EVENT_ID})"]}
+                )
+            last_id = int(raw)
         slot = _Slot()
         if not slot.acquire():
             return Response(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 from uuid import UUID
 
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
-from rest_framework.pagination import CursorPagination
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -31,15 +33,47 @@ class TimerPagination(CursorPagination):
     page_size_query_param = "limit"
     max_page_size = 500
 
-    def decode_cursor(self, request: Request) -> Any:
+    def get_page_size(self, request: Request) -> int:
+        # DRF falls back to the default for a limit it cannot read (``limit=null``) and silently
+        # caps a larger one: both hide a client's mistake, so 400 naming the parameter.
+        raw = request.query_params.get(self.page_size_query_param or "limit")
+        if raw is None:
+            return self.page_size
+        if not (raw.isascii() and raw.isdecimal() and len(raw) <= 4 and 1 <= int(raw) <= self.max_page_size):
+            raise exceptions.ValidationError({"limit": [f"must be an integer from 1 to {self.max_page_size}"]})
+        return int(raw)
+
+    def decode_cursor(self, request: Request) -> Cursor | None:
         # DRF answers a bad cursor with 404; it is invalid input, so 400 naming the parameter.
         try:
-            return super().decode_cursor(request)
+            cursor = super().decode_cursor(request)
         except exceptions.NotFound as exc:
-            raise exceptions.ValidationError({"cursor": ["invalid cursor; use the 'next' or 'previous' link"]}) from exc
+            raise _invalid_cursor() from exc
+        if cursor is None or cursor.position is None:
+            return cursor
+        # DRF hands the decoded position to the ORM as it is: anything but the instant of a
+        # ``created_at`` (what DRF itself encodes) would fail there, as a 500.
+        position = _cursor_position(str(cursor.position))
+        return cursor._replace(position=position)  # type: ignore[arg-type]  # stubs say int; DRF decodes a str
 
     def get_paginated_response(self, data: Any) -> Response:
         return Response({"timers": data, "next": self.get_next_link(), "previous": self.get_previous_link()})
+
+
+def _invalid_cursor() -> exceptions.ValidationError:
+    return exceptions.ValidationError({"cursor": ["invalid cursor; use the 'next' or 'previous' link"]})
+
+
+def _cursor_position(raw: str) -> str:
+    """The position of a cursor as DRF writes it, ``str()`` of an aware UTC datetime; a 400
+    naming ``cursor`` for anything else (not a date and time, no offset, out of range)."""
+    try:
+        parsed = parse_datetime(raw)
+        if parsed is None or parsed.tzinfo is None:
+            raise ValueError(raw)
+        return str(parsed.astimezone(UTC))
+    except (ValueError, OverflowError) as exc:  # month 13, year 0, or beyond year 1-9999 in UTC
+        raise _invalid_cursor() from exc
 
 
 def _principal(request: Request) -> Principal:
@@ -140,7 +174,7 @@ class TimerListCreateApi(ApiView):
             OpenApiParameter("label", str, many=True, description="key:value, repeatable (all must match)"),
             OpenApiParameter("fireAfter", str, description="RFC 3339, inclusive"),
             OpenApiParameter("fireBefore", str, description="RFC 3339, exclusive"),
-            OpenApiParameter("limit", int),
+            OpenApiParameter("limit", int, description="Timers per page, 1-500 (default 50)"),
             OpenApiParameter("cursor", str),
         ],
         responses=inline_serializer(
