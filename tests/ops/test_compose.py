@@ -349,6 +349,35 @@ def test_a_postgres_password_reaches_postgres_and_the_app_unencoded(password: st
         assert (db["PASSWORD"] or env.get("PGPASSWORD")) == password, name
 
 
+@pytest.mark.postgres_only(reason="libpq itself resolves PGUSER / PGPASSWORD")
+def test_libpq_connects_with_compose_user_and_password_as_they_are() -> None:
+    """Django's connection parameters for compose's DATABASE_URL, opened by psycopg2 against the
+    test Postgres: libpq takes the user and the password from PGUSER / PGPASSWORD unchanged."""
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    password = "p@ss/w:rd%2F?#"
+    test_db = settings.DATABASES["default"]
+    dotenv = {"SECRET_KEY": "s", "POSTGRES_PASSWORD": password, "POSTGRES_USER": test_db["USER"], "POSTGRES_DB": "x"}
+    env = container_env(rendered(dotenv)["services"]["web"], dotenv)
+    config = environ.Env.db_url_config(env["DATABASE_URL"])
+    # The compose host and database swapped for the test server's and its maintenance database
+    # (which Django's test runner needs too); a trust login ignores the password, but libpq
+    # still reports the one it would send.
+    config.update(HOST=test_db["HOST"], PORT=test_db["PORT"], NAME="postgres", OPTIONS={}, TIME_ZONE=None)
+    params = DatabaseWrapper({**test_db, **config}).get_connection_params()
+    assert "password" not in params and "user" not in params
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PGUSER", env["PGUSER"])
+        mp.setenv("PGPASSWORD", env["PGPASSWORD"])
+        import psycopg2
+
+        connection = psycopg2.connect(**params)
+    try:
+        assert (connection.info.user, connection.info.password) == (test_db["USER"], password)
+    finally:
+        connection.close()
+
+
 @pytest.mark.parametrize("dotenv", [{}, {"GUNICORN_GRACEFUL_TIMEOUT": "60"}, MAKE_RUN_DOTENV])
 def test_web_stop_grace_period_exceeds_gunicorns_graceful_timeout(dotenv: dict[str, str]) -> None:
     dotenv = {"SECRET_KEY": "s", "POSTGRES_PASSWORD": "p", **dotenv}
