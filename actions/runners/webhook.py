@@ -79,10 +79,34 @@ CA_BUNDLE: bool | str = True
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052's well-known prefix: global IPv4 only
+# Not global, though Python's tables (3.11) say so: 3fff::/20 is for documentation (RFC 9637).
+NON_GLOBAL_V6 = ((ipaddress.IPv6Network("3fff::/20"), "documentation"),)
+
+
 def address_refusal(ip: IPAddress) -> str | None:
-    """Why ``ip`` is not a public address (e.g. 'loopback'), or None if it is one."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    """Why ``ip`` is not a public address (e.g. 'loopback'), or None if it is one.
+
+    An IPv6 address that carries an IPv4 one (IPv4-mapped, 6to4, Teredo, NAT64) reaches that
+    IPv4 address, so that address is judged too."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip in NAT64_PREFIX:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+            reason = address_refusal(embedded)
+            return None if reason is None else f"{reason} (NAT64 of {embedded})"
+        else:
+            carried = [("6to4", ip.sixtofour)] if ip.sixtofour is not None else []
+            if ip.teredo is not None:
+                carried += [("Teredo server", ip.teredo[0]), ("Teredo client", ip.teredo[1])]
+            for form, embedded in carried:
+                reason = address_refusal(embedded)
+                if reason is not None:
+                    return f"{reason} ({form} {embedded})"
+            for network, reason in NON_GLOBAL_V6:
+                if ip in network:
+                    return reason
     for attribute in ("is_loopback", "is_link_local", "is_multicast", "is_private", "is_reserved", "is_unspecified"):
         if getattr(ip, attribute):
             return attribute.removeprefix("is_").replace("_", "-")
@@ -103,14 +127,6 @@ def resolve(host: str, port: int) -> list[IPAddress]:
         address = str(sockaddr[0]).split("%", 1)[0]
         seen.setdefault(address, ipaddress.ip_address(address))
     return list(seen.values())
-
-
-def _is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def refused_addresses(addresses: list[IPAddress]) -> str | None:
@@ -405,12 +421,10 @@ class WebhookParams:
 class WebhookRunner(Runner[WebhookParams]):
     kind = "webhook"
 
-    def parse_at_create(self, parameters: dict[str, Any], *, tenant_id: str) -> WebhookParams:
-        return self.parse(parameters, tenant_id=tenant_id, check_dns=True)
-
-    def parse(self, parameters: dict[str, Any], *, tenant_id: str, check_dns: bool = False) -> WebhookParams:
-        """``check_dns``: refuse a host that resolves to a private address now. An attempt skips
-        it because it resolves, checks and pins the address itself."""
+    def parse(self, parameters: dict[str, Any], *, tenant_id: str) -> WebhookParams:
+        """Host names are not resolved here (nor at create, inside a web request): an attempt
+        resolves, checks and pins the address itself, and that check is the authority. IP
+        literals and local names are refused here already."""
         unknown = sorted(set(parameters) - {"url", "method", "headers", "body", "timeoutMs"})
         if unknown:
             raise ParameterError(unknown[0], "unknown parameter; allowed: url, method, headers, body, timeoutMs")
@@ -434,7 +448,7 @@ class WebhookRunner(Runner[WebhookParams]):
         if any(ch.isspace() or ord(ch) < 32 for ch in url):
             raise ParameterError("url", "must not contain whitespace or control characters")
         if not settings.MINOOTS_WEBHOOK_ALLOW_PRIVATE:
-            self._check_public_host(host, port, check_dns=check_dns)
+            self._check_public_host(host)
         method = parameters.get("method", "POST")
         if not isinstance(method, str) or method.upper() not in METHODS:
             raise ParameterError("method", f"must be one of {', '.join(METHODS)}")
@@ -477,25 +491,22 @@ class WebhookRunner(Runner[WebhookParams]):
         )
 
     @staticmethod
-    def _check_public_host(host: str, port: int, *, check_dns: bool) -> None:
+    def _check_public_host(host: str) -> None:
         lowered = host.lower().rstrip(".")
         if lowered == "localhost" or lowered.endswith(_LOCAL_SUFFIXES):
             raise ParameterError(
                 "url",
                 f"host '{host}' is a local name; private targets are refused unless MINOOTS_WEBHOOK_ALLOW_PRIVATE=true",
             )
-        if not _is_ip_literal(host):
+        try:
+            literal = ipaddress.ip_address(host)
+        except ValueError:
             try:
                 host.encode("idna")  # what getaddrinfo does; '..' or a 64-character label fail
             except UnicodeError as exc:
                 raise ParameterError("url", f"'{host[:100]}' is not a valid host name") from exc
-        if not check_dns and not _is_ip_literal(host):
             return
-        try:
-            addresses = resolve(host, port)
-        except OSError:
-            return  # may exist by the time the timer fires; run() checks again
-        refusal = refused_addresses(addresses)
+        refusal = refused_addresses([literal])
         if refusal is not None:
             raise ParameterError("url", f"host '{host}' {refusal}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from datetime import timedelta
 from typing import Any
@@ -13,7 +14,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from actions.errors import ParameterError
 from actions.models import ActionRun, AttemptOutcome, RunStatus
 from actions.runners import get_runner
-from actions.runners.webhook import WebhookParams
+from actions.runners.webhook import WebhookParams, address_refusal
 from tests.actions.conftest import FireTimer
 from tests.actions.support import Receiver, Reply, dripped, drive, execute_next, webhook
 from timers.models import Tenant, TimerEvent, TimerStatus
@@ -205,7 +206,35 @@ PRIVATE_URLS = [
     "http://[::ffff:127.0.0.1]/hook",
     "http://0.0.0.0/",
     "http://224.0.0.1/",
+    "http://[2002:7f00:1::]/",  # 6to4 of 127.0.0.1
+    "http://[2002:a9fe:a9fe::]/",  # 6to4 of 169.254.169.254
+    "http://[64:ff9b::a00:1]/",  # NAT64 of 10.0.0.1
+    "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/",  # Teredo, client 127.0.0.1
+    "http://[3fff::1]/",  # documentation
 ]
+
+
+@pytest.mark.parametrize(
+    ("address", "refusal"),
+    [
+        ("2002:7f00:1::", "loopback (6to4 127.0.0.1)"),
+        ("2002:a00:1::", "private (6to4 10.0.0.1)"),
+        ("2002:a9fe:a9fe::", "link-local (6to4 169.254.169.254)"),
+        ("2002:c0a8:101::", "private (6to4 192.168.1.1)"),
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", "loopback (Teredo client 127.0.0.1)"),
+        ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "private (Teredo client 10.0.0.1)"),
+        ("64:ff9b::7f00:1", "loopback (NAT64 of 127.0.0.1)"),
+        ("64:ff9b::a9fe:a9fe", "link-local (NAT64 of 169.254.169.254)"),
+        ("3fff::1", "documentation"),
+        ("3fff:fff:ffff::1", "documentation"),
+        # Public: what they carry is public too.
+        ("2002:5db8:d70e::", None),
+        ("64:ff9b::5db8:d70e", None),  # what DNS64 answers for an IPv4-only host
+        ("2606:4700::1111", None),
+    ],
+)
+def test_an_ipv6_address_carrying_an_ipv4_one_is_judged_by_that_address_too(address: str, refusal: str | None) -> None:
+    assert address_refusal(ipaddress.ip_address(address)) == refusal
 
 
 @pytest.mark.parametrize("url", PRIVATE_URLS)
@@ -250,13 +279,27 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch, answers: dict[str, list[str]]) -> 
     return looked_up
 
 
-def test_hostname_resolving_to_loopback_is_refused(monkeypatch: pytest.MonkeyPatch, fire_timer: FireTimer) -> None:
+def test_hostname_resolving_to_loopback_is_refused_when_the_action_runs(
+    monkeypatch: pytest.MonkeyPatch, fire_timer: FireTimer
+) -> None:
     fake_dns(monkeypatch, {"sneaky.example.com": ["127.0.0.1"]})
 
-    with pytest.raises(ParameterError, match="127.0.0.1, a loopback address"):
-        get_runner("webhook").validate({"url": "http://sneaky.example.com/"}, tenant_id="acme")
     timer = drive(fire_timer(webhook("notify", "http://sneaky.example.com/")))
-    assert ActionRun.objects.get(timer=timer).status == RunStatus.FAILED
+
+    run = ActionRun.objects.get(timer=timer)
+    assert run.status == RunStatus.FAILED
+    assert "127.0.0.1, a loopback address" in run.last_error
+
+
+def test_creating_a_webhook_resolves_no_host_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The run-time check is the authority; a lookup inside the web request would only make
+    # creates as slow as the slowest DNS server a tenant can name.
+    looked_up = fake_dns(monkeypatch, {"sneaky.example.com": ["127.0.0.1"]})
+
+    for url in ("http://sneaky.example.com/", "http://does-not-resolve.invalid/"):
+        assert get_runner("webhook").validate({"url": url}, tenant_id="acme")["url"] == url
+
+    assert looked_up == []
 
 
 def test_parameters_parse_into_a_typed_object_whose_json_form_is_what_validation_returns(settings: Any) -> None:
