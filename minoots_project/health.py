@@ -10,6 +10,8 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 from django.conf import settings
@@ -17,10 +19,11 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from minoots_project.celery import app
+from timers.api.errors import json_error, mark_logged
 from timers.metrics import render_latest
 
 log = logging.getLogger(__name__)
@@ -29,10 +32,33 @@ log = logging.getLogger(__name__)
 # restarts the process): skip re-reading the migration files on every probe.
 _migrations_applied = False
 
+_ALLOWED = ("GET", "HEAD")
 
-@never_cache
-@require_GET
-def healthz(request: HttpRequest) -> JsonResponse:
+View = Callable[[HttpRequest], HttpResponse]
+
+
+def read_only(view: View) -> View:
+    """GET and HEAD only; any other method is a JSON 405 in the API's error shape. Exempt
+    from CSRF: nothing here changes state, and a POST must meet the 405, not Django's CSRF
+    failure page (an HTML 403)."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest) -> HttpResponse:
+        if request.method not in _ALLOWED:
+            response = json_error(
+                f"Method {str(request.method)[:20]} not allowed; use GET",
+                405,
+                {"allowed": list(_ALLOWED)},
+            )
+            response["Allow"] = ", ".join(_ALLOWED)
+            return response
+        return view(request)
+
+    return csrf_exempt(never_cache(wrapper))
+
+
+@read_only
+def healthz(request: HttpRequest) -> HttpResponse:
     """The process answers. Checks nothing else, so a broken dependency never restarts it."""
     return JsonResponse({"status": "ok"})
 
@@ -80,9 +106,8 @@ def check_broker() -> str | None:
     return None
 
 
-@never_cache
-@require_GET
-def readyz(request: HttpRequest) -> JsonResponse:
+@read_only
+def readyz(request: HttpRequest) -> HttpResponse:
     """200 when the database, its migrations and the broker are fine; else 503 naming what is down."""
     checks: dict[str, str | None] = {"database": check_database()}
     checks["migrations"] = check_migrations() if checks["database"] is None else "database down"
@@ -99,8 +124,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
     response = JsonResponse(body, status=503)
     response["Retry-After"] = "5"
     # Logged once above as a warning: keep Django from adding an ERROR line for every probe.
-    response._has_been_logged = True  # type: ignore[attr-defined]  # django.utils.log.log_response
-    return response
+    return mark_logged(response)
 
 
 def _loopback(address: str) -> bool:
@@ -120,8 +144,7 @@ def metrics_allowed(*, authorization: str, remote_addr: str, token: str, proxied
     return _loopback(remote_addr) and not proxied
 
 
-@never_cache
-@require_GET
+@read_only
 def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus text format, merged across web, worker and beat processes."""
     token = settings.MINOOTS_METRICS_TOKEN

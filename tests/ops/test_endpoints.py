@@ -138,3 +138,22 @@ def test_unknown_timer_event_is_logged_and_counts_nothing(caplog: pytest.LogCapt
 def test_metrics_through_a_reverse_proxy_on_loopback_are_refused_without_a_token() -> None:
     response = Client(REMOTE_ADDR="127.0.0.1").get("/metrics", HTTP_X_FORWARDED_FOR="203.0.113.7")
     assert response.status_code == 403
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete", "options"])
+def test_other_methods_than_get_are_a_json_405_not_the_csrf_page(path: str, method: str) -> None:
+    client = Client(REMOTE_ADDR="127.0.0.1", enforce_csrf_checks=True)
+    response = getattr(client, method)(path, data=b"{}", content_type="application/json")
+    body = assert_error(response, 405, contains=method.upper())
+    assert body["details"] == {"allowed": ["GET", "HEAD"]}
+    assert response["Allow"] == "GET, HEAD"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+def test_head_is_answered_like_get_without_a_body(path: str) -> None:
+    response = Client(REMOTE_ADDR="127.0.0.1").head(path)
+    assert response.status_code == 200
+    assert response.content == b""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -206,3 +207,22 @@ def test_a_bundle_of_20_actions_is_accepted(client: APIClient, settings: Any) ->
     response = client.post("/api/timers", {"name": "many", "duration": "5m", "actionBundle": bundle}, format="json")
     assert response.status_code == 201, response.content
     assert len(response.json()["actionBundle"]["actions"]) == 20
+
+
+def test_a_database_outage_during_a_create_is_logged_once_at_warning_not_error(
+    client: APIClient, monkeypatch: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from django.db import OperationalError
+
+    from timers import services
+
+    def down(**kwargs: Any) -> Any:
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(services, "timer_create", down)
+    with caplog.at_level(logging.INFO):
+        assert_error(client.post("/api/timers", {"name": "t", "duration": "5m"}, format="json"), 503)
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        "database unavailable: OperationalError"
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -80,3 +81,20 @@ def test_the_largest_event_id_is_a_stream_with_no_events(client: APIClient, sett
     response = client.get("/api/timers/stream", {"after": str(2**63 - 1)})
     assert response.status_code == 200
     assert read_stream(response) == []
+
+
+def test_a_stream_refused_at_the_cap_is_logged_once_at_warning_not_error(
+    client: APIClient, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.MINOOTS_STREAMS_PER_PROCESS = 1
+    settings.MINOOTS_STREAM_MAX_SECONDS = 0.2
+    first = client.get("/api/timers/stream")
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert_error(client.get("/api/timers/stream"), 503)
+    first.close()
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, [(r.name, r.getMessage()) for r in caplog.records]
+    assert "event stream" in warnings[0].getMessage()
+    assert getattr(warnings[0], "tenant", None) == "acme"

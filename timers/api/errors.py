@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 from django import db
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, JsonResponse
+from django.http.response import HttpResponseBase
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -39,11 +40,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response(error_body(exc.message, exc.details, **exc.extra), status=exc.status_code)
     if isinstance(exc, (db.OperationalError, db.InterfaceError)):
         # The database is down or restarting: nothing was stored; the client should retry.
-        log.warning("database unavailable: %s", type(exc).__name__)
-        return Response(
-            error_body("Database unavailable; retry shortly"),
-            status=status.HTTP_503_SERVICE_UNAVAILABLE,
-            headers={"Retry-After": "5"},
+        log.warning("database unavailable: %s", type(exc).__name__, extra={"event": "database_unavailable"})
+        return mark_logged(
+            Response(
+                error_body("Database unavailable; retry shortly"),
+                status=status.HTTP_503_SERVICE_UNAVAILABLE,
+                headers={"Retry-After": "5"},
+            )
         )
     if isinstance(exc, RequestDataTooBig):
         # Raised by request.body inside the view; left alone it would become a 500.
@@ -65,6 +68,17 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         response.data = error_body(
             str(detail) if not isinstance(detail, (dict, list)) else _first_message(detail), None
         )
+    return response
+
+
+HttpResponseT = TypeVar("HttpResponseT", bound=HttpResponseBase)
+
+
+def mark_logged(response: HttpResponseT) -> HttpResponseT:
+    """For an expected 5xx (a dependency down, a capacity limit) its view logged once, at
+    WARNING: keep django.request from logging it again at ERROR, as it logs every 5xx.
+    ``_has_been_logged`` is the flag Django's own ``log_response`` sets and checks."""
+    response._has_been_logged = True  # type: ignore[attr-defined]
     return response
 
 

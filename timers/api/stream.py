@@ -8,6 +8,7 @@ so that web workers are not held forever; clients reconnect.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -23,8 +24,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from timers import selectors
+from timers.api.errors import mark_logged
 from timers.api.principal import Principal
 from timers.models import Role, Tenant, TimerEvent
+
+log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15
@@ -152,10 +156,19 @@ class TimerStreamApi(APIView):
             last_id = int(raw)
         slot = _Slot()
         if not slot.acquire():
-            return Response(
-                {"message": "Too many open event streams on this server; retry later", "details": None},
-                status=503,
-                headers={"Retry-After": "5"},
+            # A capacity limit doing its job, not a server fault: one WARNING line here, and
+            # none at ERROR from django.request (which logs every 5xx so).
+            log.warning(
+                "event stream refused: all %d stream slots of this process are in use",
+                settings.MINOOTS_STREAMS_PER_PROCESS,
+                extra={"event": "stream_refused", "tenant": principal.tenant.id if principal.tenant else None},
+            )
+            return mark_logged(
+                Response(
+                    {"message": "Too many open event streams on this server; retry later", "details": None},
+                    status=503,
+                    headers={"Retry-After": "5"},
+                )
             )
         response = StreamingHttpResponse(
             _SlotStream(event_stream(principal.tenant, last_id, settings.MINOOTS_STREAM_MAX_SECONDS), slot),
