@@ -63,6 +63,40 @@ class Sent:
     hung_up: bool  # the client closed the connection before the reply was complete
 
 
+def write_raw(sock: socket.socket, reply: Reply, *, path: str = "", stop: threading.Event | None = None) -> Sent:
+    """Write ``reply.raw`` to ``sock`` piece by piece, stopping as soon as the client hangs up."""
+    chunks = reply.raw or []
+    sent, hung_up = 0, False
+    for index, chunk in enumerate(chunks):
+        if index and _hung_up_within(sock, reply.interval, stop):
+            hung_up = True
+            break
+        try:
+            sock.sendall(chunk)
+        except OSError:
+            hung_up = True
+            break
+        sent += len(chunk)
+    return Sent(path, sent, sum(map(len, chunks)), hung_up)
+
+
+def _hung_up_within(sock: socket.socket, seconds: float, stop: threading.Event | None) -> bool:
+    """Wait ``seconds``; True as soon as the client closes its end (or ``stop`` is set)."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        if stop is not None and stop.is_set():
+            return True
+        readable, _, _ = select.select([sock], [], [], min(left, 0.05))
+        if readable:
+            try:
+                if sock.recv(1, socket.MSG_PEEK) == b"":
+                    return True
+            except OSError:
+                return True
+            time.sleep(min(left, 0.05))  # the client sent something: just wait
+    return False
+
+
 class Receiver:
     """A threaded HTTP server that records every request and answers from a script.
 
@@ -89,7 +123,7 @@ class Receiver:
                 if reply.hang:
                     receiver.release.wait(30)
                 if reply.raw is not None:
-                    self._write_raw(reply.raw, reply.interval)
+                    self._write_raw(reply)
                     return
                 self.send_response(reply.status)
                 for name, value in reply.headers.items():
@@ -98,38 +132,13 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(reply.body)
 
-            def _write_raw(self, chunks: list[bytes], interval: float) -> None:
-                sent, hung_up = 0, False
-                for index, chunk in enumerate(chunks):
-                    if index and self._hung_up_within(interval):
-                        hung_up = True
-                        break
-                    try:
-                        self.wfile.write(chunk)
-                        self.wfile.flush()
-                    except OSError:
-                        hung_up = True
-                        break
-                    sent += len(chunk)
-                if hung_up:
+            def _write_raw(self, reply: Reply) -> None:
+                sent = write_raw(self.connection, reply, path=self.path, stop=receiver.release)
+                if sent.hung_up:
                     self.close_connection = True
                 with receiver.replied:
-                    receiver.sent.append(Sent(self.path, sent, sum(map(len, chunks)), hung_up))
+                    receiver.sent.append(sent)
                     receiver.replied.notify_all()
-
-            def _hung_up_within(self, seconds: float) -> bool:
-                """Wait ``seconds``; True as soon as the client closes its end (or the test ends)."""
-                end = time.monotonic() + seconds
-                while (left := end - time.monotonic()) > 0 and not receiver.release.is_set():
-                    readable, _, _ = select.select([self.connection], [], [], min(left, 0.05))
-                    if readable:
-                        try:
-                            if self.connection.recv(1, socket.MSG_PEEK) == b"":
-                                return True
-                        except OSError:
-                            return True
-                        time.sleep(min(left, 0.05))  # the client sent something: just wait
-                return receiver.release.is_set()
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 

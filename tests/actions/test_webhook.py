@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import socketserver
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -16,7 +18,7 @@ from actions.models import ActionRun, AttemptOutcome, RunStatus
 from actions.runners import get_runner
 from actions.runners.webhook import WebhookParams, address_refusal
 from tests.actions.conftest import FireTimer
-from tests.actions.support import Receiver, Reply, dripped, drive, execute_next, webhook
+from tests.actions.support import Receiver, Reply, Sent, dripped, drive, execute_next, webhook, write_raw
 from timers.models import Tenant, TimerEvent, TimerStatus
 
 pytestmark = pytest.mark.django_db
@@ -510,3 +512,36 @@ def test_header_values_with_surrounding_whitespace_are_refused_at_create_naming_
             )
         assert info.value.field == "headers"
         assert "whitespace" in info.value.message
+
+
+def test_a_receiver_dripping_its_tls_handshake_is_hung_up_on_at_the_deadline(
+    monkeypatch: pytest.MonkeyPatch, allow_private: None, fire_timer: FireTimer
+) -> None:
+    fake_dns(monkeypatch, {"secure.example.com": ["127.0.0.1"]})
+    # A TLS record header announcing 64 bytes, which then come one at a time.
+    dribble = Reply(raw=[b"\x16\x03\x03\x00\x40", *[b"\x00"] * 64], interval=DRIP)
+    sent: list[Sent] = []
+    done = threading.Event()
+
+    class Handshake(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.recv(65536)  # the ClientHello
+            sent.append(write_raw(self.request, dribble))
+            done.set()
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handshake)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"https://secure.example.com:{server.server_address[1]}/"
+        timer = drive(fire_timer(webhook("tls", url, timeoutMs=DEADLINE_MS), retry={"maxAttempts": 1}))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    run = ActionRun.objects.get(timer=timer)
+    assert attempts_of(run) == [(AttemptOutcome.TRANSIENT, None)]
+    assert run.last_error == f"timed out after {DEADLINE_MS} ms"
+    assert done.wait(30)
+    [record] = sent
+    assert record.hung_up and record.sent < record.total, record
