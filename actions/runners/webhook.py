@@ -590,7 +590,8 @@ class WebhookRunner(Runner[WebhookParams]):
             _local.deadline = None
             deadline.close()
 
-        output = raw.decode("utf-8", errors="replace") + ("\n[truncated]" if truncated else "")
+        # surrogateescape keeps bytes that are not UTF-8; the recording boundary stores them as \xNN.
+        output = raw.decode("utf-8", errors="surrogateescape") + ("\n[truncated]" if truncated else "")
         if 200 <= status < 300:
             return ActionResult(summary=f"HTTP {status}", http_status=status, output=output)
         if 300 <= status < 400:

@@ -15,7 +15,7 @@ from actions.models import ActionRun, AttemptOutcome, RunStatus
 from actions.recording import ALTERED, storable
 from actions.runners import RUNNERS, ActionContext, ActionResult, Runner
 from tests.actions.conftest import FireTimer
-from tests.actions.support import drive
+from tests.actions.support import Receiver, Reply, drive, webhook
 from tests.factories import make_timer
 from timers import services
 from timers.models import Tenant, TimerEvent, TimerStatus
@@ -65,6 +65,18 @@ def test_a_command_printing_nul_and_invalid_utf8_is_recorded_escaped_and_marked(
     assert run.status == RunStatus.SUCCEEDED and timer.status == TimerStatus.SETTLED
     assert attempt.outcome == AttemptOutcome.SUCCEEDED
     assert attempt.output_excerpt == f"{ALTERED}\nx\\x00y\\xffz"
+
+
+def test_a_webhook_answering_a_binary_body_with_nul_is_recorded_escaped_and_marked(
+    allow_private: None, receiver: Receiver, fire_timer: FireTimer
+) -> None:
+    receiver.script("/bin", Reply(body=b"\x1f\x8b\x08\x00bin\x00ary\xff", headers={"Content-Type": "application/gzip"}))
+    timer = drive(fire_timer(webhook("hook", f"{receiver.url}/bin")))
+
+    run = ActionRun.objects.get(timer=timer)
+    assert run.status == RunStatus.SUCCEEDED and timer.status == TimerStatus.SETTLED
+    excerpt = run.attempt_records.get().output_excerpt
+    assert excerpt == f"{ALTERED}\n\x1f\\x8b\x08\\x00bin\\x00ary\\xff"
 
 
 def test_an_unstorable_summary_and_error_are_stored_in_the_events_too(
