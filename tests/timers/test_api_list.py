@@ -258,3 +258,72 @@ def test_list_does_not_grow_queries_with_the_page(
 def test_a_label_filter_with_nul_is_400(client: APIClient, raw: str) -> None:
     response = client.get("/api/timers", {"label": raw})
     assert_error(response, 400, field="label")
+
+
+# --- pages are bounded in bytes whatever the timers hold --------------------------------------
+
+PAGE_BYTES = 4 * 1024 * 1024
+
+
+def _make_big(ids: list[str], *, kib: int = 64) -> None:
+    """Give the timers metadata and a bundle of ``kib`` KiB each (the create caps) directly."""
+    blob = "x" * (kib * 1024 - 100)
+    bundle = {"actions": [{"id": "f", "kind": "file", "parameters": {"path": "a", "content": blob}}]}
+    Timer.objects.filter(pk__in=ids).update(metadata={"blob": blob}, action_bundle=bundle)
+
+
+def _walk(client: APIClient, first: str, *, backwards: bool = False) -> tuple[list[str], list[Any]]:
+    seen: list[str] = []
+    responses: list[Any] = []
+    response = _get(client, first)
+    while True:
+        responses.append(response)
+        seen += _ids(response)
+        link = response.json()["previous" if backwards else "next"]
+        if link is None:
+            return seen, responses
+        response = _follow(client, link)
+
+
+def test_a_page_of_big_timers_stays_under_4_mib_and_next_continues_it(
+    client: APIClient, create_timer: CreateTimer
+) -> None:
+    created = [create_timer(name=f"t{i}")["id"] for i in range(45)]
+    _make_big(created)  # 45 x 128 KiB: 5.6 MiB in all
+
+    seen, responses = _walk(client, "?limit=500")
+
+    assert seen == created[::-1]  # every timer exactly once, newest first
+    assert len(responses) == 2
+    for response in responses:
+        assert len(response.content) <= PAGE_BYTES, len(response.content)
+    first_page = len(_ids(responses[0]))
+    assert 25 <= first_page < 45  # cut by bytes, not by the limit
+    assert responses[0].json()["timers"][0]["metadata"]["blob"]  # timers are listed in full
+
+
+def test_previous_links_of_byte_bounded_pages_walk_back_to_the_first_page(
+    client: APIClient, create_timer: CreateTimer
+) -> None:
+    created = [create_timer(name=f"t{i}")["id"] for i in range(70)]
+    _make_big(created)
+    forward, pages = _walk(client, "?limit=500")
+    assert forward == created[::-1]
+    assert len(pages) == 3
+    last = pages[-1]
+    back, back_pages = _walk(client, "?" + urlsplit(last.json()["previous"]).query, backwards=True)
+    assert back == [t for page in pages[-2::-1] for t in _ids(page)]
+    for response in back_pages:
+        assert len(response.content) <= PAGE_BYTES
+
+
+def test_a_timer_larger_than_the_page_bound_comes_alone_on_its_page(
+    client: APIClient, create_timer: CreateTimer
+) -> None:
+    small = create_timer(name="small")["id"]
+    big = create_timer(name="big")["id"]
+    newest = create_timer(name="newest")["id"]
+    Timer.objects.filter(pk=big).update(agent_binding={"blob": "y" * (PAGE_BYTES + 1)})
+    seen, responses = _walk(client, "")
+    assert seen == [newest, big, small]
+    assert [len(_ids(r)) for r in responses] == [1, 1, 1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -334,3 +335,42 @@ def test_large_finite_numbers_in_metadata_are_kept(client: APIClient) -> None:
     response = client.post("/api/timers", data=body, content_type="application/json")
     assert response.status_code == 201, response.content
     assert response.json()["metadata"] == {"big": 1.5e308, "small": -0.0, "int": 12345678901234567890}
+
+
+# --- the stored action bundle is bounded like metadata ---------------------------------------
+
+
+def _bundle_of(size: int) -> dict[str, Any]:
+    """A webhook bundle whose compact UTF-8 JSON is exactly ``size`` bytes."""
+    bundle: dict[str, Any] = {
+        "actions": [{"id": "a", "kind": "webhook", "parameters": {"url": "https://93.184.215.14/hook", "body": ""}}]
+    }
+    overhead = len(json.dumps(bundle, ensure_ascii=False, separators=(",", ":")).encode())
+    bundle["actions"][0]["parameters"]["body"] = "x" * (size - overhead)
+    return bundle
+
+
+def test_an_action_bundle_of_exactly_64_kib_is_accepted_and_one_byte_more_is_not(client: APIClient) -> None:
+    exact = _post(client, {"name": "t", "duration": "5m", "actionBundle": _bundle_of(64 * 1024)})
+    assert exact.status_code == 201, exact.content[:300]
+    over = _post(client, {"name": "t", "duration": "5m", "actionBundle": _bundle_of(64 * 1024 + 1)})
+    _assert_400_naming(over, "actionBundle")
+    assert "64 KiB" in over.json()["message"]
+    assert Timer.objects.count() == 1
+
+
+def test_the_action_bundle_cap_counts_utf8_bytes_and_is_configurable(client: APIClient, settings: Any) -> None:
+    settings.MINOOTS_MAX_ACTION_BUNDLE_BYTES = 2000
+    bundle = _bundle_of(2000)
+    bundle["actions"][0]["parameters"]["body"] = "\u00e9" * (len(bundle["actions"][0]["parameters"]["body"]) // 2)
+    assert _post(client, {"name": "t", "duration": "5m", "actionBundle": bundle}).status_code == 201
+    over = _post(client, {"name": "t", "duration": "5m", "actionBundle": _bundle_of(2001)})
+    _assert_400_naming(over, "actionBundle")
+    assert "2000 bytes" in over.json()["message"]
+
+
+def test_a_file_action_of_1_mib_no_longer_fits_a_bundle(client: APIClient, settings: Any, tmp_path: Any) -> None:
+    settings.MINOOTS_FILE_ROOT = str(tmp_path)
+    action = {"id": "f", "kind": "file", "parameters": {"path": "a.txt", "content": "x" * (1024 * 1024 - 100)}}
+    response = _post(client, {"name": "t", "duration": "5m", "actionBundle": {"actions": [action]}})
+    _assert_400_naming(response, "actionBundle")

@@ -11,6 +11,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -115,6 +116,12 @@ def storable_json_problem(value: Any) -> str | None:
     return None
 
 
+def _json_bytes(value: Any) -> int:
+    """The size of ``value`` as compact UTF-8 JSON: ensure_ascii would count "é" as 6 bytes
+    ("\\u00e9")."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+
+
 class StrictInput(serializers.Serializer[Any]):
     """A JSON object body whose unknown fields are refused (a typo must not pass silently) and
     whose values can all be stored."""
@@ -149,7 +156,7 @@ class TimerCreateInput(StrictInput):
     actionBundle = ObjectInputField(
         required=False,
         allow_null=True,
-        help_text="{actions: [{id, kind, parameters, escalation?}], concurrency, retryPolicy?}",
+        help_text="{actions: [{id, kind, parameters, escalation?}], concurrency, retryPolicy?}; at most 64 KiB",
     )
     agentBinding = ObjectInputField(required=False, allow_null=True)
 
@@ -162,8 +169,7 @@ class TimerCreateInput(StrictInput):
             return {}
         if not isinstance(value, dict):
             raise serializers.ValidationError("must be a JSON object")
-        # Measured as compact UTF-8 JSON: ensure_ascii would count "é" as 6 bytes ("\\u00e9").
-        if len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()) > MAX_METADATA_BYTES:
+        if _json_bytes(value) > MAX_METADATA_BYTES:
             raise serializers.ValidationError(f"must be at most {MAX_METADATA_BYTES // 1024} KiB as JSON")
         return value
 
@@ -193,6 +199,10 @@ class TimerCreateInput(StrictInput):
     def validate_actionBundle(self, value: Any) -> dict[str, Any] | None:
         if value is None:
             return None
+        limit = settings.MINOOTS_MAX_ACTION_BUNDLE_BYTES
+        if isinstance(value, dict) and _json_bytes(value) > limit:
+            size = f"{limit // 1024} KiB" if limit % 1024 == 0 else f"{limit} bytes"
+            raise serializers.ValidationError(f"must be at most {size} as JSON (MINOOTS_MAX_ACTION_BUNDLE_BYTES)")
         try:
             bundle = parse_bundle(value)
             for path, spec in iter_specs(bundle):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import Cursor, CursorPagination
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -32,6 +33,10 @@ class TimerPagination(CursorPagination):
     page_size = 50
     page_size_query_param = "limit"
     max_page_size = 500
+    # However big its timers (metadata and actionBundle are 64 KiB each, agentBinding is bounded
+    # only by the request size), a page is at most this much JSON, or one timer.
+    max_page_bytes = 4 * 1024 * 1024
+    envelope_bytes = 16 * 1024  # {"timers": [...], "next": <URL>, "previous": <URL>}
 
     def get_page_size(self, request: Request) -> int:
         # DRF falls back to the default for a limit it cannot read (``limit=null``) and silently
@@ -55,6 +60,38 @@ class TimerPagination(CursorPagination):
         # ``created_at`` (what DRF itself encodes) would fail there, as a 500.
         position = _cursor_position(str(cursor.position))
         return cursor._replace(position=position)  # type: ignore[arg-type]  # stubs say int; DRF decodes a str
+
+    def bound_page(self, data: list[Any]) -> list[Any]:
+        """The serialized page cut to MAX_PAGE_BYTES of JSON, keeping the timers nearest the
+        cursor (at least one); the links then continue right after the last timer kept.
+
+        Cutting to ``k`` timers leaves the paginator exactly as DRF leaves it with a page size
+        of ``k``: the page, its size, and the position of the first timer left out as the
+        boundary in the direction of travel.
+        """
+        renderer = JSONRenderer()
+        reverse = self.cursor is not None and self.cursor.reverse
+        budget = self.max_page_bytes - self.envelope_bytes
+        kept = 0
+        for item in reversed(data) if reverse else data:
+            budget -= len(renderer.render(item)) + 1  # and its comma
+            if budget < 0 and kept:
+                break
+            kept += 1
+        if kept == len(data):
+            return data
+        page = self.page
+        assert page is not None and len(page) == len(data)
+        self.page_size = kept
+        if reverse:
+            self.previous_position = self._get_position_from_instance(page[-kept - 1], self.ordering)
+            self.page, data = page[-kept:], data[-kept:]
+            self.has_previous = True
+        else:
+            self.next_position = self._get_position_from_instance(page[kept], self.ordering)
+            self.page, data = page[:kept], data[:kept]
+            self.has_next = True
+        return data
 
     def get_paginated_response(self, data: Any) -> Response:
         return Response({"timers": data, "next": self.get_next_link(), "previous": self.get_previous_link()})
@@ -200,7 +237,10 @@ class TimerListCreateApi(ApiView):
         )
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(qs, request, view=self)
-        return paginator.get_paginated_response(TimerOutput(page, many=True).data)
+        assert page is not None  # a page size is always set
+        return paginator.get_paginated_response(
+            paginator.bound_page(cast(list[Any], TimerOutput(page, many=True).data))
+        )
 
     @extend_schema(
         operation_id="timers_create",
