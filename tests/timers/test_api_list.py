@@ -327,3 +327,24 @@ def test_a_timer_larger_than_the_page_bound_comes_alone_on_its_page(
     seen, responses = _walk(client, "")
     assert seen == [newest, big, small]
     assert [len(_ids(r)) for r in responses] == [1, 1, 1]
+
+
+def test_a_page_of_big_timers_loads_only_the_timers_it_returns(
+    client: APIClient, create_timer: CreateTimer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The web process must not load 500 big timers to return 30 of them: memory is bounded too.
+    created = [create_timer(name=f"t{i}")["id"] for i in range(45)]
+    _make_big(created)
+    loaded: list[int] = []
+    original = Timer.from_db.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[Timer], *args: Any, **kwargs: Any) -> Timer:
+        loaded.append(1)
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(Timer, "from_db", classmethod(counting))
+    response = _get(client, "?limit=500")
+    returned = len(_ids(response))
+    assert returned < 45
+    assert len(loaded) <= returned + 1, (len(loaded), returned)
+    assert _ids(_follow(client, response.json()["next"])) == created[::-1][returned:]

@@ -6,6 +6,8 @@ from datetime import UTC
 from typing import Any, cast
 from uuid import UUID
 
+from django.db.models import TextField
+from django.db.models.functions import Cast, Coalesce, Length
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
@@ -38,7 +40,45 @@ class TimerPagination(CursorPagination):
     max_page_bytes = 4 * 1024 * 1024
     envelope_bytes = 16 * 1024  # {"timers": [...], "next": <URL>, "previous": <URL>}
 
+    # Per timer beyond its JSON columns (the other fields, the keys): an estimate's margin.
+    row_overhead_bytes = 1024
+
+    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> list[Any] | None:
+        # First the sizes of the candidate timers, measured in the database (no big row is
+        # loaded), to load only the timers that can fit MAX_PAGE_BYTES; bound_page then cuts
+        # exactly on the rendered JSON.
+        self._fitting: int | None = None
+        self._fitting = self._timers_that_fit(queryset, request)
+        return super().paginate_queryset(queryset, request, view)
+
+    def _timers_that_fit(self, queryset: Any, request: Request) -> int:
+        page_size = self.get_page_size(request)
+        cursor = self.decode_cursor(request)
+        offset, reverse, position = cursor if cursor is not None else (0, False, None)
+        ordering: tuple[str, ...] = self.ordering
+        if reverse:
+            ordering = tuple(o[1:] if o.startswith("-") else f"-{o}" for o in ordering)
+        window = queryset.order_by(*ordering)
+        if position is not None:  # as DRF filters: this side of the cursor's created_at
+            lookup = "gt" if reverse else "lt"
+            window = window.filter(**{f"created_at__{lookup}": position})
+        sizes = window.annotate(_json_size=_json_size()).values_list("_json_size", flat=True)
+        budget = self.max_page_bytes - self.envelope_bytes
+        fitting = 0
+        for size in sizes[offset : offset + page_size]:
+            budget -= (size or 0) + self.row_overhead_bytes
+            if budget < 0 and fitting:
+                break
+            fitting += 1
+        return max(fitting, 1)
+
     def get_page_size(self, request: Request) -> int:
+        fitting: int | None = getattr(self, "_fitting", None)
+        if fitting is not None:
+            return min(fitting, self._requested_page_size(request))
+        return self._requested_page_size(request)
+
+    def _requested_page_size(self, request: Request) -> int:
         # DRF falls back to the default for a limit it cannot read (``limit=null``) and silently
         # caps a larger one: both hide a client's mistake, so 400 naming the parameter.
         raw = request.query_params.get(self.page_size_query_param or "limit")
@@ -95,6 +135,18 @@ class TimerPagination(CursorPagination):
 
     def get_paginated_response(self, data: Any) -> Response:
         return Response({"timers": data, "next": self.get_next_link(), "previous": self.get_previous_link()})
+
+
+def _json_size() -> Any:
+    """Characters of a timer's JSON columns as the database stores them (an estimate of their
+    rendered size: Postgres' jsonb text has a space after each separator)."""
+    parts = [
+        Coalesce(Length(Cast(f, TextField())), 0) for f in ("metadata", "labels", "action_bundle", "agent_binding")
+    ]
+    total: Any = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total
 
 
 def _invalid_cursor() -> exceptions.ValidationError:
