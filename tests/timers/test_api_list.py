@@ -348,3 +348,9 @@ def test_a_page_of_big_timers_loads_only_the_timers_it_returns(
     assert returned < 45
     assert len(loaded) <= returned + 1, (len(loaded), returned)
     assert _ids(_follow(client, response.json()["next"])) == created[::-1][returned:]
+
+
+def test_the_schema_gives_limit_its_range(client: APIClient) -> None:
+    schema = client.get("/api/schema/", {"format": "json"}).json()
+    (limit,) = [p for p in schema["paths"]["/api/timers"]["get"]["parameters"] if p["name"] == "limit"]
+    assert limit["schema"] == {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}

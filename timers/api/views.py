@@ -263,7 +263,11 @@ class TimerListCreateApi(ApiView):
             OpenApiParameter("label", str, many=True, description="key:value, repeatable (all must match)"),
             OpenApiParameter("fireAfter", str, description="RFC 3339, inclusive"),
             OpenApiParameter("fireBefore", str, description="RFC 3339, exclusive"),
-            OpenApiParameter("limit", int, description="Timers per page, 1-500 (default 50)"),
+            OpenApiParameter(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": TimerPagination.max_page_size, "default": 50},
+                description="Timers per page, at most; a page also ends before 4 MiB of JSON",
+            ),
             OpenApiParameter("cursor", str),
         ],
         responses=inline_serializer(
