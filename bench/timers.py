@@ -8,7 +8,9 @@ Usage (from the repository root, after `make test` or `make bench` created .venv
 
 It uses the local Postgres (database ``minoots_bench``, re-created each run) and Redis
 (db 10 for MINOOTS, db 11 for the plain Celery baseline), starts and stops its own web
-(gunicorn), worker and beat processes, and prints one table. Cases:
+(gunicorn), worker and beat processes, and prints one table. The workers are those of
+``make run`` and compose: one firing worker (``-Q timers``, ``--firing-concurrency`` threads)
+plus ``--workers`` action workers (``-Q actions``, ``--concurrency`` threads each). Cases:
 
 - steady:  N timers/s for S seconds over HTTP, fireAt 5–30 s ahead -> lateness, lost, double-fired
 - burst:   10,000 timers with the same fireAt -> lateness, time until the last one fired
@@ -16,6 +18,11 @@ It uses the local Postgres (database ``minoots_bench``, re-created each run) and
            reconcile duration p99
 - webhook: 10,000 timers with the same fireAt, one webhook each to a local receiver ->
            arrival lateness (arrival minus fireAt), attempts per second
+- starvation: 50 webhook timers to a receiver that accepts and never answers (timeoutMs 5 s,
+           more hung attempts than there are action threads), and 200 timers without actions
+           due meanwhile (over 4 s) -> those 200 timers' lateness; beside it the same case on
+           one shared worker for both queues (the topology before the firing worker), unless
+           --no-baseline
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -47,7 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 VENV_BIN = Path(sys.executable).parent
 PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
-DB_NAME = "minoots_bench"
+DB_NAME = os.environ.get("BENCH_DB", "minoots_bench")
 BROKER = os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/10")
 BASELINE_BROKER = os.environ.get("BENCH_BASELINE_BROKER", "redis://127.0.0.1:6379/11")
 DATA_DIR = ROOT / ".data" / "bench"
@@ -108,13 +116,18 @@ class Group:
                 continue
             return
 
+    def stop_some(self, procs: list[subprocess.Popen[bytes]]) -> None:
+        for proc in procs:
+            self.stop(proc)
+        self.procs = [(name, proc) for name, proc in self.procs if proc not in procs]
+
     def stop_all(self) -> None:
         for _, proc in reversed(self.procs):
             self.stop(proc)
         self.procs.clear()
 
 
-def worker_argv(app: str, queues: str | None, concurrency: int) -> list[str]:
+def worker_argv(app: str, queues: str | None, concurrency: int, node: str | None = None) -> list[str]:
     argv = [
         str(VENV_BIN / "celery"),
         "-A",
@@ -130,9 +143,26 @@ def worker_argv(app: str, queues: str | None, concurrency: int) -> list[str]:
         "--loglevel",
         "INFO",
         "-n",
-        f"{app}-{uuid.uuid4().hex[:6]}@%h",
+        f"{node or app}-{uuid.uuid4().hex[:6]}@%h",
     ]
     return argv + (["-Q", queues] if queues else [])
+
+
+def start_workers(
+    group: Group, *, topology: str, workers: int, concurrency: int, firing_concurrency: int
+) -> list[subprocess.Popen[bytes]]:
+    """``split``: what ``make run`` and compose run, a firing worker (queue timers only) and
+    ``workers`` action workers (queue actions only). ``shared``: the topology before it, one
+    worker consuming both queues, so actions and firing share its threads."""
+    if topology == "shared":
+        argv = worker_argv("minoots_project", "timers,actions", concurrency, node="shared")
+        return [group.start("shared-worker", argv, " ready.")]
+    firing = worker_argv("minoots_project", "timers", firing_concurrency, node="firing")
+    procs = [group.start("firing", firing, " ready.")]
+    for i in range(workers):
+        argv = worker_argv("minoots_project", "actions", concurrency, node=f"worker{i}")
+        procs.append(group.start(f"worker{i}", argv, " ready."))
+    return procs
 
 
 def rss_mb(proc: subprocess.Popen[bytes]) -> float:
@@ -506,6 +536,99 @@ def webhook_case(count: int, lead: int) -> tuple[Row, list[float]]:
     )
 
 
+class HangingReceiver:
+    """Accepts every connection and never answers (nor reads the request): each webhook attempt
+    to it holds its action thread until its timeoutMs."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0), backlog=1024)
+        self.server.settimeout(0.2)
+        self.port = self.server.getsockname()[1]
+        self.connections: list[socket.socket] = []
+        self.closing = False
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.closing:
+            try:
+                conn, _ = self.server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections.append(conn)
+
+    def close(self) -> None:
+        self.closing = True
+        self.thread.join(timeout=2)
+        self.server.close()
+        for conn in self.connections:
+            conn.close()
+
+
+def starvation_case(system: str, *, hooks: int, plain: int, lead: int, timeout_ms: int, spread: float) -> Row:
+    """``hooks`` webhook timers to a receiver that never answers, 20 ms apart (one tick, so one
+    run_actions message, each: each takes an action thread of its own), then ``plain`` timers
+    without actions due meanwhile, from 1 s after the first webhook over ``spread`` seconds:
+    how late do those fire?"""
+    receiver = HangingReceiver()
+    url = f"http://127.0.0.1:{receiver.port}/hook"
+    bundle = {
+        "actions": [{"id": "hang", "kind": "webhook", "parameters": {"url": url, "timeoutMs": timeout_ms}}],
+        "retryPolicy": {"maxAttempts": 1},
+    }
+    tag = system.split()[0].strip(":")
+    hook_prefix, plain_prefix = f"starve-{tag}-hook-", f"starve-{tag}-plain-"
+    step_ms = spread * 1000 / plain
+    try:
+        with db() as cur:
+            cur.execute("SELECT now() + %s * interval '1 second'", [lead])
+            t0 = cur.fetchone()[0].isoformat()
+            insert_scheduled(
+                cur,
+                prefix=hook_prefix,
+                count=hooks,
+                fire_at_sql=f"'{t0}'::timestamptz + (g - 1) * interval '20 milliseconds'",
+                bundle=bundle,
+            )
+            insert_scheduled(
+                cur,
+                prefix=plain_prefix,
+                count=plain,
+                fire_at_sql=f"'{t0}'::timestamptz + interval '1 second' + (g - 1) * interval '{step_ms} milliseconds'",
+            )
+            wait_until(lambda: pending(cur, plain_prefix) == 0, timeout=lead + spread + 120)
+            hung = len(receiver.connections)
+            lat, unfired, double, _ = lateness_of(cur, plain_prefix)
+
+            def hooks_done() -> bool:
+                cur.execute(
+                    "SELECT count(*) FROM timers_timer WHERE name LIKE %s AND status IN ('scheduled', 'armed', 'fired')",
+                    [hook_prefix + "%"],
+                )
+                return int(cur.fetchone()[0]) == 0
+
+            # Every hung attempt times out (maxAttempts 1) before the next case starts.
+            wait_until(hooks_done, timeout=hooks * timeout_ms / 1000 + 60)
+    finally:
+        receiver.close()
+    return {
+        "case": "starvation",
+        "system": system,
+        "n": plain,
+        "p50": pct(lat, 50),
+        "p99": pct(lat, 99),
+        "max": max(lat, default=float("nan")),
+        "lost": unfired,
+        "double": double,
+        "note": (
+            f"timers without actions, due over {spread:g}s beside {hooks} webhooks that never answer "
+            f"(timeoutMs {timeout_ms}; {hung} attempts hung by then); target p99 <= 50 ms"
+        ),
+    }
+
+
 # --- main -----------------------------------------------------------------------------------
 
 
@@ -551,18 +674,25 @@ def plot(path: str, series: dict[str, list[float]]) -> None:
 
 
 def main() -> None:
-    from tests.net import free_port  # the repository root is on sys.path (above)
+    from minoots_project.runall import FIRING_CONCURRENCY  # the repository root is on sys.path (above)
+    from tests.net import free_port
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", default="steady,burst,scale,webhook")
+    parser.add_argument("--cases", default="steady,burst,scale,webhook,starvation")
     parser.add_argument("--quick", action="store_true", help="small sizes: a minute instead of ten")
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain Celery comparison")
     parser.add_argument("--plot", metavar="FILE.png")
     parser.add_argument("--steady-via", default="service", help="service, http or service,http")
     parser.add_argument("--rate", type=int, help="steady: timers per second (default 200)")
     parser.add_argument("--seconds", type=int, help="steady: duration (default 60)")
-    parser.add_argument("--concurrency", type=int, default=16, help="threads per worker process")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes (one per core is a good start)")
+    parser.add_argument("--concurrency", type=int, default=16, help="threads per action worker process")
+    parser.add_argument("--workers", type=int, default=2, help="action worker processes (one per core is a good start)")
+    parser.add_argument(
+        "--firing-concurrency",
+        type=int,
+        default=FIRING_CONCURRENCY,
+        help=f"threads of the one firing worker (default {FIRING_CONCURRENCY}, as make run and compose)",
+    )
     args = parser.parse_args()
     cases = set(args.cases.split(","))
     rate, seconds = (50, 10) if args.quick else (200, 60)
@@ -606,10 +736,12 @@ def main() -> None:
             ],
             ready="Booting worker",
         )
-        workers = [
-            group.start(f"worker{i}", worker_argv("minoots_project", "timers,actions", args.concurrency), " ready.")
-            for i in range(args.workers)
-        ]
+        sizes = {
+            "workers": args.workers,
+            "concurrency": args.concurrency,
+            "firing_concurrency": args.firing_concurrency,
+        }
+        workers = start_workers(group, topology="split", **sizes)
         group.start(
             "beat",
             [
@@ -637,6 +769,19 @@ def main() -> None:
             record("burst: minoots", burst_minoots(burst, lead=20))
         if "webhook" in cases:
             record("webhook burst: minoots (arrival)", webhook_case(burst, lead=20))
+        if "starvation" in cases:
+            starve: dict[str, Any] = {"hooks": 50, "plain": 200, "lead": 20, "timeout_ms": 5000, "spread": 4.0}
+            row = starvation_case("minoots", **starve)
+            row["note"] = f"firing worker + {args.workers} action workers: {row['note']}"
+            rows.append(row)
+            if not args.no_baseline:
+                group.stop_some(workers)
+                workers = start_workers(group, topology="shared", **sizes)
+                row = starvation_case("shared worker (old topology)", **starve)
+                row["note"] = f"one worker -Q timers,actions, {args.concurrency} threads: {row['note']}"
+                rows.append(row)
+                group.stop_some(workers)
+                workers = start_workers(group, topology="split", **sizes)
         if "scale" in cases:
             rows.extend(scale_case(workers, scale_counts, settle=12))
 
@@ -659,7 +804,8 @@ def main() -> None:
     rows.sort(key=lambda r: (r["case"], r["system"] != "minoots"))
     print(
         f"\nMINOOTS benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M}Z, {os.cpu_count()} cores, "
-        f"{args.workers} worker process(es) --pool threads --concurrency {args.concurrency}{' (quick)' if args.quick else ''}"
+        f"1 firing worker (-Q timers, {args.firing_concurrency} threads) + {args.workers} action worker "
+        f"process(es) (-Q actions, --pool threads --concurrency {args.concurrency}){' (quick)' if args.quick else ''}"
     )
     print_table(rows)
     if args.plot:

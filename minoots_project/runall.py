@@ -1,14 +1,17 @@
-"""Run the whole service on one machine: web (gunicorn), a worker (both queues) and beat.
+"""Run the whole service on one machine: web (gunicorn), the firing worker, an action worker and beat.
 
 ``make run`` migrates, then runs ``python -m minoots_project.runall``. This supervisor:
 
 - collects static files (gunicorn serves the admin's through WhiteNoise);
 - sets PROMETHEUS_MULTIPROC_DIR (default ``$MINOOTS_DATA_DIR/prometheus``, wiped here) so the
-  worker's and beat's metrics reach the web's /metrics;
+  workers' and beat's metrics reach the web's /metrics;
+- runs two workers: ``firing`` consumes only the ``timers`` queue (fire_due, reconcile) on a
+  small thread pool, ``worker`` only ``actions``, so actions that hang on the network can
+  occupy every action thread and still not delay a single fire;
 - starts each child in its own process group and prints every line of its output prefixed
   with its name (with LOG_FORMAT=json: as a ``"service"`` field of the JSON line instead);
 - on Ctrl-C or SIGTERM sends SIGTERM to every group, waits MINOOTS_SHUTDOWN_GRACE seconds
-  (default 30: the worker finishes its running tasks and hands back the rest), then SIGKILLs
+  (default 30: the workers finish their running tasks and hand back the rest), then SIGKILLs
   what is left, and exits 0;
 - when a child dies on its own, reports it, stops the others the same way and exits 1.
 
@@ -41,7 +44,11 @@ from typing import IO, Any
 
 from minoots_project.logconfig import redact
 
-NAMES = ("web", "worker", "beat")
+NAMES = ("web", "firing", "worker", "beat")
+
+# Threads of the firing worker: fire_due claims in bulk statements and only publishes the action
+# runs, so a few threads keep up with bursts (bench/timers.py); actions never run there.
+FIRING_CONCURRENCY = 4
 
 
 @dataclass
@@ -101,20 +108,23 @@ def _die_with_parent() -> None:
 
 
 def commands(*, python: str, data_dir: Path, log_level: str, concurrency: int) -> dict[str, list[str]]:
-    """The three children's command lines (also documented in README and compose.yaml)."""
+    """The children's command lines (also documented in README and compose.yaml)."""
     celery = [python, "-m", "celery", "-A", "minoots_project"]
-    return {
-        "web": [python, "-m", "gunicorn", "-c", "python:minoots_project.gunicorn_conf", "minoots_project.wsgi"],
-        "worker": [
+
+    def worker(queue: str, threads: int, node: str) -> list[str]:
+        return [
             *celery,
             "worker",
             "-Q",
-            "timers,actions",
-            # Actions wait on the network: threads, not processes.
+            queue,
+            # Both wait on the database or the network: threads, not processes.
             "--pool",
             "threads",
             "--concurrency",
-            str(concurrency),
+            str(threads),
+            # Two workers on one host: each its own node name (remote control, `inspect ping`).
+            "--hostname",
+            f"{node}@%h",
             "--loglevel",
             log_level,
             # No worker-to-worker chatter: MINOOTS needs none, and on the filesystem broker each
@@ -122,7 +132,13 @@ def commands(*, python: str, data_dir: Path, log_level: str, concurrency: int) -
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",
-        ],
+        ]
+
+    return {
+        "web": [python, "-m", "gunicorn", "-c", "python:minoots_project.gunicorn_conf", "minoots_project.wsgi"],
+        # Firing never waits behind an action: this worker consumes the timers queue only.
+        "firing": worker("timers", FIRING_CONCURRENCY, "firing"),
+        "worker": worker("actions", concurrency, "worker"),
         "beat": [*celery, "beat", "--loglevel", log_level, "--schedule", str(data_dir / "celerybeat-schedule")],
     }
 

@@ -27,7 +27,9 @@ from django.core.management import get_commands
 from django.urls import resolve
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-APP_SERVICES = ("migrate", "web", "worker", "beat")
+APP_SERVICES = ("migrate", "web", "firing", "worker", "beat")
+LONG_RUNNING = ("web", "firing", "worker", "beat")
+WORKERS = ("firing", "worker")
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +80,7 @@ def documented_variables() -> set[str]:
 
 
 def test_compose_has_exactly_the_services_of_the_design(services: dict[str, Any]) -> None:
-    assert set(services) == {"postgres", "redis", "migrate", "web", "worker", "beat"}
+    assert set(services) == {"postgres", "redis", "migrate", "web", "firing", "worker", "beat"}
 
 
 def test_postgres_is_16_with_a_volume_and_a_health_check(compose: dict[str, Any], services: dict[str, Any]) -> None:
@@ -118,7 +120,7 @@ def test_migrate_is_a_one_shot_django_migrate_after_postgres_is_healthy(services
     assert conditions(migrate) == {"postgres": "service_healthy"}
 
 
-@pytest.mark.parametrize("name", ["web", "worker", "beat"])
+@pytest.mark.parametrize("name", LONG_RUNNING)
 def test_long_running_services_wait_for_healthy_services_and_the_migration(services: dict[str, Any], name: str) -> None:
     assert conditions(services[name]) == {
         "postgres": "service_healthy",
@@ -151,16 +153,42 @@ def test_web_runs_gunicorn_on_the_project_wsgi_with_its_config_and_a_healthz_che
     assert resolve("/healthz").url_name == "healthz"
 
 
-def test_worker_consumes_every_routed_queue_with_threads_and_can_scale(services: dict[str, Any]) -> None:
-    worker = services["worker"]
-    argv = command(worker)
-    assert argv[:4] == ["celery", "-A", "minoots_project", "worker"]
-    routed = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()}
-    assert set(option(argv, "-Q", "--queues").split(",")) == routed
-    assert option(argv, "--pool", "-P") == "threads"
+def consumed_queues(services: dict[str, Any]) -> dict[str, set[str]]:
+    """The queues each Celery worker service consumes (``-Q``), by service."""
+    found = {}
+    for name, service in services.items():
+        if "command" in service and command(service)[:4] == ["celery", "-A", "minoots_project", "worker"]:
+            found[name] = set(option(command(service), "-Q", "--queues").split(","))
+    return found
+
+
+def test_each_queue_has_a_consumer_of_its_own_so_actions_cannot_starve_firing(services: dict[str, Any]) -> None:
+    consumed = consumed_queues(services)
+    assert set(consumed) == set(WORKERS)
+    routed = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()} | {settings.CELERY_TASK_DEFAULT_QUEUE}
+    assert routed == {"timers", "actions"}
+    # Every queue is consumed, and no service consumes two: an action never holds a firing slot.
+    assert set().union(*consumed.values()) == routed
+    assert all(len(queues) == 1 for queues in consumed.values()), consumed
+    assert consumed == {"firing": {"timers"}, "worker": {"actions"}}
     assert importlib.import_module("minoots_project.celery").app.main == "minoots_project"
+
+
+@pytest.mark.parametrize("name", WORKERS)
+def test_workers_use_threads_and_can_scale(services: dict[str, Any], name: str) -> None:
+    worker = services[name]
+    argv = command(worker)
+    assert option(argv, "--pool", "-P") == "threads"
     # `--scale worker=N` needs no fixed container name and no published port.
     assert "container_name" not in worker and "ports" not in worker
+
+
+def test_the_firing_pool_is_small_and_the_action_pool_follows_celery_worker_concurrency() -> None:
+    rendered_services = rendered({"SECRET_KEY": "s", "POSTGRES_PASSWORD": "p", "CELERY_WORKER_CONCURRENCY": "32"})
+    firing = command(rendered_services["services"]["firing"])
+    worker = command(rendered_services["services"]["worker"])
+    assert 1 <= int(option(firing, "--concurrency", "-c")) <= 8
+    assert option(worker, "--concurrency", "-c") == "32"
 
 
 def test_beat_runs_the_project_beat(services: dict[str, Any]) -> None:
@@ -170,8 +198,8 @@ def test_beat_runs_the_project_beat(services: dict[str, Any]) -> None:
     assert "container_name" not in services["beat"]
 
 
-def test_metrics_directory_is_shared_by_web_worker_and_beat(services: dict[str, Any]) -> None:
-    mounts = {name: services[name]["environment"]["PROMETHEUS_MULTIPROC_DIR"] for name in ("web", "worker", "beat")}
+def test_metrics_directory_is_shared_by_web_the_workers_and_beat(services: dict[str, Any]) -> None:
+    mounts = {name: services[name]["environment"]["PROMETHEUS_MULTIPROC_DIR"] for name in LONG_RUNNING}
     assert len(set(mounts.values())) == 1
     path = next(iter(mounts.values()))
     for name in mounts:
@@ -393,13 +421,14 @@ def health_shell(service: dict[str, Any]) -> str:
     return str(test[1])
 
 
-def test_worker_health_check_pings_this_very_worker_through_the_broker() -> None:
-    worker = rendered({"SECRET_KEY": "s", "POSTGRES_PASSWORD": "p"})["services"]["worker"]
+@pytest.mark.parametrize("name", WORKERS)
+def test_worker_health_check_pings_this_very_worker_through_the_broker(name: str) -> None:
+    worker = rendered({"SECRET_KEY": "s", "POSTGRES_PASSWORD": "p"})["services"][name]
     check = shlex.split(health_shell(worker).split(";", 1)[1])
     assert check[:5] == ["celery", "-A", "minoots_project", "inspect", "ping"]
-    # The worker's node name is celery@<container hostname>, which the shell has as $HOSTNAME.
-    assert option(command(worker), "--hostname", "-n") == "celery@%h"
-    assert option(check, "--destination", "-d") == "celery@${HOSTNAME}"
+    # The worker's node name is <service>@<container hostname>, which the shell has as $HOSTNAME.
+    assert option(command(worker), "--hostname", "-n") == f"{name}@%h"
+    assert option(check, "--destination", "-d") == f"{name}@${{HOSTNAME}}"
     names = {opt for param in celery_cli.commands["inspect"].params for opt in param.opts}
     assert {"--destination", "--timeout"} <= names  # options the installed celery knows
     assert float(option(check, "--timeout", "-t")) < seconds(worker["healthcheck"]["timeout"])
@@ -437,7 +466,7 @@ def test_every_app_health_check_marks_its_own_metrics_files_alive(tmp_path: Path
     identifier = importlib.import_module("timers.metrics")._process_identifier()
     assert fnmatch.fnmatch(f"counter_{identifier}.db", f"*_{socket.gethostname()}-*.db")
     old = time.time() - 3600
-    for name in ("web", "worker", "beat"):
+    for name in LONG_RUNNING:
         service = compose["services"][name]
         mine, other = tmp_path / "counter_abc123-7.db", tmp_path / "counter_abc1234-1.db"
         for path in (mine, other):
@@ -487,7 +516,7 @@ def test_migrate_empties_the_metrics_volume_of_processes_gone_then_migrates(tmp_
     assert any(v.endswith(f":{migrate['environment']['PROMETHEUS_MULTIPROC_DIR']}") for v in migrate["volumes"])
 
 
-@pytest.mark.parametrize("name", ["web", "worker", "beat"])
+@pytest.mark.parametrize("name", LONG_RUNNING)
 def test_long_running_services_have_a_health_check(services: dict[str, Any], name: str) -> None:
     check = services[name]["healthcheck"]
     assert check["test"] and {"interval", "timeout", "retries", "start_period"} <= set(check)

@@ -1,4 +1,5 @@
-"""`make run` end to end: web, worker and beat under runall, from a copy of the repository.
+"""`make run` end to end: web, the firing worker, an action worker and beat under runall, from a
+copy of the repository.
 
 Waits are bounded ("eventually, within N seconds"); nothing here asserts how fast.
 """
@@ -18,6 +19,7 @@ import pytest
 import requests
 from django.conf import settings
 
+from minoots_project.runall import FIRING_CONCURRENCY, NAMES, commands
 from tests.factories import make_api_key
 from tests.net import free_port
 from tests.ops.conftest import ROOT, Supervised, Tree, alive, clean_env, wait_http_ok
@@ -56,7 +58,7 @@ def metrics_text(base: str) -> str:
 
 
 def wait_metrics(base: str, *samples: str) -> str:
-    """The worker counts just after its commit: give the scrape a moment to see it."""
+    """A worker counts just after its commit: give the scrape a moment to see it."""
 
     def scraped() -> str | None:
         text = metrics_text(base)
@@ -72,7 +74,7 @@ def stop_and_check_clean_exit(tree: Tree, sig: int) -> str:
     tree.terminate(sig, timeout=45)
     assert not [pid for pid in tree.known if alive(pid)], "a child survived the shutdown"
     output = tree.output()
-    assert re.search(r"stopped \(web=\S+, worker=\S+, beat=\S+\)", output), output[-3000:]
+    assert re.search(r"stopped \(web=\S+, firing=\S+, worker=\S+, beat=\S+\)", output), output[-3000:]
     return output
 
 
@@ -105,7 +107,7 @@ def test_make_run_embedded_fires_a_timer_counts_it_and_logs_json_without_secrets
     # A client that puts its key in the URL: the access log line must not keep it.
     requests.get(f"{base}/api/timers", params={"api_key": key}, headers={"X-API-Key": key}, timeout=5)
 
-    # Fired by the worker process, counted in the web's scrape (multiprocess mode).
+    # Fired by the firing worker process, counted in the web's scrape (multiprocess mode).
     wait_metrics(
         base,
         'minoots_timers_fired_total{tenant="acme"} 1.0',
@@ -131,11 +133,11 @@ def test_make_run_embedded_fires_a_timer_counts_it_and_logs_json_without_secrets
         if line.strip() and not line.startswith("make")
     ]
     assert key not in output and not API_KEY.search(output)
-    assert {r.get("service") for r in records} >= {"runall", "web", "worker", "beat"}
+    assert {r.get("service") for r in records} >= {"runall", "web", "firing", "worker", "beat"}
     created = [r for r in records if r.get("event") == "created" and r.get("timer_id") == timer["id"]]
     assert created and created[0]["tenant"] == "acme" and created[0]["trace_id"] == "ops-trace-1"
-    # The request's trace id travelled with the tick into the worker.
-    assert any(r.get("service") == "worker" and r.get("trace_id") == "ops-trace-1" for r in records)
+    # The request's trace id travelled with the tick into the firing worker, which fired it.
+    assert any(r.get("service") == "firing" and r.get("trace_id") == "ops-trace-1" for r in records)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -167,7 +169,7 @@ def test_make_run_on_postgres_and_redis_fires_a_timer(
     wait_metrics(base, f'minoots_timers_fired_total{{tenant="{tenant.id}"}} 1.0')
 
     output = stop_and_check_clean_exit(tree, signal.SIGTERM)
-    for name in ("web", "worker", "beat"):
+    for name in ("web", "firing", "worker", "beat"):
         assert re.search(rf"^{name}\s* \| ", output, re.M), f"no line prefixed with {name}"
     assert not (tmp_path / "data" / "minoots.sqlite3").exists()  # Postgres, not the embedded default
 
@@ -192,8 +194,35 @@ def test_runall_reports_a_dead_child_and_stops_the_rest_with_an_error(
     wait_for(
         lambda: not [pid for pid in tree.known if alive(pid)],
         timeout=10,
-        what="web and worker to be gone after beat was killed (a child survived its sibling's death)",
+        what="web and the workers to be gone after beat was killed (a child survived its sibling's death)",
     )
+
+
+# --- The children's command lines ----------------------------------------------------------
+
+
+def worker_queues(argv: list[str]) -> set[str]:
+    return set(argv[argv.index("-Q") + 1].split(","))
+
+
+def test_firing_has_a_worker_of_its_own_that_actions_never_occupy(tmp_path: Path) -> None:
+    argvs = commands(python=sys.executable, data_dir=tmp_path, log_level="INFO", concurrency=16)
+    assert list(argvs) == list(NAMES) == ["web", "firing", "worker", "beat"]
+    workers = {name: argv for name, argv in argvs.items() if argv[2:6] == ["celery", "-A", "minoots_project", "worker"]}
+    assert set(workers) == {"firing", "worker"}
+    # Every routed queue (and the default one) has a consumer; no worker consumes two of them.
+    routed = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()}
+    assert routed == {"timers", "actions"} and settings.CELERY_TASK_DEFAULT_QUEUE == "timers"
+    assert worker_queues(workers["firing"]) == {"timers"}
+    assert worker_queues(workers["worker"]) == {"actions"}
+    for name, argv in workers.items():
+        assert argv[argv.index("--pool") + 1] == "threads", name
+    # A small pool for firing; CELERY_WORKER_CONCURRENCY sizes the action worker only.
+    assert int(workers["firing"][workers["firing"].index("--concurrency") + 1]) == FIRING_CONCURRENCY <= 8
+    assert workers["worker"][workers["worker"].index("--concurrency") + 1] == "16"
+    # Two workers on one host need two node names (remote control, `celery inspect ping`).
+    nodes = {argv[argv.index("--hostname") + 1] for argv in workers.values()}
+    assert nodes == {"firing@%h", "worker@%h"}
 
 
 # --- The supervisor itself, with stand-in children -------------------------------------------
