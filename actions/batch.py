@@ -3,11 +3,13 @@
 When 10,000 timers fire in the same second, their runs are published in chunks of
 MINOOTS_ACTION_BATCH; each chunk is one ``actions.run_actions`` message. A batch claims its
 runs with the same claim as single runs (``transitions.runs_claim``: duplicates stay
-harmless), runs each attempt (the I/O) one after the other — the worker's threads and
-processes give the parallelism — and concludes through the same ``execution.runs_conclude``:
-failures at once (so retries are scheduled on time), successes together, but at least every
-FLUSH_SECONDS, so a slow attempt never leaves earlier successes unrecorded for long (a
-crash then would repeat them after their lease).
+harmless; runs it holds back for their tenant's action concurrency cap are re-published for a
+moment later, while other tenants' runs of the batch proceed), runs each attempt (the I/O)
+one after the other — the worker's threads and processes give the parallelism — and
+concludes through the same ``execution.runs_conclude``: failures at once (so retries are
+scheduled on time), successes together, but at least every FLUSH_SECONDS, so a slow attempt
+never leaves earlier successes unrecorded for long (a crash then would repeat them after
+their lease).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ def runs_execute_batch(*, run_ids: Sequence[str | UUID]) -> int:
         except ValueError:
             log.warning("run_actions with an invalid run id", extra={"run_id": str(raw)})
     claims = transitions.runs_claim(run_ids=ids)
+    claimed = {c.run.pk for c in claims}
+    # Runs held back by their tenant's action concurrency cap (or early) come back later.
+    execution.runs_republish_early([run_id for run_id in ids if run_id not in claimed])
     if not claims:
         return 0
     runs_forget_published([c.run.pk for c in claims])

@@ -11,6 +11,10 @@ Contract of a timer's runs (see DESIGN.md "Scheduling" step 4 and "Actions"):
   (its worker died). A run is therefore never executed twice at once, and a duplicate or early
   message is a quiet no-op. The attempt row is written in the claim's transaction, so an
   attempt whose worker died is visible, and is closed as a transient failure by the next claim.
+- *Tenant cap*: at most ``MINOOTS_TENANT_ACTION_CONCURRENCY`` runs of one tenant are
+  ``running`` at once; the claim holds the others back, ``pending`` and due about a second
+  later, re-published by ``runs_republish_early`` (no attempt, no event; see
+  ``transitions._within_tenant_cap``).
 - *Concurrency*: at most ``concurrency`` top-level runs of a timer are in progress (running,
   or pending with a ``next_attempt_at``, i.e. waiting for a retry). The others wait with
   ``next_attempt_at`` NULL and are started in ``position`` order as slots free up. Escalation
@@ -83,22 +87,28 @@ def retry_delay(policy: RetryPolicy, *, failed_attempt: int, retry_after: float 
     return timedelta(milliseconds=max(floor_ms, min(delay_ms, cap_ms)))
 
 
-def _republish_if_early(run_id: UUID) -> None:
-    """A message that arrived before ``next_attempt_at`` (clock skew between worker and
-    database, or a duplicate) is re-published for the remaining time on the database clock."""
-    row = (
-        ActionRun.objects.filter(pk=run_id, status=RunStatus.PENDING, next_attempt_at__isnull=False)
-        .annotate(db_now=Now())
-        .values_list("next_attempt_at", "db_now")
-        .first()
-    )
-    if row is None:
+def runs_republish_early(run_ids: Sequence[UUID]) -> None:
+    """Runs a claim skipped that are ``pending`` and due later — their message arrived before
+    ``next_attempt_at`` (clock skew between worker and database, a duplicate), or their tenant
+    was at its action concurrency cap (``transitions.runs_claim``) — are re-published for the
+    remaining time on the database clock: one new message per skipped run, whatever the reason.
+    """
+    if not run_ids:
         return
-    next_attempt_at, db_now = row
-    assert next_attempt_at is not None  # filtered on next_attempt_at__isnull=False
-    remaining = next_attempt_at - db_now
-    if timedelta(0) < remaining <= settings.MINOOTS_ARM_HORIZON:
-        runs_publish([run_id], eta=timezone.now() + remaining)
+    rows = (
+        ActionRun.objects.filter(pk__in=run_ids, status=RunStatus.PENDING, next_attempt_at__isnull=False)
+        .annotate(db_now=Now())
+        .values_list("pk", "next_attempt_at", "db_now")
+    )
+    by_remaining: dict[timedelta, list[UUID]] = {}
+    for run_id, next_attempt_at, db_now in rows:
+        assert next_attempt_at is not None  # filtered on next_attempt_at__isnull=False
+        remaining = next_attempt_at - db_now
+        if timedelta(0) < remaining <= settings.MINOOTS_ARM_HORIZON:
+            by_remaining.setdefault(remaining, []).append(run_id)
+    now = timezone.now()
+    for remaining, ids in by_remaining.items():
+        runs_publish(ids, eta=now + remaining)
 
 
 # --- attempt -------------------------------------------------------------------------------
@@ -347,7 +357,7 @@ def run_execute(*, run_id: str | UUID) -> bool:
         return False
     claims = transitions.runs_claim(run_ids=[run_uuid])
     if not claims:
-        _republish_if_early(run_uuid)
+        runs_republish_early([run_uuid])
         return False
     claim = claims[0]
     runs_forget_published([run_uuid])

@@ -3,7 +3,8 @@ its timer event and its metric (see DESIGN.md "Scheduling" step 4).
 
 - ``runs_claim``: pending and due -> running, or running past its lease -> running again
   (lease recovery: its worker died; the attempt it left open is closed as a transient
-  failure). One predicate, for single runs and batches alike.
+  failure). One predicate, for single runs and batches alike. A pending run whose tenant is
+  at its action concurrency cap stays pending, due a moment later (``_within_tenant_cap``).
 - ``runs_succeed``: running -> succeeded.
 - ``run_retry``: running -> pending with ``next_attempt_at`` (a transient failure).
 - ``run_fail``: running -> failed (permanent, or out of attempts).
@@ -16,16 +17,17 @@ took the run over is dropped, never applied twice. Nothing else assigns ``Action
 from __future__ import annotations
 
 import logging
+import random
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Q, Value
+from django.db.models import Count, DateTimeField, DurationField, ExpressionWrapper, F, Q, Value
 from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -37,6 +39,7 @@ from actions.models import ActionAttempt, ActionRun, AttemptOutcome, RunStatus
 from actions.queries import AttemptRecord
 from actions.services import runs_publish
 from timers import metrics
+from timers.models import Tenant
 from timers.services import timers_append_events
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,10 @@ log = logging.getLogger(__name__)
 OUTPUT_EXCERPT_CAP = 4 * 1024
 ERROR_CAP = 2000
 WORKER_LOST = "worker lost: the lease expired before the attempt finished"
+# How much later a run held back by its tenant's action concurrency cap is tried again (this,
+# shortened by up to THROTTLE_JITTER so held runs of one tenant do not all come back at once).
+THROTTLE_DELAY = timedelta(seconds=1)
+THROTTLE_JITTER = 0.5
 
 
 @dataclass(frozen=True)
@@ -124,19 +131,25 @@ def runs_claim(*, run_ids: Sequence[UUID]) -> list[Claim]:
 
     The attempt rows are written in the claim's transaction, so an attempt whose worker dies
     stays visible, and the next claim closes it as a transient failure.
+
+    Per-tenant cap (``MINOOTS_TENANT_ACTION_CONCURRENCY``, 0 = none): see ``_within_tenant_cap``;
+    a pending run held back by it stays ``pending``, due a moment later, and is skipped here
+    like an early one.
     """
     with transaction.atomic():
-        ids = list(
-            ActionRun.objects.select_for_update(skip_locked=True)
+        candidates = list(
+            ActionRun.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(Q(pk__in=run_ids) & _claimable())
-            .values_list("pk", flat=True)
+            .values_list("pk", "status", "timer__tenant_id")
         )
+        order = {run_id: i for i, run_id in enumerate(run_ids)}
+        candidates.sort(key=lambda c: order[c[0]])
+        ids = _within_tenant_cap(candidates)
         if not ids:
             return []
         ActionRun.objects.filter(pk__in=ids).update(
             status=RunStatus.RUNNING, attempts=F("attempts") + 1, lease_expires_at=lease_end(), next_attempt_at=None
         )
-        order = {run_id: i for i, run_id in enumerate(run_ids)}
         runs = sorted(ActionRun.objects.select_related("timer").filter(pk__in=ids), key=lambda r: order[r.pk])
         now = timezone.now()
         lost = _close_lost_attempts(ids, now=now)
@@ -174,6 +187,69 @@ def runs_claim(*, run_ids: Sequence[UUID]) -> list[Claim]:
                 )
     claims.sort(key=lambda c: order[c.run.pk])
     return claims
+
+
+def _within_tenant_cap(candidates: Sequence[tuple[UUID, str, str]]) -> list[UUID]:
+    """The candidates (run id, status, tenant id; in claim order, row-locked) this claim may
+    take under the per-tenant cap; the pending ones beyond it are held back (call in the claim's
+    transaction).
+
+    A tenant may have at most ``MINOOTS_TENANT_ACTION_CONCURRENCY`` runs ``running`` with a live
+    lease, so one tenant's slow actions cannot hold every action worker slot. Safe under
+    concurrency: the candidates' tenant rows are locked (``FOR NO KEY UPDATE``, in id order, so
+    claims of one tenant are serialised while its timer inserts, which take ``FOR KEY SHARE``,
+    are not blocked; SQLite's IMMEDIATE transactions serialise every claim anyway), and the
+    tenants' running runs are counted after the lock, in one grouped query over the partial
+    index of running runs (``actionrun_running_lease``: as many rows as runs in progress).
+    Claims that run no cap (0) take neither the lock nor the count.
+
+    A held-back run does not count as an attempt and emits no event (an INFO log line): it
+    stays ``pending`` and its ``next_attempt_at`` moves ``THROTTLE_DELAY`` (jittered) ahead on
+    the database clock. It is not published here: the caller re-publishes the runs it could
+    not claim that are pending and due later (``execution.runs_republish_early``, the path of
+    an early message), so each consumed message yields at most one new one (no message storm
+    however long a tenant stays at its cap), and the run is tried again within about a second.
+    Should that publish be lost, the reconciler's ``runs_recover`` publishes it once overdue
+    by the repair grace (it has no marker then). Lease recovery (a ``running`` run whose worker
+    died) is never held back: it is rare, bounded by the attempts that were in progress, and
+    has no ``pending`` state to wait in; it counts against the cap like any running run.
+    """
+    cap = settings.MINOOTS_TENANT_ACTION_CONCURRENCY
+    if cap <= 0 or not candidates:
+        return [run_id for run_id, _, _ in candidates]
+    tenants = sorted({tenant_id for _, _, tenant_id in candidates})
+    list(Tenant.objects.select_for_update(no_key=True).filter(pk__in=tenants).order_by("pk").values_list("pk"))
+    running: dict[str, int] = defaultdict(
+        int,
+        ActionRun.objects.filter(status=RunStatus.RUNNING, lease_expires_at__gte=Now(), timer__tenant_id__in=tenants)
+        .order_by()
+        .values("timer__tenant_id")
+        .annotate(n=Count("pk"))
+        .values_list("timer__tenant_id", "n"),
+    )
+    taken: list[UUID] = []
+    held: dict[str, list[UUID]] = defaultdict(list)
+    for run_id, status, tenant_id in candidates:
+        if status == RunStatus.PENDING and running[tenant_id] >= cap:
+            held[tenant_id].append(run_id)
+            continue
+        running[tenant_id] += 1
+        taken.append(run_id)
+    if held:
+        delay = THROTTLE_DELAY * random.uniform(1 - THROTTLE_JITTER, 1)
+        ActionRun.objects.filter(pk__in=[r for ids in held.values() for r in ids], status=RunStatus.PENDING).update(
+            next_attempt_at=ExpressionWrapper(
+                Now() + Value(delay, output_field=DurationField()), output_field=DateTimeField()
+            )
+        )
+        for tenant_id, ids in held.items():
+            log.info(
+                "tenant at its action concurrency cap: %d runs held back for %.1f s",
+                len(ids),
+                delay.total_seconds(),
+                extra={"event": "action", "tenant_id": tenant_id, "count": len(ids), "cap": cap},
+            )
+    return taken
 
 
 def _close_lost_attempts(run_ids: Sequence[UUID], *, now: datetime) -> dict[UUID, int]:
