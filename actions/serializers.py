@@ -8,11 +8,12 @@ from actions.models import ActionAttempt, ActionRun
 
 
 class ActionAttemptOutput(serializers.ModelSerializer[ActionAttempt]):
+    # allow_null tells the OpenAPI schema which fields can be null (the JSON is the same).
     startedAt = serializers.DateTimeField(source="started_at")
-    finishedAt = serializers.DateTimeField(source="finished_at")
-    httpStatus = serializers.IntegerField(source="http_status")
-    exitCode = serializers.IntegerField(source="exit_code")
-    durationMs = serializers.IntegerField(source="duration_ms")
+    finishedAt = serializers.DateTimeField(source="finished_at", allow_null=True)
+    httpStatus = serializers.IntegerField(source="http_status", allow_null=True)
+    exitCode = serializers.IntegerField(source="exit_code", allow_null=True)
+    durationMs = serializers.IntegerField(source="duration_ms", allow_null=True)
     outputExcerpt = serializers.CharField(source="output_excerpt")
 
     class Meta:
@@ -33,11 +34,11 @@ class ActionAttemptOutput(serializers.ModelSerializer[ActionAttempt]):
 class ActionRunOutput(serializers.ModelSerializer[ActionRun]):
     actionId = serializers.CharField(source="action_id")
     escalationLevel = serializers.IntegerField(source="escalation_level")
-    escalatedFrom = serializers.CharField(source="escalated_from.action_id", default=None)
-    nextAttemptAt = serializers.DateTimeField(source="next_attempt_at")
+    escalatedFrom = serializers.CharField(source="escalated_from.action_id", default=None, allow_null=True)
+    nextAttemptAt = serializers.DateTimeField(source="next_attempt_at", allow_null=True)
     lastError = serializers.CharField(source="last_error")
     resultSummary = serializers.CharField(source="result_summary")
-    finishedAt = serializers.DateTimeField(source="finished_at")
+    finishedAt = serializers.DateTimeField(source="finished_at", allow_null=True)
     attemptRecords = ActionAttemptOutput(source="attempt_records", many=True)
 
     class Meta:

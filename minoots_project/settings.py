@@ -166,6 +166,11 @@ SPECTACULAR_SETTINGS = {
         "TimerStatusEnum": "timers.models.TimerStatus",
         "ActionRunStatusEnum": "actions.models.RunStatus",
     },
+    # The default hook (enums) and ours: additionalProperties false on strict bodies, Retry-After.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "timers.api.schema.postprocess",
+    ],
 }
 
 JWT_PUBLIC_KEY: str = env.str("JWT_PUBLIC_KEY", default="").replace("\\n", "\n")

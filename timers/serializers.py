@@ -10,28 +10,34 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 
 from timers.models import Timer, TimerEvent
 
+# What the schema says of a method field that gives a string or, when empty, null.
+NULLABLE_STRING = serializers.CharField(allow_null=True)
+
 
 class TimerOutput(serializers.ModelSerializer[Timer]):
+    # allow_null only tells the OpenAPI schema these can be null: a None is rendered as null
+    # whatever the field says (Serializer.to_representation), so the JSON is the same.
     tenantId = serializers.CharField(source="tenant_id")
     durationMs = serializers.IntegerField(source="duration_ms")
     createdAt = serializers.DateTimeField(source="created_at")
     fireAt = serializers.DateTimeField(source="fire_at")
     requestedBy = serializers.CharField(source="requested_by")
-    actionBundle = serializers.JSONField(source="action_bundle")
-    agentBinding = serializers.JSONField(source="agent_binding")
-    firedAt = serializers.DateTimeField(source="fired_at")
-    settledAt = serializers.DateTimeField(source="settled_at")
-    cancelledAt = serializers.DateTimeField(source="cancelled_at")
+    actionBundle = serializers.JSONField(source="action_bundle", allow_null=True)
+    agentBinding = serializers.JSONField(source="agent_binding", allow_null=True)
+    firedAt = serializers.DateTimeField(source="fired_at", allow_null=True)
+    settledAt = serializers.DateTimeField(source="settled_at", allow_null=True)
+    cancelledAt = serializers.DateTimeField(source="cancelled_at", allow_null=True)
     cancelReason = serializers.SerializerMethodField()
     cancelledBy = serializers.SerializerMethodField()
     failureReason = serializers.SerializerMethodField()
     stateVersion = serializers.IntegerField(source="state_version")
-    latenessMs = serializers.IntegerField(source="lateness_ms")
+    latenessMs = serializers.IntegerField(source="lateness_ms", allow_null=True)
 
     class Meta:
         model = Timer
@@ -58,12 +64,15 @@ class TimerOutput(serializers.ModelSerializer[Timer]):
             "latenessMs",
         ]
 
+    @extend_schema_field(NULLABLE_STRING)
     def get_cancelReason(self, obj: Timer) -> str | None:
         return obj.cancel_reason or None
 
+    @extend_schema_field(NULLABLE_STRING)
     def get_cancelledBy(self, obj: Timer) -> str | None:
         return obj.cancelled_by or None
 
+    @extend_schema_field(NULLABLE_STRING)
     def get_failureReason(self, obj: Timer) -> str | None:
         return obj.failure_reason or None
 

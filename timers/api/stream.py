@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections
 from django.http import StreamingHttpResponse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, renderers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -26,6 +26,7 @@ from rest_framework.views import APIView
 from timers import selectors
 from timers.api.errors import mark_logged
 from timers.api.principal import Principal
+from timers.api.schema import SSE_EVENT, error_responses
 from timers.models import Role, Tenant, TimerEvent
 
 log = logging.getLogger(__name__)
@@ -135,25 +136,46 @@ class TimerStreamApi(APIView):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("after", int, description="Start after this event id (default: events from now on)"),
-            OpenApiParameter("Last-Event-ID", int, location=OpenApiParameter.HEADER),
+            OpenApiParameter(
+                "after",
+                {"type": "integer", "minimum": 0, "maximum": MAX_EVENT_ID},
+                description="Start after this event id (default: events from now on)",
+            ),
+            OpenApiParameter(
+                "Last-Event-ID",
+                {"type": "integer", "minimum": 0, "maximum": MAX_EVENT_ID},
+                location=OpenApiParameter.HEADER,
+            ),
         ],
-        responses={(200, "text/event-stream"): str},
+        responses={
+            (200, "text/event-stream"): OpenApiResponse(
+                SSE_EVENT, description="Server-sent events, one per timer event"
+            ),
+            **error_responses(400),
+        },
     )
     def get(self, request: Request) -> StreamingHttpResponse | Response:
         principal = request.user
         assert isinstance(principal, Principal)
-        raw = request.headers.get("Last-Event-ID") or request.query_params.get("after")
-        if raw is None:
-            last_id = selectors.timer_event_latest_id()
-        else:
+        # Both are checked when both are given (the header wins): an invalid one is a 400,
+        # not silently ignored.
+        given = {
+            name: value
+            for name, value in (
+                ("Last-Event-ID", request.headers.get("Last-Event-ID")),
+                ("after", request.query_params.get("after")),
+            )
+            if value is not None
+        }
+        for raw in given.values():
             # An event id is a bigint: a larger one would fail in the database (SQLite cannot
             # even bind it), once the stream has started.
             if not (raw.isascii() and raw.isdecimal() and len(raw) <= 19 and int(raw) <= MAX_EVENT_ID):
                 raise exceptions.ValidationError(
                     {"after": [f"must be an event id (an integer from 0 to {MAX_EVENT_ID})"]}
                 )
-            last_id = int(raw)
+        raw = given.get("Last-Event-ID", given.get("after"))
+        last_id = selectors.timer_event_latest_id() if raw is None else int(raw)
         slot = _Slot()
         if not slot.acquire():
             # A capacity limit doing its job, not a server fault: one WARNING line here, and

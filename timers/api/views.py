@@ -20,9 +20,9 @@ from rest_framework.views import APIView
 from actions import selectors as action_selectors
 from actions.serializers import ActionRunOutput
 from timers import selectors, services
-from timers.api import schema as _schema  # noqa: F401  (registers the OpenAPI auth extensions)
 from timers.api.parsers import SafeJSONParser
 from timers.api.principal import Principal
+from timers.api.schema import NONBLANK, error_responses, status_list_pattern  # also registers the auth extensions
 from timers.api.serializers import TimerCancelInput, TimerCreateInput, parse_rfc3339
 from timers.models import Role, Tenant, Timer, TimerStatus
 from timers.serializers import TimerEventOutput, TimerOutput
@@ -258,11 +258,21 @@ class TimerListCreateApi(ApiView):
     @extend_schema(
         operation_id="timers_list",
         parameters=[
-            OpenApiParameter("status", str, description="Comma-separated statuses"),
-            OpenApiParameter("name", str),
-            OpenApiParameter("label", str, many=True, description="key:value, repeatable (all must match)"),
-            OpenApiParameter("fireAfter", str, description="RFC 3339, inclusive"),
-            OpenApiParameter("fireBefore", str, description="RFC 3339, exclusive"),
+            OpenApiParameter(
+                "status",
+                {"type": "string", "pattern": status_list_pattern(TimerStatus.values)},
+                description="Comma-separated statuses",
+            ),
+            OpenApiParameter("name", {"type": "string", "maxLength": 200, "pattern": NONBLANK}),
+            OpenApiParameter(
+                "label",
+                {"type": "array", "items": {"type": "string", "pattern": "^[^:\\x00]+:[^\\x00]*$"}},
+                description="key:value, repeatable (all must match)",
+            ),
+            OpenApiParameter("fireAfter", {"type": "string", "format": "date-time"}, description="RFC 3339, inclusive"),
+            OpenApiParameter(
+                "fireBefore", {"type": "string", "format": "date-time"}, description="RFC 3339, exclusive"
+            ),
             OpenApiParameter(
                 "limit",
                 {"type": "integer", "minimum": 1, "maximum": TimerPagination.max_page_size, "default": 50},
@@ -270,14 +280,17 @@ class TimerListCreateApi(ApiView):
             ),
             OpenApiParameter("cursor", str),
         ],
-        responses=inline_serializer(
-            "TimerPage",
-            {
-                "timers": TimerOutput(many=True),
-                "next": serializers.CharField(allow_null=True),
-                "previous": serializers.CharField(allow_null=True),
-            },
-        ),
+        responses={
+            200: inline_serializer(
+                "TimerPage",
+                {
+                    "timers": TimerOutput(many=True),
+                    "next": serializers.CharField(allow_null=True),
+                    "previous": serializers.CharField(allow_null=True),
+                },
+            ),
+            **error_responses(400),
+        },
     )
     def get(self, request: Request) -> Response:
         params = TimerListInput(data=request.query_params.dict())
@@ -301,9 +314,15 @@ class TimerListCreateApi(ApiView):
     @extend_schema(
         operation_id="timers_create",
         request=TimerCreateInput,
-        responses={201: TimerOutput, 200: TimerOutput},
+        responses={201: TimerOutput, 200: TimerOutput, **error_responses(400, 409, 413, 429)},
         parameters=[
-            OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, description="replay-safe create")
+            OpenApiParameter(
+                "Idempotency-Key",
+                # 1-200 printable ASCII characters; not only spaces (HTTP strips them).
+                {"type": "string", "pattern": f"^[!-~](?:[ -~]{{0,{MAX_IDEMPOTENCY_KEY - 2}}}[!-~])?$"},
+                OpenApiParameter.HEADER,
+                description="replay-safe create",
+            )
         ],
     )
     def post(self, request: Request) -> Response:
@@ -338,7 +357,7 @@ class TimerListCreateApi(ApiView):
 class TimerDetailApi(ApiView):
     required_role = Role.TIMER_READ
 
-    @extend_schema(responses=TimerDetailOutput)
+    @extend_schema(responses={200: TimerDetailOutput, **error_responses(404)})
     def get(self, request: Request, timer_id: UUID) -> Response:
         return Response(TimerDetailOutput(_get_timer_or_404(request, timer_id, with_runs=True)).data)
 
@@ -346,7 +365,7 @@ class TimerDetailApi(ApiView):
 class TimerCancelApi(ApiView):
     required_role = Role.TIMER_CANCEL
 
-    @extend_schema(request=TimerCancelInput, responses=TimerOutput)
+    @extend_schema(request=TimerCancelInput, responses={200: TimerOutput, **error_responses(400, 404, 409, 413)})
     def post(self, request: Request, timer_id: UUID) -> Response:
         principal = _principal(request)
         body = TimerCancelInput(data=request.data)
@@ -364,7 +383,12 @@ class TimerCancelApi(ApiView):
 class TimerEventsApi(ApiView):
     required_role = Role.TIMER_READ
 
-    @extend_schema(responses=inline_serializer("TimerEvents", {"events": TimerEventOutput(many=True)}))
+    @extend_schema(
+        responses={
+            200: inline_serializer("TimerEvents", {"events": TimerEventOutput(many=True)}),
+            **error_responses(404),
+        }
+    )
     def get(self, request: Request, timer_id: UUID) -> Response:
         timer = _get_timer_or_404(request, timer_id)
         return Response({"events": TimerEventOutput(selectors.timer_events(timer=timer), many=True).data})
