@@ -202,7 +202,7 @@ MINOOTS_MIN_BACKOFF: timedelta = parse_duration_setting(
 MINOOTS_MAX_ATTEMPTS_PER_TIMER: int = env.int("MINOOTS_MAX_ATTEMPTS_PER_TIMER", default=100)
 # Action attempts one tenant may have running at once, over all action workers (0: no cap);
 # the default leaves half of `make run`'s 16 action threads to the other tenants.
-MINOOTS_TENANT_ACTION_CONCURRENCY: int = env.int("MINOOTS_TENANT_ACTION_CONCURRENCY", default=8)
+MINOOTS_TENANT_ACTION_CONCURRENCY: int = env.int("MINOOTS_TENANT_ACTION_CONCURRENCY", default=0)
 MINOOTS_ACTION_LEASE: timedelta = parse_duration_setting(
     "MINOOTS_ACTION_LEASE", env.str("MINOOTS_ACTION_LEASE", default="5m")
 )
