@@ -133,6 +133,11 @@ def test_bodies_that_refuse_unknown_fields_say_so(schema: dict[str, Any]) -> Non
     assert "additionalProperties" not in components["TimerOutput"]
 
 
+def test_a_create_names_exactly_one_of_duration_and_fire_at(schema: dict[str, Any]) -> None:
+    create = schema["components"]["schemas"]["TimerCreateInput"]
+    assert create["oneOf"] == [{"required": ["duration"]}, {"required": ["fireAt"]}]
+
+
 def test_non_blank_string_fields_of_strict_bodies_have_a_minimum_length(schema: dict[str, Any]) -> None:
     create = _props(schema, "TimerCreateInput")
     assert create["name"]["minLength"] == 1
@@ -145,3 +150,15 @@ def test_the_served_schema_has_the_same_additions(client: APIClient) -> None:
     served = client.get("/api/schema/", {"format": "json"}).json()
     assert served["components"]["schemas"]["TimerCreateInput"]["additionalProperties"] is False
     assert "Error" in served["components"]["schemas"]
+
+
+@pytest.mark.parametrize("value", [0, 1.5, True, [], {}])
+def test_a_string_field_of_a_strict_body_refuses_other_types(client: APIClient, value: Any) -> None:
+    """Schemathesis found ``{"name": 0}`` accepted (DRF's CharField made it "0"): the schema says string."""
+    response = client.post("/api/timers", {"name": value, "duration": "5m"}, format="json")
+    assert response.status_code == 400
+    assert response.json()["message"].startswith("name:")
+    timer = client.post("/api/timers", {"name": "t", "duration": "5m"}, format="json").json()
+    response = client.post(f"/api/timers/{timer['id']}/cancel", {"reason": 5}, format="json")
+    assert response.status_code == 400
+    assert response.json()["message"] == "reason: must be a string"

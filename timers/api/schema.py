@@ -137,12 +137,16 @@ def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bo
     """POSTPROCESSING_HOOKS entry: what serializers and extend_schema cannot say.
 
     - ``additionalProperties: false`` on the bodies whose unknown fields are a 400;
+    - a create names exactly one of ``duration`` and ``fireAt``;
     - the ``Retry-After`` header of every 503.
     """
     schemas = result.get("components", {}).get("schemas", {})
     for name, cls in _strict_components().items():
         if name in schemas:
             _strict_body(schemas[name], cls)
+    if "TimerCreateInput" in schemas:
+        # EXACTLY_ONE_WHEN: a create gives duration or fireAt, not both, not neither.
+        schemas["TimerCreateInput"]["oneOf"] = [{"required": ["duration"]}, {"required": ["fireAt"]}]
     for path_item in result.get("paths", {}).values():
         for operation in path_item.values():
             unavailable = operation.get("responses", {}).get("503")

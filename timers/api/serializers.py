@@ -138,6 +138,9 @@ class StrictInput(serializers.Serializer[Any]):
             problem = storable_json_problem(value)
             if problem:
                 raise serializers.ValidationError({name: [problem]})
+            # DRF's CharField would turn a number into a string; the schema says string.
+            if isinstance(self.fields[name], serializers.CharField) and not isinstance(value, (str, type(None))):
+                raise serializers.ValidationError({name: ["must be a string"]})
         return super().to_internal_value(data)
 
 
