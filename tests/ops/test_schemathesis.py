@@ -8,6 +8,7 @@ report of it (the failing request as a curl command) printed.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -25,7 +26,8 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 SCHEMATHESIS = str(Path(sys.executable).with_name("schemathesis"))
 # Test cases per operation and phase: bounded, so the run stays under a minute on 2 cores.
 MAX_EXAMPLES = 25
-SEED = 1
+# Fixed, so a run is reproducible; MINOOTS_SCHEMATHESIS_SEED explores others.
+SEED = int(os.environ.get("MINOOTS_SCHEMATHESIS_SEED", "1"))
 
 # All checks stay on. What is set here, and why:
 CONFIG = """
@@ -47,6 +49,9 @@ allow-x00 = false
 include-operation-id = "timers_list"
 # ?cursor= is opaque: only a next / previous link the server gave is valid, any other a 400.
 checks.positive_data_acceptance.expected-statuses = ["2xx", 400, 401, 403, 404, 409, 429]
+# Many long labels make a request line gunicorn refuses itself (414, documented) before Django
+# can answer 400: a refusal all the same. The default statuses otherwise.
+checks.negative_data_rejection.expected-statuses = [400, 401, 403, 404, 405, 406, 409, 414, 415, 422, 428, 429, "5xx"]
 
 [[operations]]
 include-operation-id = "timers_create"

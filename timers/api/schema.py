@@ -86,9 +86,18 @@ def status_list_pattern(statuses: list[str]) -> str:
     return rf"^[ ,]*{one}(?: *,[ ,]*{one})*[ ,]*$"
 
 
-def error_responses(*codes: int) -> dict[tuple[int, str], OpenApiResponse]:
-    """``extend_schema(responses=...)`` entries: ``codes`` plus 401, 403 and 503, each with the
-    Error body, as application/json whatever the operation's other media types (the stream's)."""
+# Answered by the HTTP server (gunicorn) before Django sees the request, so not in the Error
+# shape: a page of HTML. Only a query string can make a request line this long.
+URI_TOO_LONG = {
+    414: OpenApiResponse(
+        description="Request line longer than the HTTP server reads (gunicorn: 4094 bytes); its own answer"
+    )
+}
+
+
+def error_responses(*codes: int) -> dict[Any, OpenApiResponse]:
+    """``extend_schema(responses=...)`` entries: ``codes`` plus 401, 403, 404 and 503, each with
+    the Error body, as application/json whatever the operation's other media types (the stream's)."""
     return {
         (code, "application/json"): OpenApiResponse(ERROR, description=ERROR_DESCRIPTIONS[code])
         for code in sorted({*codes, *_ALWAYS})

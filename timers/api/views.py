@@ -22,7 +22,12 @@ from actions.serializers import ActionRunOutput
 from timers import selectors, services
 from timers.api.parsers import SafeJSONParser
 from timers.api.principal import Principal
-from timers.api.schema import NONBLANK, error_responses, status_list_pattern  # also registers the auth extensions
+from timers.api.schema import (
+    NONBLANK,
+    URI_TOO_LONG,
+    error_responses,
+    status_list_pattern,
+)  # also registers the auth extensions
 from timers.api.serializers import TimerCancelInput, TimerCreateInput, parse_rfc3339
 from timers.models import Role, Tenant, Timer, TimerStatus
 from timers.serializers import TimerEventOutput, TimerOutput
@@ -290,6 +295,7 @@ class TimerListCreateApi(ApiView):
                 },
             ),
             **error_responses(400),
+            **URI_TOO_LONG,
         },
     )
     def get(self, request: Request) -> Response:
