@@ -110,6 +110,12 @@ def test_only_the_list_documents_gunicorns_uri_too_long(schema: dict[str, Any]) 
     assert with_414 == {("/api/timers", "get")}
 
 
+def test_no_operation_lists_drfs_format_override(schema: dict[str, Any]) -> None:
+    for item in schema["paths"].values():
+        for op in item.values():
+            assert "format" not in {p["name"] for p in op.get("parameters", [])}
+
+
 def test_the_error_body_is_a_named_component(schema: dict[str, Any]) -> None:
     error = schema["components"]["schemas"]["Error"]
     assert error["required"] == ["details", "message"]

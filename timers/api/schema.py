@@ -147,6 +147,7 @@ def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bo
 
     - ``additionalProperties: false`` on the bodies whose unknown fields are a 400;
     - a create names exactly one of ``duration`` and ``fireAt``;
+    - no ``format`` query parameter;
     - the ``Retry-After`` header of every 503.
     """
     schemas = result.get("components", {}).get("schemas", {})
@@ -158,6 +159,14 @@ def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bo
         schemas["TimerCreateInput"]["oneOf"] = [{"required": ["duration"]}, {"required": ["fireAt"]}]
     for path_item in result.get("paths", {}).values():
         for operation in path_item.values():
+            # drf-spectacular lists DRF's ?format= override for a view with several renderers
+            # (the stream's): it chooses nothing there (the stream is text/event-stream, its
+            # errors JSON, whatever it says; an unknown one is the documented 404).
+            operation["parameters"] = [
+                p for p in operation.get("parameters", []) if (p.get("in"), p.get("name")) != ("query", "format")
+            ]
+            if not operation["parameters"]:
+                del operation["parameters"]
             unavailable = operation.get("responses", {}).get("503")
             if unavailable is not None:
                 unavailable.setdefault("headers", {})["Retry-After"] = {
