@@ -268,3 +268,11 @@ def make_tls_files(directory: Path, hostname: str) -> tuple[Path, Path, Path]:
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return paths
+
+
+@dataclass(frozen=True)
+class NoParams:
+    """The typed parameters of a test runner that takes none."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {}

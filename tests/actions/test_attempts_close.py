@@ -8,7 +8,6 @@ attempt as lost).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -21,6 +20,7 @@ from actions.models import ActionAttempt, ActionRun, AttemptOutcome, RunStatus
 from actions.queries import AttemptRecord, attempts_close
 from actions.runners import RUNNERS, ActionContext, ActionResult, Runner
 from tests.actions.conftest import FireTimer
+from tests.actions.support import NoParams
 from tests.factories import make_run, make_timer
 from timers.models import Tenant, TimerStatus
 
@@ -81,12 +81,6 @@ def test_an_attempt_already_closed_is_left_alone_and_the_open_ones_are_closed(te
     assert stored(lost) == before
     assert before[:2] == (lost_at, AttemptOutcome.TRANSIENT)
     assert stored(still_open) == (at, AttemptOutcome.SUCCEEDED, 204, None, 3, "", "")
-
-
-@dataclass(frozen=True)
-class NoParams:
-    def to_json(self) -> dict[str, Any]:
-        return {}
 
 
 def test_the_late_outcome_of_a_run_taken_over_keeps_its_attempt_recorded_as_lost(

@@ -3,7 +3,6 @@ recovery of lost runs, and how the timer settles."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -18,7 +17,7 @@ from actions.execution import retry_delay, run_execute
 from actions.models import ActionRun, AttemptOutcome, RunStatus
 from actions.runners import RUNNERS, ActionContext, ActionResult, Runner
 from tests.actions.conftest import FireTimer
-from tests.actions.support import Receiver, Reply, drive, execute_next, queued_runs, webhook
+from tests.actions.support import NoParams, Receiver, Reply, drive, execute_next, queued_runs, webhook
 from tests.concurrency import run_in_threads
 from timers.models import Timer, TimerEvent, TimerStatus
 
@@ -69,12 +68,6 @@ def test_unknown_or_malformed_run_ids_are_ignored() -> None:
 
 class WorkerKilled(BaseException):
     """Stands for SIGKILL: nothing after the runner call executes."""
-
-
-@dataclass(frozen=True)
-class NoParams:
-    def to_json(self) -> dict[str, Any]:
-        return {}
 
 
 @pytest.fixture

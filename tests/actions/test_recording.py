@@ -3,7 +3,6 @@ failure while recording one run touches no other run of its batch (issue 9 item 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -15,18 +14,12 @@ from actions.models import ActionRun, AttemptOutcome, RunStatus
 from actions.recording import ALTERED, storable
 from actions.runners import RUNNERS, ActionContext, ActionResult, Runner
 from tests.actions.conftest import FireTimer
-from tests.actions.support import Receiver, Reply, drive, webhook
+from tests.actions.support import NoParams, Receiver, Reply, drive, webhook
 from tests.factories import make_timer
 from timers import services
 from timers.models import Tenant, TimerEvent, TimerStatus
 
 pytestmark = pytest.mark.django_db
-
-
-@dataclass(frozen=True)
-class NoParams:
-    def to_json(self) -> dict[str, Any]:
-        return {}
 
 
 class Answers(Runner[NoParams]):

@@ -3,7 +3,6 @@ escalations included (issue 9 item 7)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -15,16 +14,10 @@ from actions.execution import retry_delay
 from actions.models import ActionAttempt, ActionRun, RunStatus
 from actions.runners import RUNNERS, ActionContext, ActionResult, Runner
 from tests.actions.conftest import FireTimer
-from tests.actions.support import drive, execute_next
+from tests.actions.support import NoParams, drive, execute_next
 from timers.models import TimerEvent, TimerStatus
 
 pytestmark = pytest.mark.django_db
-
-
-@dataclass(frozen=True)
-class NoParams:
-    def to_json(self) -> dict[str, Any]:
-        return {}
 
 
 class AlwaysBusy(Runner[NoParams]):
