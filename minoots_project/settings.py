@@ -244,10 +244,16 @@ if EMBEDDED_BROKER:
     }
 else:
     CELERY_BROKER_URL = env.str("CELERY_BROKER_URL")
+    if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+        # kombu's Redis transport, except that a worker holding ETA ticks survives Redis going
+        # away (kombu's channel close dies with AttributeError); see redis_transport.py.
+        CELERY_BROKER_TRANSPORT = "minoots_project.redis_transport:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         # Redis re-delivers unacked messages after this; it must stay far above the arm
         # horizon plus the longest action, or ETA ticks get delivered twice (kombu #337).
         "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=6 * 3600),
+        # A Redis host that vanished (no RST) must not hold a reconnect for minutes.
+        "socket_connect_timeout": 5,
     }
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
@@ -267,6 +273,9 @@ CELERY_TASK_ROUTES = {
     "actions.*": {"queue": "actions"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Redis may be away for any length of time: workers and beat wait for it forever (Celery's
+# default gives up after 100 attempts and exits), retrying every 2 s at most (celery.py).
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
     "reconcile": {
