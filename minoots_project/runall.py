@@ -13,7 +13,10 @@
 - on Ctrl-C or SIGTERM sends SIGTERM to every group, waits MINOOTS_SHUTDOWN_GRACE seconds
   (default 30: the workers finish their running tasks and hand back the rest), then SIGKILLs
   what is left, and exits 0;
-- when a child dies on its own, reports it, stops the others the same way and exits 1.
+- when a child dies on its own (crashed, killed, or exited, whatever its status), says so,
+  SIGKILLs what is left of its process group, and starts it again after a backoff: 1 s,
+  doubling up to 30 s while it keeps dying, back to 1 s once it had run 60 s. The others go on
+  meanwhile: a dead worker does not take the web down.
 
 It uses whatever DATABASE_URL / CELERY_BROKER_URL say: the embedded default (SQLite and the
 filesystem broker under MINOOTS_DATA_DIR) when they are unset, Postgres and Redis otherwise.
@@ -23,8 +26,11 @@ Why not a Procfile runner: honcho 2.0.0 (``honcho/manager.py``) SIGKILLs after a
 worker finishing its tasks is cut after 5 s, and when every child ignores SIGTERM nothing is
 ever killed; a second Ctrl-C does nothing; it exits 130 / 143 on a requested stop and with the
 dead child's own status (0 included) otherwise; its children outlive it when it is killed.
-Neither honcho nor this module restarts a crashed child: ``make run`` stops, and systemd or the
-container runtime restarts the set. tests/ops/test_runall.py pins each of these behaviours.
+Nor does honcho restart a crashed child. supervisord and circus do, but each is a daemon of its
+own with an ini file, its own log handling (not our one prefixed or JSON line per child) and its
+own stop sequence; the restart loop here is a few lines on top of the process groups this module
+already keeps, so it is written here. tests/ops/test_runall.py and
+tests/ops/test_supervisor_restarts.py pin each of these behaviours.
 """
 
 from __future__ import annotations
@@ -50,6 +56,30 @@ NAMES = ("web", "firing", "worker", "beat")
 # runs, so a few threads keep up with bursts (bench/timers.py); actions never run there.
 FIRING_CONCURRENCY = 4
 
+# A child that dies on its own is started again after RESTART_FIRST_DELAY seconds, doubling at
+# each death in a row up to RESTART_MAX_DELAY; once it has run RESTART_STABLE_AFTER seconds its
+# next death starts from the first delay again.
+RESTART_FIRST_DELAY = 1.0
+RESTART_MAX_DELAY = 30.0
+RESTART_STABLE_AFTER = 60.0
+
+
+@dataclass
+class Backoff:
+    """How long to wait before starting a child again that died ``ran_for`` seconds after its start."""
+
+    first: float = RESTART_FIRST_DELAY
+    most: float = RESTART_MAX_DELAY
+    stable_after: float = RESTART_STABLE_AFTER
+    deaths_in_a_row: int = 0
+
+    def delay(self, *, ran_for: float) -> float:
+        if ran_for >= self.stable_after:
+            self.deaths_in_a_row = 0
+        delay: float = min(self.most, self.first * 2.0**self.deaths_in_a_row)
+        self.deaths_in_a_row += 1
+        return delay
+
 
 @dataclass
 class Child:
@@ -58,6 +88,11 @@ class Child:
     proc: subprocess.Popen[bytes] | None = None
     reader: threading.Thread | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    backoff: Backoff = field(default_factory=Backoff)
+    started_at: float = 0.0
+    # Monotonic time at which a dead child is started again; None while it runs.
+    restart_at: float | None = None
+    restarts: int = 0
 
 
 class Output:
@@ -96,15 +131,25 @@ class Output:
         pipe.close()
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM if the supervisor itself is killed (Linux)."""
+def _load_libc() -> Any:
     try:
         import ctypes
 
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:  # not Linux
+        return None
+
+
+# Loaded here, in the parent: between fork and exec a child must not import or dlopen, since
+# another thread (an output pump, on a restart) may have held the lock those take.
+_LIBC = _load_libc()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if the supervisor itself is killed (Linux)."""
+    if _LIBC is not None:
         pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-    except Exception:  # noqa: S110 - best effort, not available off Linux
-        pass
+        _LIBC.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def commands(*, python: str, data_dir: Path, log_level: str, concurrency: int) -> dict[str, list[str]]:
@@ -158,23 +203,45 @@ class Supervisor:
 
     def start(self) -> None:
         for child in self.children:
-            child.proc = subprocess.Popen(
-                child.argv,
-                cwd=self.cwd,
-                env={**self.env, **child.extra_env},
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                process_group=0,  # own group: we decide when it gets a signal, and we reach its children
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads run yet
-            )
-        for child in self.children:
-            assert child.proc is not None and child.proc.stdout is not None
-            child.reader = threading.Thread(
-                target=self.output.pump, args=(child.name, child.proc.stdout), name=f"pump-{child.name}", daemon=True
-            )
-            child.reader.start()
-            self.say(f"started {child.name} (pid {child.proc.pid}): {' '.join(child.argv[1:])}")
+            self._spawn(child)
+
+    def _spawn(self, child: Child) -> None:
+        child.proc = subprocess.Popen(
+            child.argv,
+            cwd=self.cwd,
+            env={**self.env, **child.extra_env},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            process_group=0,  # own group: we decide when it gets a signal, and we reach its children
+            # One prctl call, nothing that takes a lock: the pump threads already run on a restart.
+            preexec_fn=_die_with_parent,  # noqa: PLW1509
+        )
+        child.started_at = time.monotonic()
+        child.restart_at = None
+        assert child.proc.stdout is not None
+        child.reader = threading.Thread(
+            target=self.output.pump, args=(child.name, child.proc.stdout), name=f"pump-{child.name}", daemon=True
+        )
+        child.reader.start()
+        verb = "started" if child.restarts == 0 else f"restarted (restart {child.restarts})"
+        self.say(f"{verb} {child.name} (pid {child.proc.pid}): {' '.join(child.argv[1:])}")
+
+    def _on_child_exit(self, child: Child) -> None:
+        """A child died on its own: clear what is left of its group and schedule its restart."""
+        assert child.proc is not None
+        ran_for = time.monotonic() - child.started_at
+        # Grandchildren that outlived their leader (gunicorn workers) would hold its port.
+        self._signal_group(child, signal.SIGKILL)
+        if child.reader is not None:
+            child.reader.join(timeout=2)  # its last lines (a traceback) come before ours
+        delay = child.backoff.delay(ran_for=ran_for)
+        child.restart_at = time.monotonic() + delay
+        child.restarts += 1
+        self.say(
+            f"{child.name} exited unexpectedly with code {child.proc.returncode} after {ran_for:.1f}s; "
+            f"restarting it in {delay:g}s"
+        )
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         if self.stop_requested is not None and signum == signal.SIGINT:
@@ -187,22 +254,20 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
         self.start()
-        failed: Child | None = None
-        while self.stop_requested is None and failed is None:
+        while self.stop_requested is None:
             for child in self.children:
-                assert child.proc is not None
-                if child.proc.poll() is not None:
-                    failed = child
+                if self.stop_requested is not None:
                     break
-            else:
-                time.sleep(0.1)
-        if failed is not None:
-            assert failed.proc is not None
-            self.say(f"{failed.name} exited unexpectedly with code {failed.proc.returncode}; stopping everything")
-        else:
-            self.say(f"got {signal.Signals(self.stop_requested or signal.SIGTERM).name}; stopping everything")
+                assert child.proc is not None
+                if child.restart_at is None:
+                    if child.proc.poll() is not None:
+                        self._on_child_exit(child)
+                elif time.monotonic() >= child.restart_at:
+                    self._spawn(child)
+            time.sleep(0.1)
+        self.say(f"got {signal.Signals(self.stop_requested or signal.SIGTERM).name}; stopping everything")
         self.stop()
-        return 1 if failed is not None else 0
+        return 0
 
     def _signal_group(self, child: Child, sig: int) -> None:
         assert child.proc is not None

@@ -174,30 +174,6 @@ def test_make_run_on_postgres_and_redis_fires_a_timer(
     assert not (tmp_path / "data" / "minoots.sqlite3").exists()  # Postgres, not the embedded default
 
 
-def test_runall_reports_a_dead_child_and_stops_the_rest_with_an_error(
-    repo_copy: Path, supervised: Supervised, tmp_path: Path
-) -> None:
-    port = free_port()
-    data = tmp_path / "data"
-    env = clean_env(PORT=str(port), MINOOTS_DATA_DIR=str(data), MINOOTS_SHUTDOWN_GRACE="20")
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=repo_copy, env=env, check=True, timeout=120)
-    tree = supervised.start("runall", [sys.executable, "-m", "minoots_project.runall"], cwd=repo_copy, env=env)
-    wait_http_ok(f"http://127.0.0.1:{port}/healthz", tree)
-    beat = wait_for(lambda: re.search(r"started beat \(pid (\d+)\)", tree.output()), timeout=10, what="beat's pid")
-    tree.remember()
-
-    os.killpg(int(beat.group(1)), signal.SIGKILL)
-
-    wait_for(lambda: tree.popen.poll() is not None, timeout=40, what="runall to exit")
-    assert tree.popen.returncode == 1
-    assert "beat exited unexpectedly with code -9" in tree.output()
-    wait_for(
-        lambda: not [pid for pid in tree.known if alive(pid)],
-        timeout=10,
-        what="web and the workers to be gone after beat was killed (a child survived its sibling's death)",
-    )
-
-
 # --- The children's command lines ----------------------------------------------------------
 
 
@@ -313,15 +289,6 @@ def test_a_second_ctrl_c_kills_at_once_instead_of_waiting_for_the_grace(supervis
 
     assert exit_status(tree, within=30) == 0  # far less than the 600 s grace
     assert "worker still running after 600s; killing it" in tree.output()
-    assert not [pid for pid in tree.known if alive(pid)]
-
-
-def test_a_child_that_ends_on_its_own_even_with_status_0_stops_the_rest_with_status_1(supervise: Any) -> None:
-    tree = supervise({"worker": "sleep", "beat": "exit0"}, grace=20)
-
-    assert exit_status(tree, within=40) == 1
-    assert "beat exited unexpectedly with code 0; stopping everything" in tree.output()
-    assert "stopped (worker=-15, beat=0)" in tree.output()
     assert not [pid for pid in tree.known if alive(pid)]
 
 
