@@ -27,4 +27,4 @@ RUN useradd --system --uid 10001 --home-dir /var/lib/minoots minoots \
 
 USER minoots
 EXPOSE 8000
-CMD ["gunicorn", "-c", "python:minoots_project.gunicorn_conf", "minoots_project.wsgi"]
+CMD ["gunicorn", "-c", "minoots_project/gunicorn.conf.py", "minoots_project.wsgi"]

@@ -1,14 +1,23 @@
-"""gunicorn settings for the web process: ``gunicorn -c python:minoots_project.gunicorn_conf minoots_project.wsgi``.
+"""gunicorn settings for the web process, read through ``minoots_project/gunicorn.conf.py``.
 
 Used by ``runall`` (``make run``), the Dockerfile and compose.yaml. Every value comes from the
 environment (and ``.env``), like the Django settings. gunicorn's own error and access logs go
 through the same formatters as Django's, so LOG_FORMAT=json gives JSON lines here too.
+
+Workers are gevent workers: each client connection is a greenlet, not a thread, so slow or idle
+clients (a header byte every few seconds, an open event stream) cost a little memory and no
+request slot; up to GUNICORN_WORKER_CONNECTIONS connections per process. gunicorn gives a client
+GUNICORN_KEEPALIVE seconds to send a whole request head (request line and headers; the same
+limit as for an idle keep-alive connection) and closes the connection after that, so dripped
+headers cannot hold even a greenlet for long. psycopg2 is made cooperative (psycogreen) in each
+worker, and the workers share a bounded pool of Postgres connections (minoots_project/greendb).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import environ
 
@@ -21,11 +30,10 @@ if _DOTENV.exists():
 # Loopback by default (a trial `make run` is not exposed to the network); the container image
 # sets BIND_HOST=0.0.0.0.
 bind = f"{os.environ.get('BIND_HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
-# Each worker process serves `threads` requests at a time; the event stream holds one thread
-# per open connection, so threads rather than sync workers.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+worker_class = "gevent"
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
 # gunicorn's control socket defaults to one path per user (~/.gunicorn/gunicorn.ctl): two
@@ -38,3 +46,10 @@ logconfig_dict = build_logging(
     fmt=os.environ.get("LOG_FORMAT", "text").lower(),
     gunicorn=True,
 )
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """psycopg2 waits through gevent's hub, so a query blocks its greenlet, not the process."""
+    from psycogreen.gevent import patch_psycopg
+
+    patch_psycopg()

@@ -180,7 +180,7 @@ def commands(*, python: str, data_dir: Path, log_level: str, concurrency: int) -
         ]
 
     return {
-        "web": [python, "-m", "gunicorn", "-c", "python:minoots_project.gunicorn_conf", "minoots_project.wsgi"],
+        "web": [python, "-m", "gunicorn", "-c", "minoots_project/gunicorn.conf.py", "minoots_project.wsgi"],
         # Firing never waits behind an action: this worker consumes the timers queue only.
         "firing": worker("timers", FIRING_CONCURRENCY, "firing"),
         "worker": worker("actions", concurrency, "worker"),

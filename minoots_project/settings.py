@@ -7,6 +7,7 @@ SQLite and kombu's filesystem transport under MINOOTS_DATA_DIR, so `make run` ne
 from __future__ import annotations
 
 import secrets
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -64,6 +65,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: a slow body is read before anything takes a database connection.
+    "minoots_project.middleware.RequestBodyFirstMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -117,6 +120,17 @@ TEMPLATES = [
 ]
 
 # --- Database -------------------------------------------------------------------------------
+
+
+def _gevent_patched() -> bool:
+    """True in a process whose sockets gevent has patched: gunicorn's gevent web workers."""
+    if "gevent" not in sys.modules:
+        return False
+    from gevent import monkey
+
+    return bool(monkey.is_module_patched("socket"))
+
+
 DATABASES = {"default": env.db_url_config(DATABASE_URL or f"sqlite:///{DATA_DIR / 'minoots.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL + busy timeout + IMMEDIATE transactions let web, worker and beat write side by side.
@@ -125,6 +139,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+elif _gevent_patched():
+    # A gevent web worker (gunicorn_conf): a bounded pool per process shared by the greenlets,
+    # lent per request (CONN_MAX_AGE 0 gives the connection back); see greendb/base.py.
+    DATABASES["default"]["ENGINE"] = "minoots_project.greendb"
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        MAX_CONNS=env.int("MINOOTS_WEB_DB_CONNECTIONS", default=10),
+        POOL_TIMEOUT=env.float("MINOOTS_WEB_DB_WAIT", default=5.0),
+    )
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -219,8 +242,12 @@ MINOOTS_WEBHOOK_ALLOW_PRIVATE: bool = env.bool("MINOOTS_WEBHOOK_ALLOW_PRIVATE", 
 # Runs published together when timers fire (one message per chunk; see actions/batch.py).
 MINOOTS_ACTION_BATCH: int = env.int("MINOOTS_ACTION_BATCH", default=20)
 MINOOTS_STREAM_MAX_SECONDS: float = env.float("MINOOTS_STREAM_MAX_SECONDS", default=300.0)
-# Open event streams per web process (each holds a thread); more get a 503 with Retry-After.
-MINOOTS_STREAMS_PER_PROCESS: int = env.int("MINOOTS_STREAMS_PER_PROCESS", default=4)
+# Open event streams per web process (each a greenlet polling the database); more get a 503.
+MINOOTS_STREAMS_PER_PROCESS: int = env.int("MINOOTS_STREAMS_PER_PROCESS", default=200)
+# Open event streams of one tenant over every web process (timers.streams); more get a 429.
+MINOOTS_STREAMS_PER_TENANT: int = env.int("MINOOTS_STREAMS_PER_TENANT", default=10)
+# Seconds a client has to send a request's whole body (gevent web workers); then a 408.
+MINOOTS_REQUEST_BODY_SECONDS: float = env.float("MINOOTS_REQUEST_BODY_SECONDS", default=10.0)
 ACTION_WEBHOOK_TIMEOUT_MS: int = env.int("ACTION_WEBHOOK_TIMEOUT_MS", default=10_000)
 
 # --- Celery ---------------------------------------------------------------------------------

@@ -183,24 +183,14 @@ class Processes:
         )
 
     def web(self, name: str = "web") -> tuple[Proc, str]:
+        """gunicorn as ``make run`` starts it (its configuration file: gevent workers), two
+        processes, on a free port."""
         port = free_port()
         proc = self.start(
             name,
-            [
-                PYTHON,
-                "-m",
-                "gunicorn",
-                "minoots_project.wsgi",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "2",
-                "--threads",
-                "4",
-                "--access-logfile",
-                "-",
-            ],
+            [PYTHON, "-m", "gunicorn", "-c", "minoots_project/gunicorn.conf.py", "minoots_project.wsgi"],
             ready="Booting worker",
+            env={**self.env, "PORT": str(port), "BIND_HOST": "127.0.0.1", "WEB_CONCURRENCY": "2"},
         )
         return proc, f"http://127.0.0.1:{port}"
 

@@ -161,3 +161,23 @@ class TimerEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} @ {self.occurred_at:%Y-%m-%d %H:%M:%S}"
+
+
+class StreamLease(models.Model):
+    """One open ``/api/timers/stream`` connection of a tenant, over every web process.
+
+    Counting these caps a tenant's open streams (MINOOTS_STREAMS_PER_TENANT) wherever they are
+    served. An open stream renews its lease while it runs and deletes it when it ends; a lease
+    whose web process died expires on its own (``timers.streams``).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    opened_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "expires_at"], name="streamlease_tenant_expiry")]
+
+    def __str__(self) -> str:
+        return f"stream of {self.tenant_id} until {self.expires_at:%Y-%m-%dT%H:%M:%SZ}"

@@ -41,7 +41,7 @@ def test_readyz_names_the_broker_when_it_is_unreachable(processes: Processes) ->
     )
     processes.start(
         "web",
-        [PYTHON, "-m", "gunicorn", "-c", "python:minoots_project.gunicorn_conf", "minoots_project.wsgi"],
+        [PYTHON, "-m", "gunicorn", "-c", "minoots_project/gunicorn.conf.py", "minoots_project.wsgi"],
         env=env,
         ready="Booting worker",
     )

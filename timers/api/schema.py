@@ -67,7 +67,7 @@ ERROR_DESCRIPTIONS = {
     404: "No such timer for this tenant (other tenants' timers are 404 too), or an unknown ?format=",
     409: "A conflict with the timer's state or an earlier request",
     413: "Request body larger than the server accepts",
-    429: "The tenant's quota of active or daily timers is used up",
+    429: "A limit of the tenant is reached: its quota of active or daily timers, or (the event stream) its open streams",
     503: "A dependency (the database) is down, or every slot is in use; retry after Retry-After seconds",
 }
 

@@ -2,17 +2,26 @@
 
 Each event carries its TimerEvent id, so a client that reconnects with ``Last-Event-ID`` (as
 browsers' EventSource do) misses nothing. A stream lasts MINOOTS_STREAM_MAX_SECONDS, then ends
-so that web workers are not held forever; clients reconnect.
+so that no connection is held forever; clients reconnect.
+
+An open stream costs its web worker a greenlet, not a thread (gevent workers, gunicorn_conf),
+and gives its database connection back between polls, so open streams take nothing from other
+requests. Two caps bound them: MINOOTS_STREAMS_PER_TENANT over every web process (a lease per
+stream, ``timers.streams``; one more is a 429), and MINOOTS_STREAMS_PER_PROCESS per web process
+(memory and polling; one more is a 503).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import select
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
+from uuid import UUID
 
 from django.conf import settings
 from django.db import close_old_connections
@@ -23,7 +32,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from timers import selectors
+from timers import selectors, streams
 from timers.api.errors import mark_logged
 from timers.api.principal import Principal
 from timers.api.schema import SSE_EVENT, error_responses
@@ -58,9 +67,35 @@ def _format(event: TimerEvent) -> str:
     return f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(payload)}\n\n"
 
 
-def event_stream(tenant: Tenant | None, last_id: int, max_seconds: float) -> Iterator[str]:
+def client_gone_check(sock: socket.socket | None) -> Callable[[], bool]:
+    """A check that the client has closed its connection (gunicorn's ``gunicorn.socket``), so
+    that a stream ends, and frees its tenant's place, within a poll of the client leaving
+    rather than at the next keepalive write. Without a socket (the test client): never."""
+
+    def gone() -> bool:
+        if sock is None:
+            return False
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            # Readable with nothing to read is the peer's FIN; a request pipelined behind the
+            # stream would be data, and is not a reason to stop.
+            return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
+
+    return gone
+
+
+def event_stream(
+    tenant: Tenant | None,
+    last_id: int,
+    max_seconds: float,
+    lease: UUID | None,
+    client_gone: Callable[[], bool] = lambda: False,
+) -> Iterator[str]:
     deadline = time.monotonic() + max_seconds
     quiet_since = time.monotonic()
+    renew_at = time.monotonic() + streams.RENEW_SECONDS
     yield "retry: 1000\n: connected\n\n"
     try:
         while time.monotonic() < deadline:
@@ -71,9 +106,18 @@ def event_stream(tenant: Tenant | None, last_id: int, max_seconds: float) -> Ite
             if events:
                 quiet_since = time.monotonic()
                 continue
+            if client_gone():
+                return
+            if lease is not None and time.monotonic() >= renew_at:
+                if not streams.stream_lease_renew(lease):
+                    return  # expired (this process stalled past it): the client reconnects
+                renew_at = time.monotonic() + streams.RENEW_SECONDS
             if time.monotonic() - quiet_since > KEEPALIVE_SECONDS:
                 quiet_since = time.monotonic()
                 yield ": keepalive\n\n"
+            # Between polls the database connection goes back to the web process's pool (gevent
+            # workers; elsewhere only an obsolete one is closed).
+            close_old_connections()
             time.sleep(POLL_SECONDS)
     finally:
         close_old_connections()
@@ -84,8 +128,8 @@ _slots_in_use = 0
 
 
 class _Slot:
-    """One of MINOOTS_STREAMS_PER_PROCESS: each open stream holds a web thread for minutes,
-    so a few clients must not be able to take every thread (and /readyz with them)."""
+    """One of MINOOTS_STREAMS_PER_PROCESS: a bound on what one web process polls for, whatever
+    the tenants."""
 
     def __init__(self) -> None:
         self.held = False
@@ -108,12 +152,13 @@ class _Slot:
 
 
 class _SlotStream:
-    """The event iterator; Django closes it when the response ends, which frees the slot even
-    if the client went away before the first event."""
+    """The event iterator; Django closes it when the response ends, which frees the process
+    slot and the tenant's lease even if the client went away before the first event."""
 
-    def __init__(self, events: Iterator[str], slot: _Slot) -> None:
+    def __init__(self, events: Iterator[str], slot: _Slot, lease: UUID | None) -> None:
         self.events = events
         self.slot = slot
+        self.lease = lease
 
     def __iter__(self) -> _SlotStream:
         return self
@@ -128,6 +173,15 @@ class _SlotStream:
                 close()
         finally:
             self.slot.release()
+            if self.lease is not None:
+                streams.stream_lease_release(self.lease)
+
+
+def _refused(status: int, message: str, event: str, principal: Principal) -> Response:
+    # A capacity limit doing its job, not a server fault: one WARNING line here, and none at
+    # ERROR from django.request (which logs every 5xx so).
+    log.warning(message, extra={"event": event, "tenant": principal.tenant.id if principal.tenant else None})
+    return mark_logged(Response({"message": message, "details": None}, status=status, headers={"Retry-After": "5"}))
 
 
 class TimerStreamApi(APIView):
@@ -151,7 +205,7 @@ class TimerStreamApi(APIView):
             (200, "text/event-stream"): OpenApiResponse(
                 SSE_EVENT, description="Server-sent events, one per timer event"
             ),
-            **error_responses(400),
+            **error_responses(400, 429),
         },
     )
     def get(self, request: Request) -> StreamingHttpResponse | Response:
@@ -178,22 +232,41 @@ class TimerStreamApi(APIView):
         last_id = selectors.timer_event_latest_id() if raw is None else int(raw)
         slot = _Slot()
         if not slot.acquire():
-            # A capacity limit doing its job, not a server fault: one WARNING line here, and
-            # none at ERROR from django.request (which logs every 5xx so).
-            log.warning(
-                "event stream refused: all %d stream slots of this process are in use",
-                settings.MINOOTS_STREAMS_PER_PROCESS,
-                extra={"event": "stream_refused", "tenant": principal.tenant.id if principal.tenant else None},
+            return _refused(
+                503,
+                f"Too many open event streams on this server (all {settings.MINOOTS_STREAMS_PER_PROCESS} "
+                "of this process); retry later",
+                "stream_refused",
+                principal,
             )
-            return mark_logged(
-                Response(
-                    {"message": "Too many open event streams on this server; retry later", "details": None},
-                    status=503,
-                    headers={"Retry-After": "5"},
+        lease = None
+        if principal.tenant is not None:
+            try:
+                lease = streams.stream_lease_acquire(tenant=principal.tenant, cap=settings.MINOOTS_STREAMS_PER_TENANT)
+            except BaseException:
+                slot.release()
+                raise
+            if lease is None:
+                slot.release()
+                return _refused(
+                    429,
+                    f"Tenant {principal.tenant.id} already has {settings.MINOOTS_STREAMS_PER_TENANT} open event "
+                    "streams (MINOOTS_STREAMS_PER_TENANT); close one or retry later",
+                    "stream_refused_tenant",
+                    principal,
                 )
-            )
         response = StreamingHttpResponse(
-            _SlotStream(event_stream(principal.tenant, last_id, settings.MINOOTS_STREAM_MAX_SECONDS), slot),
+            _SlotStream(
+                event_stream(
+                    principal.tenant,
+                    last_id,
+                    settings.MINOOTS_STREAM_MAX_SECONDS,
+                    lease,
+                    client_gone_check(request.META.get("gunicorn.socket")),
+                ),
+                slot,
+                lease,
+            ),
             content_type="text/event-stream",
         )
         response["Cache-Control"] = "no-cache"

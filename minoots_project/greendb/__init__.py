@@ -1,0 +1,1 @@
+"""The web processes' Postgres backend under gevent (see ``base``)."""
