@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from tests.assertions import assert_error
 from tests.factories import api_client, make_api_key
-from timers.models import Tenant
+from timers.models import StreamLease, Tenant
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -98,3 +101,63 @@ def test_a_stream_refused_at_the_cap_is_logged_once_at_warning_not_error(
     assert len(warnings) == 1, [(r.name, r.getMessage()) for r in caplog.records]
     assert "event stream" in warnings[0].getMessage()
     assert getattr(warnings[0], "tenant", None) == "acme"
+
+
+def test_a_tenants_streams_beyond_its_cap_get_a_429_while_other_tenants_still_stream(
+    client: APIClient, tenant: Tenant, other_tenant: Tenant, settings: Any
+) -> None:
+    settings.MINOOTS_STREAMS_PER_TENANT = 2
+    settings.MINOOTS_STREAM_MAX_SECONDS = 0.2
+    first, second = client.get("/api/timers/stream"), client.get("/api/timers/stream")
+    assert (first.status_code, second.status_code) == (200, 200)
+
+    third = client.get("/api/timers/stream")
+    assert assert_error(third, 429, contains="Tenant acme already has 2 open event streams")["limitType"] == "streams"
+    assert third["Retry-After"] == "5"
+    theirs = api_client(api_key=make_api_key(tenant=other_tenant)).get("/api/timers/stream")
+    assert theirs.status_code == 200
+    theirs.close()
+
+    first.close()  # its lease goes with it
+    assert StreamLease.objects.filter(tenant=tenant).count() == 1
+    again = client.get("/api/timers/stream")
+    assert again.status_code == 200
+    again.close()
+    second.close()
+    assert StreamLease.objects.count() == 0
+
+
+def test_streams_open_in_other_web_processes_count_and_leases_of_dead_ones_expire(
+    client: APIClient, tenant: Tenant, settings: Any
+) -> None:
+    """Leases are rows: live ones held by another process count against the cap; one whose
+    process died (no renewal) stops counting when it expires."""
+    settings.MINOOTS_STREAMS_PER_TENANT = 2
+    settings.MINOOTS_STREAM_MAX_SECONDS = 0.2
+    now = timezone.now()
+    StreamLease.objects.create(tenant=tenant, expires_at=now + timedelta(seconds=30))
+    dead = StreamLease.objects.create(tenant=tenant, expires_at=now + timedelta(seconds=30))
+    assert_error(client.get("/api/timers/stream"), 429)
+
+    StreamLease.objects.filter(pk=dead.pk).update(expires_at=now - timedelta(seconds=1))
+    response = client.get("/api/timers/stream")
+    assert response.status_code == 200
+    assert not StreamLease.objects.filter(pk=dead.pk).exists()  # cleared by the count
+    response.close()
+
+
+def test_an_open_stream_renews_its_lease_and_ends_when_the_lease_is_gone(
+    tenant: Tenant, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from timers import streams
+    from timers.api.stream import event_stream
+
+    monkeypatch.setattr(streams, "RENEW_SECONDS", 0.0)
+    lease = streams.stream_lease_acquire(tenant=tenant, cap=1)
+    assert lease is not None
+    chunks = event_stream(tenant, 0, 5.0, lease)
+    next(chunks)  # connected
+    started = time.monotonic()
+    StreamLease.objects.filter(pk=lease).delete()  # as an expired lease is, by another count
+    assert list(chunks) == []  # ends at once rather than running out its 5 s
+    assert time.monotonic() - started < 2.0

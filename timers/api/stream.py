@@ -177,11 +177,12 @@ class _SlotStream:
                 streams.stream_lease_release(self.lease)
 
 
-def _refused(status: int, message: str, event: str, principal: Principal) -> Response:
+def _refused(status: int, message: str, event: str, principal: Principal, **extra: str) -> Response:
     # A capacity limit doing its job, not a server fault: one WARNING line here, and none at
     # ERROR from django.request (which logs every 5xx so).
     log.warning(message, extra={"event": event, "tenant": principal.tenant.id if principal.tenant else None})
-    return mark_logged(Response({"message": message, "details": None}, status=status, headers={"Retry-After": "5"}))
+    body = {"message": message, "details": None, **extra}
+    return mark_logged(Response(body, status=status, headers={"Retry-After": "5"}))
 
 
 class TimerStreamApi(APIView):
@@ -254,6 +255,7 @@ class TimerStreamApi(APIView):
                     "streams (MINOOTS_STREAMS_PER_TENANT); close one or retry later",
                     "stream_refused_tenant",
                     principal,
+                    limitType="streams",
                 )
         response = StreamingHttpResponse(
             _SlotStream(
