@@ -18,6 +18,9 @@ plus ``--workers`` action workers (``-Q actions``, ``--concurrency`` threads eac
            reconcile duration p99
 - webhook: 10,000 timers with the same fireAt, one webhook each to a local receiver ->
            arrival lateness (arrival minus fireAt), attempts per second
+- slowclients: 200 slowloris connections and 50 open event streams against one web server
+           while /healthz and creates are probed -> their response times; beside it the gthread
+           web before it, unless --no-baseline (bench/web_tier.py)
 - starvation: 50 webhook timers to a receiver that accepts and never answers (timeoutMs 5 s,
            more hung attempts than there are action threads), and 200 timers without actions
            due meanwhile (over 4 s) -> those 200 timers' lateness; beside it the same case on
@@ -629,6 +632,66 @@ def starvation_case(system: str, *, hooks: int, plain: int, lead: int, timeout_m
     }
 
 
+def run_slowclients(group: Group, free_port: Callable[[], int], *, baseline: bool) -> list[Row]:
+    """bench/web_tier.py: the web as make run starts it, then (baseline) the gthread web before it."""
+    from bench.web_tier import slowclients_case
+
+    keys = [
+        subprocess.run(
+            [sys.executable, "manage.py", "create_api_key", f"bench-slow{i}"],
+            cwd=ROOT,
+            env=ENV,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+        for i in range(5)
+    ]
+    configs = [("minoots (gevent, make run)", ["-c", "minoots_project/gunicorn.conf.py"], {})]
+    if baseline:
+        configs.append(
+            (
+                "gthread 2x8 (web before)",
+                ["-c", "python:minoots_project.gunicorn_conf", "--worker-class", "gthread", "--threads", "8"],
+                {"MINOOTS_STREAMS_PER_PROCESS": "4"},
+            )
+        )
+    rows: list[Row] = []
+    for system, argv, extra in configs:
+
+        def start_web(env: dict[str, str], argv: list[str] = argv, system: str = system) -> tuple[Any, str]:
+            port = free_port()
+            proc = group.start(
+                f"web-{system.split()[0]}",
+                [str(VENV_BIN / "gunicorn"), *argv, "minoots_project.wsgi"],
+                ready="Booting worker",
+                # INFO: gunicorn says "Booting worker" at INFO (the case then waits for /healthz).
+                env={
+                    **ENV,
+                    "LOG_LEVEL": "INFO",
+                    "PORT": str(port),
+                    "BIND_HOST": "127.0.0.1",
+                    "WEB_CONCURRENCY": "2",
+                    **env,
+                },
+            )
+            return proc, f"http://127.0.0.1:{port}"
+
+        rows.extend(
+            slowclients_case(
+                system=system,
+                start_web=start_web,
+                stop_web=lambda proc: group.stop_some([proc]),
+                extra_env=extra,
+                keys=keys,
+                pct=pct,
+            )
+        )
+    return rows
+
+
 # --- main -----------------------------------------------------------------------------------
 
 
@@ -639,7 +702,8 @@ def fmt(value: Any, digits: int = 1) -> str:
 
 
 def print_table(rows: list[Row]) -> None:
-    print("\n| case | system | n | lateness p50 ms | p99 ms | max ms | lost | double-fired | notes |")
+    print("\np50 / p99 / max: lateness (fired or arrived minus fireAt); slowclients: response time.")
+    print("\n| case | system | n | p50 ms | p99 ms | max ms | lost | double-fired | notes |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in rows:
         if r["case"].startswith("scale"):
@@ -678,7 +742,7 @@ def main() -> None:
     from tests.net import free_port
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", default="steady,burst,scale,webhook,starvation")
+    parser.add_argument("--cases", default="steady,burst,scale,webhook,starvation,slowclients")
     parser.add_argument("--quick", action="store_true", help="small sizes: a minute instead of ten")
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain Celery comparison")
     parser.add_argument("--plot", metavar="FILE.png")
@@ -694,6 +758,8 @@ def main() -> None:
         help=f"threads of the one firing worker (default {FIRING_CONCURRENCY}, as make run and compose)",
     )
     args = parser.parse_args()
+    # SIGTERM (timeout, kill) unwinds like Ctrl-C, so the finally below stops every child group.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     cases = set(args.cases.split(","))
     rate, seconds = (50, 10) if args.quick else (200, 60)
     rate = args.rate or rate
@@ -784,6 +850,8 @@ def main() -> None:
                 workers = start_workers(group, topology="split", **sizes)
         if "scale" in cases:
             rows.extend(scale_case(workers, scale_counts, settle=12))
+        if "slowclients" in cases:
+            rows.extend(run_slowclients(group, free_port, baseline=not args.no_baseline))
 
         if not args.no_baseline and cases & {"steady", "burst"}:
             group.stop_all()
