@@ -21,6 +21,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from timers import metrics, ports, queries, ticks
+from timers.limits import oversized_fields
 from timers.models import PENDING_STATUSES, Tenant, Timer, TimerEvent, TimerStatus, has_actions
 from timers.queries import EventRow
 from timers.quotas import QuotaExhausted, quota_check_and_count
@@ -159,7 +160,8 @@ def timer_create(
     """Store a timer (armed at once when due within the horizon). Return (timer, created).
 
     The rules, for every caller: a ``duration`` is positive, a ``fire_at`` is in the future,
-    either is at most MINOOTS_MAX_HORIZON ahead; a refusal is a ValidationFailed naming the
+    either is at most MINOOTS_MAX_HORIZON ahead; metadata, action bundle and agent binding are
+    within their sizes (``timers.limits``); a refusal is a ValidationFailed naming the
     field, and nothing is stored. A ``fire_at`` already past is refused only with
     ``refuse_past`` (the API sets it: a client's past fireAt is an input error, a skewed clock
     or a stale retry); an internal caller computed it from its own clock a moment ago, so it
@@ -171,6 +173,10 @@ def timer_create(
     now = now or timezone.now()
     # Before the replay lookup: a retried request must still pass the rules (as the API did).
     fire_at, duration_ms = _schedule(spec, now, refuse_past=refuse_past)
+    for field_name, reason in oversized_fields(
+        metadata=spec.metadata, action_bundle=spec.action_bundle, agent_binding=spec.agent_binding
+    ):
+        raise ValidationFailed(field_name, reason)
     try:
         with transaction.atomic():
             if idempotency_key:

@@ -152,3 +152,43 @@ def test_the_api_answers_a_refusal_of_the_rules_like_a_field_error(
     response = client.post("/api/timers", {"name": "t", **body}, format="json")
     assert assert_error(response, 400) == {"message": f"{field}: {reason}", "details": {field: [reason]}}
     assert not Timer.objects.exists()
+
+
+BIG = "x" * (64 * 1024)
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "reason"),
+    [
+        (TimerSpec(name="t", duration=timedelta(minutes=1), metadata={"blob": BIG}), "metadata", "64 KiB"),
+        (
+            TimerSpec(
+                name="t",
+                duration=timedelta(minutes=1),
+                action_bundle={"actions": [{"id": "a", "kind": "file", "parameters": {"content": BIG}}]},
+            ),
+            "actionBundle",
+            "MINOOTS_MAX_ACTION_BUNDLE_BYTES",
+        ),
+        (
+            TimerSpec(name="t", duration=timedelta(minutes=1), agent_binding={"payloadTemplate": BIG}),
+            "agentBinding",
+            "64 KiB",
+        ),
+    ],
+)
+def test_oversized_metadata_bundle_or_agent_binding_is_refused_for_every_caller(
+    tenant: Tenant, spec: TimerSpec, field: str, reason: str
+) -> None:
+    """Not only the API's serializer: a command or the batch create calls timer_create directly."""
+    error = _refused(tenant, spec)
+    assert error.field == field
+    assert reason in error.reason
+
+
+def test_an_agent_binding_over_64_kib_is_a_400_naming_agent_binding(client: APIClient) -> None:
+    response = client.post(
+        "/api/timers", {"name": "t", "duration": "1m", "agentBinding": {"payloadTemplate": BIG}}, format="json"
+    )
+    assert_error(response, 400, field="agentBinding", contains="64 KiB")
+    assert not Timer.objects.exists()
