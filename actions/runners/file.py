@@ -10,11 +10,13 @@ would write into it; ``write`` would only replace the link, but is refused all t
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from stat import S_ISREG
 from typing import Any, Literal
 
 from django.conf import settings
@@ -147,9 +149,13 @@ class FileRunner(Runner[FileParams]):
     @staticmethod
     def _write(target: Path, data: bytes, relative: str) -> int:
         try:
-            _refuse_hard_links(os.lstat(target).st_nlink, relative)
+            existing = os.lstat(target)
         except FileNotFoundError:
             pass
+        else:
+            if not S_ISREG(existing.st_mode):
+                raise ActionError(f"path '{relative}' is not a regular file", permanent=True)
+            _refuse_hard_links(existing.st_nlink, relative)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -170,10 +176,20 @@ class FileRunner(Runner[FileParams]):
     @staticmethod
     def _append(target: Path, data: bytes, relative: str) -> int:
         # O_NOFOLLOW: the target was resolved above; a link swapped in since is refused (ELOOP).
-        fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        # O_NONBLOCK: opening a FIFO for writing would wait for a reader forever (it fails with
+        # ENXIO instead, or opens and is refused below); it changes nothing for a regular file.
         try:
-            # The inode actually opened: a hard link to a file outside the root is refused.
+            fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                raise ActionError(f"path '{relative}' is not a regular file", permanent=True) from exc
+            raise
+        try:
+            # The inode actually opened: a FIFO, a device or a hard link to a file outside the
+            # root is refused.
             stat = os.fstat(fd)
+            if not S_ISREG(stat.st_mode):
+                raise ActionError(f"path '{relative}' is not a regular file", permanent=True)
             _refuse_hard_links(stat.st_nlink, relative)
             size = stat.st_size
             if size + len(data) > MAX_BYTES:

@@ -26,6 +26,7 @@ import socket
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -113,6 +114,23 @@ def address_refusal(ip: IPAddress) -> str | None:
     if not ip.is_global:
         return "non-public"
     return None
+
+
+# Lookups run here so that an attempt waits for one no longer than its deadline: getaddrinfo
+# has no timeout of its own (the resolver's, 5 s x attempts, is the system's). A lookup that
+# outlives its attempt finishes in the background; the pool bounds how many can pile up, and
+# once they fill it every further lookup waits in its queue and times out with its attempt
+# (DNS is broken then, and the attempts say so).
+_LOOKUPS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="webhook-dns")
+
+
+def resolve_within(host: str, port: int, seconds: float) -> list[IPAddress]:
+    """``resolve`` that gives up after ``seconds``: TimeoutError then."""
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        pass
+    return _LOOKUPS.submit(resolve, host, port).result(timeout=max(seconds, 0.0))
 
 
 def resolve(host: str, port: int) -> list[IPAddress]:
@@ -514,7 +532,9 @@ class WebhookRunner(Runner[WebhookParams]):
         url, host, port, method = params.url, params.host, params.port, params.method
         deadline = _Deadline(time.monotonic() + params.timeout_ms / 1000)
         try:
-            addresses = resolve(host, port)
+            addresses = resolve_within(host, port, deadline.at - time.monotonic())
+        except TimeoutError as exc:
+            raise ActionError(f"timed out after {params.timeout_ms} ms (resolving '{host}')", permanent=False) from exc
         except OSError as exc:
             raise ActionError(f"cannot resolve '{host}': {exc}", permanent=False) from exc
         if not addresses:

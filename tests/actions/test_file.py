@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -205,3 +207,30 @@ def test_invalid_file_parameters_name_the_field(file_root: Path, parameters: dic
     with pytest.raises(ParameterError) as info:
         get_runner("file").validate(parameters, tenant_id="acme")
     assert info.value.field == field
+
+
+@pytest.mark.parametrize("mode", ["write", "append"])
+def test_a_fifo_in_the_tenants_directory_is_refused_at_once_not_waited_on(
+    file_root: Path, fire_timer: FireTimer, mode: str
+) -> None:
+    """Opening a FIFO for writing waits for a reader: the action's thread would hang for good."""
+    (file_root / "acme").mkdir()
+    fifo = file_root / "acme" / "pipe"
+    os.mkfifo(fifo)
+
+    def hung(*_: Any) -> None:
+        raise AssertionError("the file action hung on the FIFO")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(10)
+    try:
+        timer = drive(fire_timer(file_action("pipe", "pipe", "data", mode=mode)))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+    run = only_run(timer)
+    assert run.status == RunStatus.FAILED
+    assert run.attempt_records.get().outcome == AttemptOutcome.PERMANENT
+    assert run.last_error == "path 'pipe' is not a regular file"
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)  # left as it was

@@ -6,6 +6,7 @@ import ipaddress
 import socket
 import socketserver
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -545,3 +546,33 @@ def test_a_receiver_dripping_its_tls_handshake_is_hung_up_on_at_the_deadline(
     assert done.wait(30)
     [record] = sent
     assert record.hung_up and record.sent < record.total, record
+
+
+def test_a_name_lookup_slower_than_the_deadline_ends_the_attempt_as_a_timeout(
+    monkeypatch: pytest.MonkeyPatch, allow_private: None, fire_timer: FireTimer
+) -> None:
+    """getaddrinfo has no timeout of its own: a resolver that takes seconds (the stand-in for
+    a DNS server that does not answer) must not hold the attempt past its timeoutMs."""
+    real = socket.getaddrinfo
+    release = threading.Event()
+
+    def slow_getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "slow-dns.example.com":
+            release.wait(10)
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_getaddrinfo)
+    started = time.monotonic()
+    try:
+        timer = drive(
+            fire_timer(
+                webhook("dns", "http://slow-dns.example.com/hook", timeoutMs=DEADLINE_MS), retry={"maxAttempts": 1}
+            )
+        )
+    finally:
+        release.set()
+    assert time.monotonic() - started < DEADLINE_MS / 1000 + 2.0
+    run = ActionRun.objects.get(timer=timer)
+    assert attempts_of(run) == [(AttemptOutcome.TRANSIENT, None)]
+    assert run.last_error == f"timed out after {DEADLINE_MS} ms (resolving 'slow-dns.example.com')"
