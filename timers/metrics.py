@@ -38,7 +38,7 @@ if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     # Chosen before any metric below is built; metrics read values.ValueClass when created.
     values.ValueClass = values.MultiProcessValue(process_identifier=_process_identifier)
 
-TIMER_EVENTS = ("created", "fired", "cancelled", "settled", "failed")
+TIMER_EVENTS = ("created", "rescheduled", "fired", "cancelled", "settled", "failed")
 
 _TIMER_COUNTERS = {
     event: Counter(f"minoots_timers_{event}", f"Timers {event}, by tenant", ["tenant"]) for event in TIMER_EVENTS

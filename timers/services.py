@@ -334,6 +334,81 @@ def timer_cancel(*, timer: Timer, reason: str = "", by: str = "") -> Timer:
     return timer
 
 
+def timer_reschedule(
+    *,
+    timer: Timer,
+    duration: timedelta | None = None,
+    fire_at: datetime | None = None,
+    expected_version: int | None = None,
+    by: str = "",
+    refuse_past: bool = False,
+    now: datetime | None = None,
+) -> Timer:
+    """Move a pending timer's fireAt: to ``fire_at``, or ``duration`` from now (exactly one).
+
+    The rules of ``timer_create`` apply to the new time (positive, in the future with
+    ``refuse_past``, within MINOOTS_MAX_HORIZON); a ``fire_at`` already past from an internal
+    caller means now, which is how "fire now" is asked. With ``expected_version`` (the API's
+    ``If-Match`` / ``stateVersion``) the change applies only to that state version: a timer
+    changed since is a Conflict naming the current version, as is a timer that is no longer
+    pending (fired, settled, failed, cancelled). The timer stays ``created_at`` and
+    ``created_at + duration_ms == fire_at`` holds; it is armed when the new time is within
+    MINOOTS_ARM_HORIZON and goes back to scheduled when it is not (a tick already published
+    for the old time finds nothing to fire). Events: ``rescheduled`` (from, to, by), and
+    ``armed`` when it became armed.
+    """
+    now = now or timezone.now()
+    new_fire_at, _ = _schedule(TimerSpec(name="", duration=duration, fire_at=fire_at), now, refuse_past=refuse_past)
+    arm_now = new_fire_at <= now + settings.MINOOTS_ARM_HORIZON
+    with transaction.atomic():
+        current = Timer.objects.select_for_update().filter(pk=timer.pk).first()
+        if current is None:
+            raise Conflict("Timer no longer exists", details={"timerId": str(timer.pk)})
+        if current.status not in PENDING_STATUSES:
+            raise Conflict(
+                f"Timer is {current.status}; only a scheduled or armed timer can be rescheduled",
+                details={"status": current.status, "stateVersion": current.state_version},
+            )
+        if expected_version is not None and current.state_version != expected_version:
+            raise Conflict(
+                f"Timer changed since state version {expected_version} (now {current.state_version}); "
+                "read it again and retry",
+                details={"stateVersion": current.state_version, "expected": expected_version},
+            )
+        became_armed = arm_now and current.status == TimerStatus.SCHEDULED
+        version = current.state_version + 1
+        events = [
+            _event(
+                current.pk,
+                "rescheduled",
+                version,
+                now,
+                **{"from": current.fire_at.isoformat()},
+                to=new_fire_at.isoformat(),
+                by=by,
+            )
+        ]
+        if became_armed:
+            version += 1
+            events.append(_event(current.pk, "armed", version, now))
+        Timer.objects.filter(pk=current.pk).update(
+            fire_at=new_fire_at,
+            duration_ms=(new_fire_at - current.created_at) // timedelta(milliseconds=1),
+            status=TimerStatus.ARMED if arm_now else TimerStatus.SCHEDULED,
+            state_version=version,
+        )
+        TimerEvent.objects.bulk_create(events)
+        if arm_now:
+            transaction.on_commit(lambda: ticks.ensure_tick(new_fire_at))
+    _count_on_commit([current.tenant_id], "rescheduled")
+    log.info(
+        "timer rescheduled",
+        extra={"timer_id": str(current.pk), "tenant": current.tenant_id, "event": "rescheduled"},
+    )
+    timer.refresh_from_db()
+    return timer
+
+
 def timers_append_events(*, events: Sequence[tuple[UUID, str, dict[str, Any]]], at: datetime | None = None) -> None:
     """Record action outcomes in their timers' histories (status unchanged), at each timer's
     current state version. Events of timers that no longer exist are dropped."""

@@ -140,6 +140,25 @@ class StrictInput(serializers.Serializer[Any]):
         return super().to_internal_value(data)
 
 
+def parse_when(attrs: dict[str, Any]) -> dict[str, Any]:
+    """``attrs`` with exactly one of ``duration`` (parsed to a timedelta) and ``fireAt``
+    (parsed to an aware datetime); a ValidationError naming the field otherwise."""
+    duration, fire_at = attrs.get("duration"), attrs.get("fireAt")
+    if (duration is None) == (fire_at is None):
+        raise serializers.ValidationError({"duration": [EXACTLY_ONE_WHEN]})
+    if duration is not None:
+        try:
+            attrs["duration"] = parse_duration(duration)
+        except DurationError as exc:
+            raise serializers.ValidationError({"duration": [str(exc)]}) from exc
+    else:
+        try:
+            attrs["fireAt"] = parse_rfc3339(fire_at)
+        except serializers.ValidationError as exc:
+            raise serializers.ValidationError({"fireAt": exc.detail}) from exc
+    return attrs
+
+
 class TimerCreateInput(StrictInput):
     """Body of POST /api/timers, as the original MINOOTS clients send it."""
 
@@ -224,20 +243,7 @@ class TimerCreateInput(StrictInput):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         # Object-level: it looks at both fields (DRF runs it only once every field is valid).
-        duration, fire_at = attrs.get("duration"), attrs.get("fireAt")
-        if (duration is None) == (fire_at is None):
-            raise serializers.ValidationError({"duration": [EXACTLY_ONE_WHEN]})
-        if duration is not None:
-            try:
-                attrs["duration"] = parse_duration(duration)
-            except DurationError as exc:
-                raise serializers.ValidationError({"duration": [str(exc)]}) from exc
-        else:
-            try:
-                attrs["fireAt"] = parse_rfc3339(fire_at)
-            except serializers.ValidationError as exc:
-                raise serializers.ValidationError({"fireAt": exc.detail}) from exc
-        return attrs
+        return parse_when(attrs)
 
     def to_spec(self, *, requested_by: str) -> TimerSpec:
         """The parsed body; ``timer_create`` refuses a duration or fireAt its rules do not allow."""
@@ -260,3 +266,21 @@ class TimerCancelInput(StrictInput):
     reason = serializers.CharField(required=False, allow_blank=True, max_length=500)
     tenantId = serializers.CharField(required=False, max_length=64)
     requestedBy = serializers.CharField(required=False, max_length=200, allow_blank=True)
+
+
+class TimerRescheduleInput(StrictInput):
+    """Body of PATCH /api/timers/{id}: a new ``fireAt``, or a ``duration`` from now (exactly
+    one), optionally guarded by ``stateVersion`` (or the ``If-Match`` header)."""
+
+    duration = DurationInputField(
+        required=False, help_text="from now: '500ms', '30s', '5m', '1h30m', 'PT15M' or an integer of milliseconds"
+    )
+    fireAt = TimestampInputField(required=False, help_text="RFC 3339 timestamp with offset")
+    stateVersion = serializers.IntegerField(
+        required=False, min_value=1, max_value=2**31 - 1, help_text="apply only to this state version (else 409)"
+    )
+    tenantId = serializers.CharField(required=False, max_length=64)
+    requestedBy = serializers.CharField(required=False, max_length=200, allow_blank=True)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        return parse_when(attrs)

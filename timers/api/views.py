@@ -28,7 +28,7 @@ from timers.api.schema import (
     error_responses,
     status_list_pattern,
 )  # also registers the auth extensions
-from timers.api.serializers import TimerCancelInput, TimerCreateInput, parse_rfc3339
+from timers.api.serializers import TimerCancelInput, TimerCreateInput, TimerRescheduleInput, parse_rfc3339
 from timers.models import Role, Tenant, Timer, TimerStatus
 from timers.serializers import TimerEventOutput, TimerOutput
 
@@ -360,12 +360,80 @@ class TimerListCreateApi(ApiView):
         return tenant
 
 
-class TimerDetailApi(ApiView):
-    required_role = Role.TIMER_READ
+def _etag(timer: Timer) -> str:
+    return f'"{timer.state_version}"'
 
-    @extend_schema(responses={200: TimerDetailOutput, **error_responses(404)})
+
+def _expected_version(request: Request, body_version: int | None) -> int | None:
+    """The state version a change is guarded by: ``If-Match`` (the ETag a GET returned, quoted
+    or not) and/or the body's ``stateVersion``; both given must agree."""
+    raw = request.headers.get("If-Match")
+    header_version = None
+    if raw is not None:
+        text = raw.strip().removeprefix("W/").strip('"')
+        if not (text.isascii() and text.isdecimal() and 0 < len(text) <= 10):
+            raise exceptions.ValidationError({"If-Match": ["must be the timer's stateVersion (its ETag)"]})
+        header_version = int(text)
+    if header_version is not None and body_version is not None and header_version != body_version:
+        raise exceptions.ValidationError({"stateVersion": ["does not match the If-Match header"]})
+    return header_version if header_version is not None else body_version
+
+
+class TimerDetailApi(ApiView):
+    def get_required_role(self) -> str:
+        return Role.TIMER_WRITE if self.request.method == "PATCH" else Role.TIMER_READ
+
+    @property
+    def required_role(self) -> str:
+        return self.get_required_role()
+
+    @extend_schema(
+        summary="Get a timer",
+        description="The timer with its action runs. The `ETag` header is its `stateVersion`, for `If-Match`.",
+        responses={200: TimerDetailOutput, **error_responses(404)},
+    )
     def get(self, request: Request, timer_id: UUID) -> Response:
-        return Response(TimerDetailOutput(_get_timer_or_404(request, timer_id, with_runs=True)).data)
+        timer = _get_timer_or_404(request, timer_id, with_runs=True)
+        return Response(TimerDetailOutput(timer).data, headers={"ETag": _etag(timer)})
+
+    @extend_schema(
+        summary="Reschedule a pending timer",
+        description=(
+            "Move a scheduled or armed timer to a new `fireAt`, or to `duration` from now (exactly one; "
+            "the same rules as on create). Guard it with `If-Match: <stateVersion>` (or a `stateVersion` "
+            "field): a timer that changed since is a 409 naming its current version. A timer that is no "
+            "longer pending (fired, settled, failed, cancelled) is a 409 too. Recorded as a `rescheduled` "
+            "event (and `armed` when the new time is within the arming horizon)."
+        ),
+        request=TimerRescheduleInput,
+        parameters=[
+            OpenApiParameter(
+                "If-Match",
+                {"type": "string", "pattern": r'^(W/)?"?[0-9]{1,10}"?$'},
+                location=OpenApiParameter.HEADER,
+                description="the timer's stateVersion, as its ETag",
+            )
+        ],
+        responses={200: TimerOutput, **error_responses(400, 404, 409, 413)},
+    )
+    def patch(self, request: Request, timer_id: UUID) -> Response:
+        principal = _principal(request)
+        body = TimerRescheduleInput(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        if principal.tenant is not None and data.get("tenantId") not in (None, principal.tenant.id):
+            raise exceptions.PermissionDenied("tenantId does not match the credential's tenant")
+        expected = _expected_version(request, data.get("stateVersion"))
+        timer = _get_timer_or_404(request, timer_id)
+        timer = services.timer_reschedule(
+            timer=timer,
+            duration=data.get("duration"),
+            fire_at=data.get("fireAt"),
+            expected_version=expected,
+            by=_requested_by(principal, data.get("requestedBy")),
+            refuse_past=True,
+        )
+        return Response(TimerOutput(timer).data, headers={"ETag": _etag(timer)})
 
 
 class TimerCancelApi(ApiView):
