@@ -55,3 +55,11 @@ def api_key_verify(*, raw: str) -> ApiKey | None:
 @transaction.atomic
 def tenant_get_or_create(*, tenant_id: str, name: str = "") -> tuple[Tenant, bool]:
     return Tenant.objects.get_or_create(pk=tenant_id, defaults={"name": name or tenant_id})
+
+
+def api_key_revoke(*, key: ApiKey) -> bool:
+    """Revoke ``key`` now: every later request with it is a 401. True if this call revoked it
+    (False: it was revoked already, and keeps its first revocation time)."""
+    revoked = ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    key.refresh_from_db(fields=["revoked_at"])
+    return bool(revoked)

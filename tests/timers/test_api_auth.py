@@ -17,8 +17,10 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from tests.assertions import assert_error
+from tests.factories import api_client
 from tests.timers.conftest import CreateTimer, MakeClient, MakeToken
 from timers import keys
+from timers.keys import api_key_create, api_key_revoke
 from timers.models import ApiKey, Tenant, Timer
 
 TIMER_BODY = {"name": "t", "duration": "5m"}
@@ -586,3 +588,15 @@ def test_the_api_is_not_throttled_by_admin_lockouts(
     assert client.get("/api/timers", REMOTE_ADDR=ATTACKER_IP).status_code == 200
     assert _bearer(make_token()).get("/api/timers", REMOTE_ADDR=ATTACKER_IP).status_code == 200
     assert AccessAttempt.objects.count() == attempts
+
+
+def test_a_revoked_key_is_refused_at_once_and_revoking_again_keeps_the_first_time(tenant: Tenant) -> None:
+    key, raw = api_key_create(tenant=tenant, name="ci")
+    client = api_client(api_key=raw)
+    assert client.get("/api/timers").status_code == 200
+    assert api_key_revoke(key=key) is True
+    first = key.revoked_at
+    assert first is not None
+    assert_error(client.get("/api/timers"), 401)
+    assert api_key_revoke(key=key) is False
+    assert key.revoked_at == first
