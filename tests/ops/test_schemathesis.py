@@ -59,6 +59,12 @@ include-operation-id = "timers_create"
 # grammar, fireAt in the future and within the horizon, an action bundle its runners accept,
 # label keys without ':'. Every other status stays checked.
 checks.positive_data_acceptance.expected-statuses = ["2xx", 400, 401, 403, 404, 409, 429]
+
+[[operations]]
+include-operation-id = "timers_reschedule"
+# The same rules as a create's fireAt / duration (in the future, within the horizon, the
+# duration grammar), which JSON Schema cannot state.
+checks.positive_data_acceptance.expected-statuses = ["2xx", 400, 401, 403, 404, 409, 429]
 """
 
 

@@ -152,11 +152,14 @@ def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bo
     """
     schemas = result.get("components", {}).get("schemas", {})
     for name, cls in _strict_components().items():
-        if name in schemas:
-            _strict_body(schemas[name], cls)
-    if "TimerCreateInput" in schemas:
-        # EXACTLY_ONE_WHEN: a create gives duration or fireAt, not both, not neither.
-        schemas["TimerCreateInput"]["oneOf"] = [{"required": ["duration"]}, {"required": ["fireAt"]}]
+        # A PATCH body is drf-spectacular's "Patched" component (every field optional).
+        for component in (name, f"Patched{name}"):
+            if component in schemas:
+                _strict_body(schemas[component], cls)
+    for component in ("TimerCreateInput", "PatchedTimerRescheduleInput"):
+        if component in schemas:
+            # EXACTLY_ONE_WHEN: a create or a reschedule gives duration or fireAt, not both, not neither.
+            schemas[component]["oneOf"] = [{"required": ["duration"]}, {"required": ["fireAt"]}]
     for path_item in result.get("paths", {}).values():
         for operation in path_item.values():
             # drf-spectacular lists DRF's ?format= override for a view with several renderers

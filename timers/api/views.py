@@ -397,6 +397,7 @@ class TimerDetailApi(ApiView):
         return Response(TimerDetailOutput(timer).data, headers={"ETag": _etag(timer)})
 
     @extend_schema(
+        operation_id="timers_reschedule",
         summary="Reschedule a pending timer",
         description=(
             "Move a scheduled or armed timer to a new `fireAt`, or to `duration` from now (exactly one; "
