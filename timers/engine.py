@@ -77,10 +77,13 @@ def fire_due(*, bucket: int | None) -> int:
 # --- repair --------------------------------------------------------------------------------
 
 
-def ticks_refresh(*, horizon_end: datetime, limit: int) -> int:
-    """Re-publish ticks whose markers vanished (Redis flushed or restarted). Return how many.
+def ticks_refresh(*, now: datetime, horizon_end: datetime, limit: int) -> int:
+    """Re-publish the ticks that are gone for armed timers within the horizon. Return how many.
 
-    The marker and the message live in the same Redis, so a lost marker means a lost tick.
+    Gone: the marker vanished with the message (Redis flushed or restarted), the worker holding
+    the tick was killed (its message waits out ``visibility_timeout`` in Redis's unacked set),
+    or the publisher died between marking and publishing (``ticks.ticks_restore``). The cost is
+    two cache reads per pass whatever the number of buckets, plus one tick per bucket found gone.
     """
     fire_ats = (
         Timer.objects.filter(status=TimerStatus.ARMED, fire_at__lte=horizon_end)
@@ -90,7 +93,7 @@ def ticks_refresh(*, horizon_end: datetime, limit: int) -> int:
     firsts: dict[int, datetime] = {}
     for fire_at in fire_ats:
         firsts.setdefault(ticks.bucket_of(fire_at), fire_at)
-    return ticks.ensure_ticks(list(firsts.values()))
+    return ticks.ticks_restore(firsts, now=now)
 
 
 def timers_repair_overdue(*, now: datetime) -> int:
@@ -137,7 +140,7 @@ def reconcile(*, now: datetime | None = None) -> ReconcileReport:
         report.armed += armed
         if armed < budget or time.perf_counter() > deadline:
             break
-    report.ticks_republished = ticks_refresh(horizon_end=horizon_end, limit=budget)
+    report.ticks_republished = ticks_refresh(now=now, horizon_end=horizon_end, limit=budget)
     report.repaired = timers_repair_overdue(now=now)
     report.runs_recovered = ports.recover_handler()(now, budget)
     report.duration_ms = (time.perf_counter() - started) * 1000

@@ -2,14 +2,39 @@
 
 A tick claims *every* due timer, so one tick per bucket is enough and duplicates are harmless.
 De-duplication is cheap and best-effort: a marker per bucket in the cache (Redis ``SET NX``
-in production). When a marker outlives its message (Redis flushed, worker killed) the
-reconciler's repair step publishes a fresh tick.
+in production), which also says where the bucket's tick is:
+
+- ``p:<ms>``: published at that instant (epoch milliseconds) and not yet taken by a worker. It
+  is written just *before* the message is sent (so that concurrent creates publish one tick,
+  not one each) and dropped again when the broker refuses the message. A process killed
+  between the two leaves it behind with no tick: a worker takes a published tick within
+  moments (ETA tasks do not count against the prefetch limit), so a ``p:`` marker older than a
+  reconcile interval means the tick never left.
+- ``h:<holder>``: a worker took the tick and holds it until its ETA (``tick_held``, from the
+  worker's ``task_received`` signal). ``<holder>`` names the worker process *and* its broker
+  connection, and the worker keeps ``tickholder:<holder>`` alive in the cache every
+  HOLDER_HEARTBEAT_SECONDS. A worker that is SIGKILLed (or whose connection dropped: Celery
+  forgets the ETA tasks of a closed connection) stops that heartbeat, and its held ticks stay
+  in Redis's unacked set until ``visibility_timeout`` (hours): the reconciler sees the holder's
+  heartbeat gone and publishes those buckets' ticks again.
+
+``ticks_restore`` is the reconciler's side: one ``get_many`` of the markers of the armed buckets
+within the horizon, one of their holders' heartbeats, and a fresh tick for every bucket whose
+marker vanished (Redis flushed or restarted), whose holder is dead, or whose tick never left.
+The steady path stays one marker write per bucket on create and one per tick taken by a worker.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import threading
+import time
+import uuid
+import weakref
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -20,7 +45,18 @@ from timers.publishing import FIRE_DUE, publish
 log = logging.getLogger(__name__)
 
 _MARKER_PREFIX = "tick:"
+_HOLDER_PREFIX = "tickholder:"
+_PUBLISHED = "p:"
+_HELD = "h:"
 
+# A worker holding ticks refreshes its heartbeat this often; it counts as dead once the
+# heartbeat is HOLDER_TTL_SECONDS old (a few missed beats, so a busy worker is not taken for a
+# dead one; a false alarm costs one duplicate tick per bucket, nothing more).
+HOLDER_HEARTBEAT_SECONDS = 1.0
+HOLDER_TTL_SECONDS = 3
+# The attribute of a kombu Connection that names it as a holder: a new connection (the worker
+# reconnected) is a new holder, since Celery drops the ETA tasks of a closed connection.
+_CONNECTION_HOLDER_ATTR = "_minoots_tick_holder"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -43,26 +79,46 @@ def _marker_ttl() -> int:
     return int(settings.MINOOTS_ARM_HORIZON.total_seconds()) + 60
 
 
+def _marker_key(bucket: int) -> str:
+    return f"{_MARKER_PREFIX}{bucket}"
+
+
+def _published_mark(at: datetime | None = None) -> str:
+    return f"{_PUBLISHED}{int((at or timezone.now()).timestamp() * 1000)}"
+
+
+def _drop_marker(bucket: int) -> None:
+    try:
+        cache.delete(_marker_key(bucket))
+    except Exception:
+        log.warning("tick marker cache unavailable", exc_info=True)
+
+
 def ensure_tick(fire_at: datetime) -> bool:
     """Make sure a tick covers ``fire_at``'s bucket. Return True if this call published one.
 
     Never raises: the timer is already safe in the database, and the reconciler repairs a tick
-    that could not be published (broker down).
+    that could not be published (broker down): the marker is dropped again, so the next pass
+    sees a bucket without a tick.
     """
     bucket = bucket_of(fire_at)
     try:
-        if not cache.add(f"{_MARKER_PREFIX}{bucket}", 1, timeout=_marker_ttl()):
+        if not cache.add(_marker_key(bucket), _published_mark(), timeout=_marker_ttl()):
             return False
     except Exception:  # cache down: publish anyway, a duplicate tick is harmless
         log.warning("tick marker cache unavailable", exc_info=True)
-    return publish_tick(bucket=bucket, eta=fire_at)
+        return publish_tick(bucket=bucket, eta=fire_at)
+    if publish_tick(bucket=bucket, eta=fire_at):
+        return True
+    _drop_marker(bucket)
+    return False
 
 
 def ensure_ticks(fire_ats: list[datetime]) -> int:
     """ensure_tick for many buckets, with one cache round trip to skip those already marked."""
     by_key: dict[str, datetime] = {}
     for f in sorted(fire_ats):
-        by_key.setdefault(f"{_MARKER_PREFIX}{bucket_of(f)}", f)
+        by_key.setdefault(_marker_key(bucket_of(f)), f)
     try:
         present = cache.get_many(list(by_key))
     except Exception:
@@ -70,22 +126,23 @@ def ensure_ticks(fire_ats: list[datetime]) -> int:
     return sum(1 for key, f in by_key.items() if key not in present and ensure_tick(f))
 
 
-def republish_tick(*, bucket: int, eta: datetime) -> bool:
-    """Publish the bucket's tick again (it ran early) and mark it, so the reconciler does not
-    take the bucket for one whose tick was lost."""
+def republish_tick(*, bucket: int, eta: datetime, at: datetime | None = None) -> bool:
+    """Publish the bucket's tick again (it ran early, or the reconciler found it lost) and mark
+    it published (``at``, default now), so the reconciler does not take the bucket for one whose
+    tick was lost."""
     try:
-        cache.set(f"{_MARKER_PREFIX}{bucket}", 1, timeout=_marker_ttl())
+        cache.set(_marker_key(bucket), _published_mark(at), timeout=_marker_ttl())
     except Exception:
         log.warning("tick marker cache unavailable", exc_info=True)
-    return publish_tick(bucket=bucket, eta=eta)
+    if publish_tick(bucket=bucket, eta=eta):
+        return True
+    _drop_marker(bucket)
+    return False
 
 
 def forget_tick(bucket: int) -> None:
     """Drop the bucket's marker once its tick ran, so a later timer in the bucket publishes again."""
-    try:
-        cache.delete(f"{_MARKER_PREFIX}{bucket}")
-    except Exception:
-        log.warning("tick marker cache unavailable", exc_info=True)
+    _drop_marker(bucket)
 
 
 def publish_tick(*, bucket: int | None, eta: datetime | None) -> bool:
@@ -96,3 +153,134 @@ def publish_tick(*, bucket: int | None, eta: datetime | None) -> bool:
         log.error("could not publish fire_due tick; the reconciler will repair it", exc_info=True)
         return False
     return True
+
+
+# --- the worker's side: which worker holds a tick ----------------------------------------------
+
+
+class _Heartbeat:
+    """The heartbeat of the holders of this process: one daemon thread, started at the first
+    tick taken, that keeps ``tickholder:<holder>`` alive for the consumer's current connection."""
+
+    lock = threading.Lock()
+    consumer: weakref.ReferenceType[Any] | None = None
+    thread: threading.Thread | None = None
+    beaten: str | None = None  # the holder whose heartbeat was last written
+
+
+def _holder_of(consumer: Any, *, create: bool) -> str | None:
+    """The holder name of the consumer's current broker connection (None while it has none)."""
+    connection = getattr(consumer, "connection", None)
+    if connection is None:
+        return None
+    holder: str | None = getattr(connection, _CONNECTION_HOLDER_ATTR, None)
+    if holder is None and create:
+        holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        setattr(connection, _CONNECTION_HOLDER_ATTR, holder)
+    return holder
+
+
+def _beat(holder: str) -> None:
+    cache.set(f"{_HOLDER_PREFIX}{holder}", 1, timeout=HOLDER_TTL_SECONDS)
+    _Heartbeat.beaten = holder
+
+
+def _heartbeat_loop() -> None:
+    failing = False
+    while True:
+        consumer = _Heartbeat.consumer() if _Heartbeat.consumer is not None else None
+        if consumer is None:
+            return
+        # A connection without a holder name took no tick yet: the previous one's heartbeat
+        # stops, and with it the ticks Celery dropped with the old connection are re-published.
+        holder = _holder_of(consumer, create=False)
+        if holder is not None:
+            try:
+                _beat(holder)
+                failing = False
+            except Exception:
+                if not failing:  # once per outage, not every second
+                    log.warning("tick holder heartbeat: cache unavailable", exc_info=True)
+                failing = True
+        time.sleep(HOLDER_HEARTBEAT_SECONDS)
+
+
+def tick_held(*, bucket: int, consumer: Any) -> None:
+    """A worker's consumer took the ETA tick of ``bucket``: mark the bucket held by it.
+
+    Called on the consumer's thread when the message arrives (one cache write per tick); never
+    raises, a marker left ``p:`` only costs a duplicate tick later.
+    """
+    try:
+        holder = _holder_of(consumer, create=True)
+        if holder is None:
+            return
+        with _Heartbeat.lock:
+            if _Heartbeat.consumer is None or _Heartbeat.consumer() is not consumer:
+                _Heartbeat.consumer = weakref.ref(consumer)
+            if _Heartbeat.thread is None or not _Heartbeat.thread.is_alive():
+                _Heartbeat.thread = threading.Thread(target=_heartbeat_loop, name="tick-holder-heartbeat", daemon=True)
+                _Heartbeat.thread.start()
+        if _Heartbeat.beaten != holder:
+            _beat(holder)  # alive before anything names it as a holder
+        cache.set(_marker_key(bucket), f"{_HELD}{holder}", timeout=_marker_ttl())
+    except Exception:
+        log.warning("could not mark tick of bucket %s as held", bucket, exc_info=True)
+
+
+# --- the reconciler's side: ticks that are gone --------------------------------------------------
+
+
+def ticks_restore(firsts: dict[int, datetime], *, now: datetime) -> int:
+    """Publish a tick for every bucket of ``firsts`` (bucket -> its earliest armed ``fire_at``)
+    whose tick is gone. Return how many were published.
+
+    Gone means: no marker (Redis flushed or restarted: marker and message went together), a
+    holder whose heartbeat stopped (the worker was killed, or its connection dropped), or a
+    ``p:`` marker older than a reconcile interval (the publisher died before sending it) for a
+    bucket due before the next pass but one (so a worker that never marks what it takes, such
+    as one of an older release during a deploy, costs a duplicate per due bucket, not a storm).
+    A marker this code did not write is trusted until it expires.
+    """
+    if not firsts:
+        return 0
+    keys = {_marker_key(bucket): bucket for bucket in firsts}
+    try:
+        marks = cache.get_many(list(keys))
+    except Exception:
+        log.warning("tick marker cache unavailable", exc_info=True)
+        return ensure_ticks(list(firsts.values()))
+    holders = {m[len(_HELD) :] for m in marks.values() if isinstance(m, str) and m.startswith(_HELD)}
+    try:
+        alive = {k[len(_HOLDER_PREFIX) :] for k in cache.get_many([f"{_HOLDER_PREFIX}{h}" for h in holders])}
+    except Exception:
+        alive = holders  # cannot tell: trust the holders (the overdue repair is the backstop)
+    interval = max(settings.MINOOTS_RECONCILE_INTERVAL, timedelta(seconds=1))
+    stale_before_ms = (now - interval).timestamp() * 1000
+    due_soon = now + 2 * interval
+    missing: list[datetime] = []
+    lost: list[int] = []
+    for key, bucket in keys.items():
+        mark = marks.get(key)
+        if mark is None:
+            missing.append(firsts[bucket])
+        elif not isinstance(mark, str):
+            continue
+        elif mark.startswith(_HELD):
+            if mark[len(_HELD) :] not in alive:
+                lost.append(bucket)
+        elif mark.startswith(_PUBLISHED) and firsts[bucket] <= due_soon:
+            try:
+                published_ms = int(mark[len(_PUBLISHED) :])
+            except ValueError:
+                continue
+            if published_ms < stale_before_ms:
+                lost.append(bucket)
+    if lost:
+        log.warning(
+            "republishing %d tick(s) lost with their worker or never published",
+            len(lost),
+            extra={"event": "ticks_lost"},
+        )
+    published = sum(1 for f in missing if ensure_tick(f))
+    return published + sum(1 for bucket in lost if republish_tick(bucket=bucket, eta=firsts[bucket], at=now))
