@@ -347,7 +347,7 @@ def runs_succeed(held: Sequence[Finished], *, at: datetime) -> None:
         ],
         at=at,
     )
-    _count_on_commit(held, "success")
+    _count_on_commit(held, AttemptOutcome.SUCCEEDED)
 
 
 def run_retry(held: Finished, *, retry_at: datetime) -> None:
@@ -363,7 +363,7 @@ def run_retry(held: Finished, *, retry_at: datetime) -> None:
     if retry_at <= timezone.now() + settings.MINOOTS_ARM_HORIZON:
         run_ids = [claim.run.pk]
         transaction.on_commit(lambda: runs_publish(run_ids, eta=retry_at))
-    _count_on_commit([held], "retry")
+    _count_on_commit([held], AttemptOutcome.TRANSIENT)
 
 
 def run_fail(held: Finished, *, at: datetime) -> None:
@@ -373,15 +373,17 @@ def run_fail(held: Finished, *, at: datetime) -> None:
         status=RunStatus.FAILED, finished_at=at, lease_expires_at=None, last_error=outcome.error[:ERROR_CAP]
     )
     timers_append_events(events=[(claim.run.timer_id, "action.failed", event_data(claim, outcome))], at=at)
-    _count_on_commit([held], "failed")
+    # The attempt's own outcome: permanent, or transient with no attempt left.
+    _count_on_commit([held], AttemptOutcome.PERMANENT if outcome.permanent else AttemptOutcome.TRANSIENT)
 
 
-def _count_on_commit(finished: Sequence[Finished], outcome: str) -> None:
+def _count_on_commit(finished: Sequence[Finished], outcome: AttemptOutcome) -> None:
+    """Count the attempts once committed, labelled with the API's attempt outcome words."""
     samples = [(f.claim.run.kind, f.seconds) for f in finished]
 
     def count() -> None:
         for kind, seconds in samples:
-            metrics.action_attempt(kind, outcome, seconds)
+            metrics.action_attempt(kind, outcome.value, seconds)
 
     if samples:
         transaction.on_commit(count, robust=True)

@@ -88,6 +88,29 @@ class ContextFilter(logging.Filter):
         return True
 
 
+# Celery's own INFO lines about each reconciler pass (beat sends it, a worker receives and
+# finishes it), every MINOOTS_RECONCILE_INTERVAL: the pass logs what it changed itself
+# (timers.engine.reconcile), so these are DEBUG.
+_RECONCILE_TASK = "timers.reconcile"
+_CELERY_TASK_LOGGERS = frozenset({"celery.beat", "celery.worker.strategy", "celery.app.trace"})
+
+
+class QuietReconcileFilter(logging.Filter):
+    """Demote Celery's per-pass lines of the reconciler task to DEBUG (shown only when the root
+    logger is at DEBUG), so `make run` at INFO is quiet while nothing happens."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or record.name not in _CELERY_TASK_LOGGERS:
+            return True
+        try:
+            if _RECONCILE_TASK not in record.getMessage():
+                return True
+        except Exception:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
 class TextFormatter(logging.Formatter):
     """Readable lines; the trace id is appended when there is one."""
 
@@ -129,6 +152,7 @@ def build_logging(*, level: str = "INFO", fmt: str = "text", gunicorn: bool = Fa
         "filters": {
             "context": {"()": "minoots_project.logconfig.ContextFilter"},
             "redact": {"()": "minoots_project.logconfig.RedactSecretsFilter"},
+            "quiet_reconcile": {"()": "minoots_project.logconfig.QuietReconcileFilter"},
         },
         "formatters": {
             "text": {"()": "minoots_project.logconfig.TextFormatter"},
@@ -139,7 +163,7 @@ def build_logging(*, level: str = "INFO", fmt: str = "text", gunicorn: bool = Fa
                 "class": "logging.StreamHandler",
                 "stream": "ext://sys.stderr",
                 "formatter": formatter,
-                "filters": ["context", "redact"],
+                "filters": ["quiet_reconcile", "context", "redact"],
             },
         },
         "root": {"handlers": ["console"], "level": level},

@@ -153,6 +153,7 @@ def reconcile(*, now: datetime | None = None) -> ReconcileReport:
     ):
         if count:
             metrics.RECONCILE_ACTIONS.labels(kind=kind).inc(count)
-    if report.armed or report.ticks_republished or report.repaired or report.runs_recovered:
-        log.info("reconcile %s", report.as_dict(), extra={"event": "reconcile"})
+    # A pass that changed nothing is DEBUG: `make run` at INFO stays quiet between real events.
+    changed = report.armed or report.ticks_republished or report.repaired or report.runs_recovered
+    log.log(logging.INFO if changed else logging.DEBUG, "reconcile %s", report.as_dict(), extra={"event": "reconcile"})
     return report

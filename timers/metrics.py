@@ -54,8 +54,13 @@ RECONCILE_ACTIONS = Counter(
     "Reconciler work by kind (armed, tick_republished, repaired, run_recovered)",
     ["kind"],
 )
+# The outcome words of an attempt in the API (actions.models.AttemptOutcome; this domain module
+# does not import actions).
+ATTEMPT_OUTCOMES = ("succeeded", "transient_failure", "permanent_failure")
 ACTION_ATTEMPTS = Counter(
-    "minoots_action_attempts", "Action attempts by kind and outcome (success, retry, failed, ...)", ["kind", "outcome"]
+    "minoots_action_attempts",
+    "Action attempts by kind and outcome (succeeded, transient_failure, permanent_failure)",
+    ["kind", "outcome"],
 )
 ACTION_DURATION = Histogram(
     "minoots_action_duration_seconds",
@@ -80,10 +85,13 @@ def timer_transition(tenant: str, event: str, count: int = 1) -> None:
 def action_attempt(kind: str, outcome: str, seconds: float) -> None:
     """Count one finished action attempt and its duration.
 
-    ``kind`` is the action kind (webhook, command, file, ...); ``outcome`` a short fixed word
-    such as ``success``, ``retry`` (transient failure, will retry), ``failed`` (permanent or
-    exhausted) or ``error`` (unexpected exception). Never pass free text: it is a label.
+    ``kind`` is the action kind (webhook, command, file, ...); ``outcome`` the attempt's outcome
+    as the API words it: ``succeeded``, ``transient_failure`` (retried while attempts are left)
+    or ``permanent_failure``. Anything else is logged and not counted (a label is never free text).
     """
+    if outcome not in ATTEMPT_OUTCOMES:
+        log.warning("unknown action attempt outcome %r", outcome)
+        return
     ACTION_ATTEMPTS.labels(kind=kind, outcome=outcome).inc()
     ACTION_DURATION.labels(kind=kind).observe(max(0.0, seconds))
 

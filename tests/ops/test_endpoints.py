@@ -61,7 +61,7 @@ def test_readyz_names_the_broker_when_it_is_unreachable(processes: Processes) ->
 @pytest.mark.django_db
 def test_metrics_from_loopback_list_the_minoots_families(tenant: Tenant) -> None:
     metrics.timer_transition(tenant.id, "created")
-    metrics.action_attempt("webhook", "success", 0.2)
+    metrics.action_attempt("webhook", "succeeded", 0.2)
     metrics.RECONCILE_RUNS.inc()
     metrics.RECONCILE_ACTIONS.labels(kind="repaired").inc(2)
 
@@ -72,7 +72,7 @@ def test_metrics_from_loopback_list_the_minoots_families(tenant: Tenant) -> None
     text = response.content.decode()
     for family in (
         f'minoots_timers_created_total{{tenant="{tenant.id}"}}',
-        'minoots_action_attempts_total{kind="webhook",outcome="success"}',
+        'minoots_action_attempts_total{kind="webhook",outcome="succeeded"}',
         'minoots_action_duration_seconds_bucket{kind="webhook",le="0.25"}',
         "minoots_reconcile_runs_total",
         'minoots_reconcile_repairs_total{kind="repaired"}',

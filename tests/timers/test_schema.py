@@ -6,6 +6,8 @@ the server answers as the schema says is tests/ops/test_schemathesis.py.
 
 from __future__ import annotations
 
+import inspect
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -16,8 +18,9 @@ from rest_framework.test import APIClient
 from actions.models import ActionAttempt, ActionRun
 from actions.serializers import ActionAttemptOutput, ActionRunOutput
 from tests.factories import schedule_timer
+from timers.api.views import ApiView
 from timers.models import Tenant, Timer
-from timers.serializers import TimerOutput
+from timers.serializers import TimerEventOutput, TimerOutput
 
 pytestmark = pytest.mark.django_db
 
@@ -132,7 +135,9 @@ def test_each_operation_documents_its_error_statuses_with_the_error_body(
     errors = {code for code in responses if int(code) >= 400} - {"414"}
     assert errors == ERRORS[(path, method)]
     for code in errors:
-        assert responses[code]["content"] == {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+        content = responses[code]["content"]
+        assert list(content) == ["application/json"]
+        assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
         assert responses[code]["description"]
     assert "Retry-After" in responses["503"]["headers"]
 
@@ -174,3 +179,115 @@ def test_a_string_field_of_a_strict_body_refuses_other_types(client: APIClient, 
     response = client.post(f"/api/timers/{timer['id']}/cancel", {"reason": 5}, format="json")
     assert response.status_code == 400
     assert response.json()["message"] == "reason: must be a string"
+
+
+# --- what a reader of /api/docs/ sees: summaries, descriptions, examples ------------------------
+
+OPERATIONS = sorted(ERRORS)
+
+
+def _operation(schema: dict[str, Any], path: str, method: str) -> dict[str, Any]:
+    op: dict[str, Any] = schema["paths"][path][method]
+    return op
+
+
+def test_the_schema_has_exactly_the_documented_operations(schema: dict[str, Any]) -> None:
+    assert {(p, m) for p, item in schema["paths"].items() for m in item} == set(ERRORS)
+
+
+@pytest.mark.parametrize(("path", "method"), OPERATIONS)
+def test_each_operation_has_its_own_summary_and_description(schema: dict[str, Any], path: str, method: str) -> None:
+    """Not the base view's docstring, which drf-spectacular shows for an operation without one."""
+    op = _operation(schema, path, method)
+    base = inspect.getdoc(ApiView) or ""
+    assert op["summary"] and len(op["summary"]) < 60
+    assert len(op["description"]) > 80
+    assert op["description"] != base and "Base of the timer endpoints" not in op["description"]
+
+
+def test_no_two_operations_share_a_summary_or_a_description(schema: dict[str, Any]) -> None:
+    ops = [_operation(schema, p, m) for p, m in OPERATIONS]
+    assert len({op["summary"] for op in ops}) == len(ops)
+    assert len({op["description"] for op in ops}) == len(ops)
+
+
+@pytest.mark.parametrize(("path", "method"), OPERATIONS)
+def test_each_operation_has_a_success_example_and_an_example_of_each_error(
+    schema: dict[str, Any], path: str, method: str
+) -> None:
+    op = _operation(schema, path, method)
+    for code, response in op["responses"].items():
+        if code == "414":  # gunicorn's own HTML page
+            continue
+        for media_type, content in response["content"].items():
+            examples = content.get("examples", {})
+            assert examples, f"{method.upper()} {path} {code} {media_type} has no example"
+            if int(code) >= 400:
+                for example in examples.values():
+                    assert {"message", "details"} <= set(example["value"])
+                    assert example["value"]["message"]
+    if method in ("post", "patch"):
+        assert op["requestBody"]["content"]["application/json"]["examples"]
+
+
+def _examples(schema: dict[str, Any], path: str, method: str, code: str | None = None) -> list[Any]:
+    op = _operation(schema, path, method)
+    if code is None:
+        content = op["requestBody"]["content"]["application/json"]
+    else:
+        content = next(iter(op["responses"][code]["content"].values()))
+    return [e["value"] for e in content["examples"].values()]
+
+
+def test_the_create_examples_create_timers_shaped_like_the_response_examples(
+    schema: dict[str, Any], client: APIClient
+) -> None:
+    (created_example,) = _examples(schema, "/api/timers", "post", "201")
+    for body in _examples(schema, "/api/timers", "post"):
+        response = client.post("/api/timers", body, format="json")
+        assert response.status_code == 201, response.json()
+        assert list(response.json()) == list(created_example)
+        assert set(created_example) == set(TimerOutput().fields)
+    (page,) = _examples(schema, "/api/timers", "get", "200")
+    listed = client.get("/api/timers").json()
+    assert list(page) == list(listed)
+    assert list(page["timers"][0]) == list(listed["timers"][0])
+
+
+def test_the_reschedule_and_cancel_examples_are_accepted(schema: dict[str, Any], client: APIClient) -> None:
+    timer = client.post("/api/timers", {"name": "t", "duration": "10m"}, format="json").json()
+    url = f"/api/timers/{timer['id']}"
+    by_time, by_duration = sorted(_examples(schema, "/api/timers/{timer_id}", "patch"), key=lambda b: "fireAt" in b)[
+        ::-1
+    ]
+    assert client.patch(url, by_time, format="json").status_code == 200  # stateVersion 1 -> 2
+    response = client.patch(url, by_duration, format="json")  # guarded by stateVersion 2
+    assert response.status_code == 200, response.json()
+    (rescheduled,) = _examples(schema, "/api/timers/{timer_id}", "patch", "200")
+    assert list(response.json()) == list(rescheduled)
+
+    (cancelled,) = _examples(schema, "/api/timers/{timer_id}/cancel", "post", "200")
+    for body in _examples(schema, "/api/timers/{timer_id}/cancel", "post"):
+        timer = client.post("/api/timers", {"name": "t", "duration": "10m"}, format="json").json()
+        response = client.post(f"/api/timers/{timer['id']}/cancel", body, format="json")
+        assert response.status_code == 200
+        assert response.json()["status"] == cancelled["status"] == "cancelled"
+        assert list(response.json()) == list(cancelled)
+
+
+def test_the_detail_and_events_examples_have_the_fields_the_api_gives(schema: dict[str, Any]) -> None:
+    (detail,) = _examples(schema, "/api/timers/{timer_id}", "get", "200")
+    assert set(detail) == set(TimerOutput().fields) | {"actionRuns"}
+    run = detail["actionRuns"][0]
+    assert list(run) == list(ActionRunOutput().fields)
+    assert list(run["attemptRecords"][0]) == list(ActionAttemptOutput().fields)
+    (events,) = _examples(schema, "/api/timers/{timer_id}/events", "get", "200")
+    assert all(list(e) == list(TimerEventOutput().fields) for e in events["events"])
+
+
+def test_the_stream_example_is_server_sent_events(schema: dict[str, Any]) -> None:
+    (stream,) = _examples(schema, "/api/timers/stream", "get", "200")
+    event = stream.split("\n\n")[1].splitlines()
+    assert event[0].startswith("id: ") and event[1] == "event: fired"
+    data = json.loads(event[2].removeprefix("data: "))
+    assert set(data) == {"timerId", "tenantId", "name", "kind", "stateVersion", "occurredAt", "data"}

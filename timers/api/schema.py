@@ -10,8 +10,10 @@ from typing import Any
 
 from django.conf import settings
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from drf_spectacular.utils import OpenApiResponse, inline_serializer
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, inline_serializer
 from rest_framework import serializers
+
+from timers.api.examples import ANY_ERRORS
 
 # Each class below registers itself through drf-spectacular's untyped
 # OpenApiGeneratorExtension.__init_subclass__, hence the ignores on the class lines.
@@ -95,11 +97,15 @@ URI_TOO_LONG = {
 }
 
 
-def error_responses(*codes: int) -> dict[Any, OpenApiResponse]:
+def error_responses(*codes: int, examples: dict[int, list[OpenApiExample]] | None = None) -> dict[Any, OpenApiResponse]:
     """``extend_schema(responses=...)`` entries: ``codes`` plus 401, 403, 404 and 503, each with
-    the Error body, as application/json whatever the operation's other media types (the stream's)."""
+    the Error body, as application/json whatever the operation's other media types (the stream's),
+    and examples: the operation's own (``examples``, by status) or those any operation can give."""
+    chosen = {**ANY_ERRORS, **(examples or {})}
     return {
-        (code, "application/json"): OpenApiResponse(ERROR, description=ERROR_DESCRIPTIONS[code])
+        (code, "application/json"): OpenApiResponse(
+            ERROR, description=ERROR_DESCRIPTIONS[code], examples=chosen.get(code, [])
+        )
         for code in sorted({*codes, *_ALWAYS})
     }
 

@@ -33,6 +33,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from timers import selectors, streams
+from timers.api import examples
+from timers.api.browsable import Described
 from timers.api.errors import mark_logged
 from timers.api.principal import Principal
 from timers.api.schema import SSE_EVENT, error_responses
@@ -185,11 +187,29 @@ def _refused(status: int, message: str, event: str, principal: Principal, **extr
     return mark_logged(Response(body, status=status, headers={"Retry-After": "5"}))
 
 
-class TimerStreamApi(APIView):
+class TimerStreamApi(Described, APIView):
+    name = "Timer event stream"
+    description = (
+        "Server-sent events: every event of your tenant's timers as it happens (id, event kind, JSON data). "
+        "Open it with EventSource or curl -N; it ends after a few minutes and the client reconnects with "
+        "Last-Event-ID."
+    )
     required_role = Role.TIMER_READ
     renderer_classes = [renderers.JSONRenderer, EventStreamRenderer]
 
     @extend_schema(
+        summary="Follow timer events (server-sent events)",
+        description=(
+            "A `text/event-stream` of every event of your tenant's timers as it happens: `id` (the event id), "
+            "`event` (its kind: `created`, `armed`, `fired`, `settled`, ...) and `data` (JSON: `timerId`, "
+            "`tenantId`, `name`, `kind`, `stateVersion`, `occurredAt`, `data`). It starts with the events after "
+            "now, or after `?after=<id>` / `Last-Event-ID` (what browsers' EventSource send on reconnect, so a "
+            "reconnecting client misses nothing). A stream ends after `MINOOTS_STREAM_MAX_SECONDS` (300 s by "
+            "default), with comments (`: keepalive`) while quiet; reconnect then. A tenant has at most "
+            "`MINOOTS_STREAMS_PER_TENANT` streams open (429 with `limitType: streams`), a web process "
+            "`MINOOTS_STREAMS_PER_PROCESS` (503 with `Retry-After`)."
+        ),
+        examples=examples.STREAM_RESPONSES,
         parameters=[
             OpenApiParameter(
                 "after",
@@ -206,7 +226,7 @@ class TimerStreamApi(APIView):
             (200, "text/event-stream"): OpenApiResponse(
                 SSE_EVENT, description="Server-sent events, one per timer event"
             ),
-            **error_responses(400, 429),
+            **error_responses(400, 429, examples=examples.STREAM_ERRORS),
         },
     )
     def get(self, request: Request) -> StreamingHttpResponse | Response:

@@ -8,6 +8,7 @@ from uuid import UUID
 
 from django.db.models import TextField
 from django.db.models.functions import Cast, Coalesce, Length
+from django.urls import reverse
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
@@ -20,6 +21,8 @@ from rest_framework.views import APIView
 from actions import selectors as action_selectors
 from actions.serializers import ActionRunOutput
 from timers import selectors, services
+from timers.api import examples
+from timers.api.browsable import Described
 from timers.api.parsers import SafeJSONParser
 from timers.api.principal import Principal
 from timers.api.schema import (
@@ -244,14 +247,31 @@ def _idempotency_key(request: Request) -> str | None:
     return key
 
 
-class ApiView(APIView):
-    """Base of the timer endpoints: JSON bodies parsed without a way to cause a 500."""
+class ApiView(Described, APIView):
+    """Base of the timer endpoints: JSON bodies parsed without a way to cause a 500; a title and
+    links in the browsable API (``Described``). Each method documents itself with its own
+    ``extend_schema(summary=..., description=...)``: drf-spectacular would otherwise show this
+    docstring as every operation's description."""
 
     parser_classes = [SafeJSONParser]
 
 
 class TimerListCreateApi(ApiView):
+    name = "Timers"
+    description = (
+        "Your tenant's timers, newest first, 50 a page (?limit= up to 500). Filter with ?status=armed,scheduled, "
+        "?name=, ?label=key:value (repeatable), ?fireAfter= and ?fireBefore= (RFC 3339). POST a JSON body to "
+        "create one: a name and a duration ('10m') or a fireAt. Open a timer at /api/timers/{id}."
+    )
     pagination_class = TimerPagination
+
+    def links(self) -> list[tuple[str, str]]:
+        return [
+            ("Pending", self.url("timer-list", {"status": "scheduled,armed"})),
+            ("Failed", self.url("timer-list", {"status": "failed"})),
+            ("Event stream", self.url("timer-stream")),
+            ("API docs", reverse("docs")),
+        ]
 
     def get_required_role(self) -> str:
         return Role.TIMER_WRITE if self.request.method == "POST" else Role.TIMER_READ
@@ -262,6 +282,14 @@ class TimerListCreateApi(ApiView):
 
     @extend_schema(
         operation_id="timers_list",
+        summary="List timers",
+        description=(
+            "Your tenant's timers, newest first, one page at a time: follow `next` (and `previous`) until it is "
+            "null. Filters combine: `status` (comma-separated), `name` (exact), `label=key:value` (repeat it: "
+            "all must match), and a `fireAt` range with `fireAfter` (inclusive) and `fireBefore` (exclusive). "
+            "A page holds `limit` timers (50 by default, at most 500) and ends early before 4 MiB of JSON."
+        ),
+        examples=examples.LIST_RESPONSES,
         parameters=[
             OpenApiParameter(
                 "status",
@@ -294,7 +322,7 @@ class TimerListCreateApi(ApiView):
                     "previous": serializers.CharField(allow_null=True),
                 },
             ),
-            **error_responses(400),
+            **error_responses(400, examples=examples.LIST_ERRORS),
             **URI_TOO_LONG,
         },
     )
@@ -319,8 +347,24 @@ class TimerListCreateApi(ApiView):
 
     @extend_schema(
         operation_id="timers_create",
+        summary="Create a timer",
+        description=(
+            'Schedule a timer for your tenant: `duration` from now (`"500ms"`, `"30s"`, `"10m"`, `"1h30m"`, '
+            'ISO-8601 `"PT15M"` or milliseconds) or an RFC 3339 `fireAt`, exactly one, in the future and within '
+            "the horizon (365 days by default). Its `actionBundle` says what happens when it fires (`webhook`, "
+            "`command`, `file`), with a `retryPolicy`; `labels` (string map) and `metadata` (any object) travel "
+            "with it. Answers 201 with the timer, `scheduled` or `armed` (due within the arm horizon). With an "
+            "`Idempotency-Key` header a repeated request (same key, same body, within 24 h) answers 200 with "
+            "the timer it created the first time; the same key with another body is a 409. Over the tenant's "
+            "quota of active timers or creates per day: 429 with `limitType`."
+        ),
         request=TimerCreateInput,
-        responses={201: TimerOutput, 200: TimerOutput, **error_responses(400, 409, 413, 429)},
+        examples=[*examples.CREATE_REQUESTS, *examples.CREATE_RESPONSES],
+        responses={
+            201: TimerOutput,
+            200: TimerOutput,
+            **error_responses(400, 409, 413, 429, examples=examples.CREATE_ERRORS),
+        },
         parameters=[
             OpenApiParameter(
                 "Idempotency-Key",
@@ -380,6 +424,20 @@ def _expected_version(request: Request, body_version: int | None) -> int | None:
 
 
 class TimerDetailApi(ApiView):
+    name = "Timer"
+    description = (
+        "One timer with its action runs and their attempts. The ETag header is its stateVersion: send it as "
+        "If-Match with a PATCH (fireAt or duration) to reschedule it while it is pending."
+    )
+
+    def links(self) -> list[tuple[str, str]]:
+        return [
+            ("Events", self.timer_url("timer-events")),
+            ("Cancel", self.timer_url("timer-cancel")),
+            ("All timers", self.url("timer-list")),
+            ("API docs", reverse("docs")),
+        ]
+
     def get_required_role(self) -> str:
         return Role.TIMER_WRITE if self.request.method == "PATCH" else Role.TIMER_READ
 
@@ -389,8 +447,13 @@ class TimerDetailApi(ApiView):
 
     @extend_schema(
         summary="Get a timer",
-        description="The timer with its action runs. The `ETag` header is its `stateVersion`, for `If-Match`.",
-        responses={200: TimerDetailOutput, **error_responses(404)},
+        description=(
+            "The timer with its action runs (`actionRuns`: one per action of its bundle, escalations included, "
+            "each with its attempts: outcome, HTTP status or exit code, duration, error, output excerpt). The "
+            "`ETag` header is its `stateVersion`, for `If-Match` on a reschedule. Another tenant's timer is a 404."
+        ),
+        examples=examples.DETAIL_RESPONSES,
+        responses={200: TimerDetailOutput, **error_responses(404, examples=examples.DETAIL_ERRORS)},
     )
     def get(self, request: Request, timer_id: UUID) -> Response:
         timer = _get_timer_or_404(request, timer_id, with_runs=True)
@@ -407,6 +470,7 @@ class TimerDetailApi(ApiView):
             "event (and `armed` when the new time is within the arming horizon)."
         ),
         request=TimerRescheduleInput,
+        examples=[*examples.RESCHEDULE_REQUESTS, *examples.RESCHEDULE_RESPONSES],
         parameters=[
             OpenApiParameter(
                 "If-Match",
@@ -415,7 +479,7 @@ class TimerDetailApi(ApiView):
                 description="the timer's stateVersion, as its ETag",
             )
         ],
-        responses={200: TimerOutput, **error_responses(400, 404, 409, 413)},
+        responses={200: TimerOutput, **error_responses(400, 404, 409, 413, examples=examples.RESCHEDULE_ERRORS)},
     )
     def patch(self, request: Request, timer_id: UUID) -> Response:
         principal = _principal(request)
@@ -438,9 +502,29 @@ class TimerDetailApi(ApiView):
 
 
 class TimerCancelApi(ApiView):
+    name = "Cancel a timer"
+    description = (
+        'POST (an empty body, or {"reason": "..."}) to cancel this timer. A pending timer never fires; a fired '
+        "one's retries and escalations are cancelled; a timer already settled, failed or cancelled is returned "
+        "unchanged."
+    )
     required_role = Role.TIMER_CANCEL
 
-    @extend_schema(request=TimerCancelInput, responses={200: TimerOutput, **error_responses(400, 404, 409, 413)})
+    def links(self) -> list[tuple[str, str]]:
+        return [("The timer", self.timer_url("timer-detail")), ("Events", self.timer_url("timer-events"))]
+
+    @extend_schema(
+        summary="Cancel a timer",
+        description=(
+            "Cancel a timer, with an optional `reason` (recorded with who cancelled it). A `scheduled` or `armed` "
+            "timer never fires. A `fired` timer's pending retries and escalations are cancelled, attempts already "
+            "running finish and are recorded. Cancelling a timer that is already `settled`, `failed` or "
+            "`cancelled` returns it unchanged (idempotent)."
+        ),
+        request=TimerCancelInput,
+        examples=[*examples.CANCEL_REQUESTS, *examples.CANCEL_RESPONSES],
+        responses={200: TimerOutput, **error_responses(400, 404, 409, 413, examples=examples.CANCEL_ERRORS)},
+    )
     def post(self, request: Request, timer_id: UUID) -> Response:
         principal = _principal(request)
         body = TimerCancelInput(data=request.data)
@@ -456,13 +540,27 @@ class TimerCancelApi(ApiView):
 
 
 class TimerEventsApi(ApiView):
+    name = "Timer events"
+    description = (
+        "Everything that happened to this timer, oldest first: created, armed, fired, action attempts, settled."
+    )
     required_role = Role.TIMER_READ
 
+    def links(self) -> list[tuple[str, str]]:
+        return [("The timer", self.timer_url("timer-detail")), ("Cancel", self.timer_url("timer-cancel"))]
+
     @extend_schema(
+        summary="A timer's event log",
+        description=(
+            "Every transition of the timer, oldest first, each with its `stateVersion`: `created`, `rescheduled`, "
+            "`armed`, `fired`, the action events (`action.succeeded`, `action.retrying`, `action.failed`), then "
+            "`settled`, `failed` or `cancelled`. The same events arrive live on `GET /api/timers/stream`."
+        ),
+        examples=examples.EVENTS_RESPONSES,
         responses={
             200: inline_serializer("TimerEvents", {"events": TimerEventOutput(many=True)}),
-            **error_responses(404),
-        }
+            **error_responses(404, examples=examples.DETAIL_ERRORS),
+        },
     )
     def get(self, request: Request, timer_id: UUID) -> Response:
         timer = _get_timer_or_404(request, timer_id)
