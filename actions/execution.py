@@ -11,10 +11,12 @@ Contract of a timer's runs (see DESIGN.md "Scheduling" step 4 and "Actions"):
   (its worker died). A run is therefore never executed twice at once, and a duplicate or early
   message is a quiet no-op. The attempt row is written in the claim's transaction, so an
   attempt whose worker died is visible, and is closed as a transient failure by the next claim.
-- *Tenant cap*: at most ``MINOOTS_TENANT_ACTION_CONCURRENCY`` runs of one tenant are
-  ``running`` at once; the claim holds the others back, ``pending`` and due about a second
-  later, re-published by ``runs_republish_early`` (no attempt, no event; see
-  ``transitions._within_tenant_cap``).
+- *Tenant cap*: while another tenant has runs waiting, one tenant holds at most
+  ``MINOOTS_TENANT_ACTION_CONCURRENCY`` worker slots (attempts in flight; a batch is one);
+  the claim holds its other runs back, and a batch over the cap gives its remaining runs back
+  when the next one's turn comes, ``pending`` and due about a second later, re-published by
+  ``runs_republish_early`` (no attempt, no event; see ``transitions._within_tenant_cap``). A
+  tenant alone is never held back.
 - *Concurrency*: at most ``concurrency`` top-level runs of a timer are in progress (running,
   or pending with a ``next_attempt_at``, i.e. waiting for a retry). The others wait with
   ``next_attempt_at`` NULL and are started in ``position`` order as slots free up. Escalation
@@ -51,6 +53,7 @@ from uuid import UUID
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.core.cache import cache
 from django.db import DatabaseError, transaction
 from django.db.models import Q, Sum
 from django.db.models.functions import Now
@@ -62,9 +65,11 @@ from actions.errors import ActionError, ParameterError
 from actions.models import ActionRun, RunStatus
 from actions.recording import storable_outcome
 from actions.runners import ActionContext, get_runner
+from actions.services import _marker as run_marker  # the publish marker's one spelling
 from actions.services import runs_forget_published, runs_publish
 from actions.transitions import WORKER_LOST, Claim, Finished, Outcome
 from timers.models import Timer
+from timers.publishing import RUN_ACTIONS, publish
 from timers.serializers import timers_wire
 from timers.services import timer_append_event, timer_fail, timers_settle
 
@@ -90,8 +95,10 @@ def retry_delay(policy: RetryPolicy, *, failed_attempt: int, retry_after: float 
 def runs_republish_early(run_ids: Sequence[UUID]) -> None:
     """Runs a claim skipped that are ``pending`` and due later — their message arrived before
     ``next_attempt_at`` (clock skew between worker and database, a duplicate), or their tenant
-    was at its action concurrency cap (``transitions.runs_claim``) — are re-published for the
-    remaining time on the database clock: one new message per skipped run, whatever the reason.
+    was at its action concurrency cap (``transitions.runs_claim``, ``runs_release``) — are
+    re-published for the remaining time on the database clock: one message per distinct
+    remaining time (a single run's ``run_action``, or ``run_actions`` for the runs a batch
+    skipped together, so they run as a batch again), whatever the reason.
     """
     if not run_ids:
         return
@@ -107,8 +114,35 @@ def runs_republish_early(run_ids: Sequence[UUID]) -> None:
         if timedelta(0) < remaining <= settings.MINOOTS_ARM_HORIZON:
             by_remaining.setdefault(remaining, []).append(run_id)
     now = timezone.now()
+    order = {run_id: i for i, run_id in enumerate(run_ids)}
     for remaining, ids in by_remaining.items():
-        runs_publish(ids, eta=now + remaining)
+        ids.sort(key=lambda run_id: order[run_id])  # a batch runs them in the order it had
+        if len(ids) == 1:
+            runs_publish(ids, eta=now + remaining)
+        else:
+            _publish_batch_later(ids, eta=now + remaining)
+
+
+def _publish_batch_later(run_ids: Sequence[UUID], *, eta: datetime) -> None:
+    """``runs_publish_batches`` with an ETA: one ``run_actions`` message per MINOOTS_ACTION_BATCH
+    runs, each run marked as published (the reconciler leaves it alone) until its claim. Never
+    raises: the reconciler recovers what is lost."""
+    size = max(1, settings.MINOOTS_ACTION_BATCH)
+    published: list[UUID] = []
+    for start in range(0, len(run_ids), size):
+        chunk = list(run_ids[start : start + size])
+        try:
+            publish(RUN_ACTIONS, args=[[str(run_id) for run_id in chunk]], eta=eta)
+        except Exception:
+            log.error("could not publish action runs; the reconciler will recover them", exc_info=True)
+            break
+        published += chunk
+    if published:
+        ttl = int((eta - timezone.now()).total_seconds() + settings.MINOOTS_ACTION_LEASE.total_seconds())
+        try:
+            cache.set_many({run_marker(run_id): 1 for run_id in published}, timeout=max(1, ttl))
+        except Exception:
+            log.warning("action run marker cache unavailable", exc_info=True)
 
 
 # --- attempt -------------------------------------------------------------------------------

@@ -4,7 +4,10 @@ its timer event and its metric (see DESIGN.md "Scheduling" step 4).
 - ``runs_claim``: pending and due -> running, or running past its lease -> running again
   (lease recovery: its worker died; the attempt it left open is closed as a transient
   failure). One predicate, for single runs and batches alike. A pending run whose tenant is
-  at its action concurrency cap stays pending, due a moment later (``_within_tenant_cap``).
+  at its action concurrency cap while another tenant waits stays pending, due a moment later
+  (``_within_tenant_cap``).
+- ``runs_release``: running -> pending for claimed runs whose attempt never started (a batch
+  giving back its queued runs to a tenant over its cap): the claim is undone.
 - ``runs_succeed``: running -> succeeded.
 - ``run_retry``: running -> pending with ``next_attempt_at`` (a transient failure).
 - ``run_fail``: running -> failed (permanent, or out of attempts).
@@ -12,12 +15,20 @@ its timer event and its metric (see DESIGN.md "Scheduling" step 4).
 The outcome transitions apply only to runs this worker still holds (``running`` with the
 attempt number it claimed, row-locked here), so an outcome that arrives after another worker
 took the run over is dropped, never applied twice. Nothing else assigns ``ActionRun.status``.
+
+A ``running`` run's ``next_attempt_at`` says whether it holds a worker slot: NULL while its
+attempt is in flight (or recovered), set (to when it stopped holding one) while it waits in a
+batch behind the attempt in flight or, while its tenant's slots are counted, has succeeded
+there and waits for its record (``run_start``). A batch thus holds one slot, like a single
+run, and the tenant cap counts slots, not claimed runs.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import threading
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +38,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, DateTimeField, DurationField, ExpressionWrapper, F, Q, Value
+from django.db.models import Case, Count, DateTimeField, DurationField, ExpressionWrapper, F, Q, Value, When
 from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -51,6 +62,10 @@ WORKER_LOST = "worker lost: the lease expired before the attempt finished"
 # shortened by up to THROTTLE_JITTER so held runs of one tenant do not all come back at once).
 THROTTLE_DELAY = timedelta(seconds=1)
 THROTTLE_JITTER = 0.5
+# How long one process trusts its answer to "does another tenant have runs waiting?" (the
+# cap applies only then): at most this much later a flooding tenant starts to yield slots,
+# and the question costs one query per tenant and process this often, not one per claim.
+WAITING_TTL = 0.5
 
 
 @dataclass(frozen=True)
@@ -132,6 +147,9 @@ def runs_claim(*, run_ids: Sequence[UUID]) -> list[Claim]:
     The attempt rows are written in the claim's transaction, so an attempt whose worker dies
     stays visible, and the next claim closes it as a transient failure.
 
+    The first run claimed holds a worker slot at once (``next_attempt_at`` NULL); the others
+    wait in the caller's batch, holding none, until ``run_start`` (see the module docstring).
+
     Per-tenant cap (``MINOOTS_TENANT_ACTION_CONCURRENCY``, 0 = none): see ``_within_tenant_cap``;
     a pending run held back by it stays ``pending``, due a moment later, and is skipped here
     like an early one.
@@ -148,7 +166,10 @@ def runs_claim(*, run_ids: Sequence[UUID]) -> list[Claim]:
         if not ids:
             return []
         ActionRun.objects.filter(pk__in=ids).update(
-            status=RunStatus.RUNNING, attempts=F("attempts") + 1, lease_expires_at=lease_end(), next_attempt_at=None
+            status=RunStatus.RUNNING,
+            attempts=F("attempts") + 1,
+            lease_expires_at=lease_end(),
+            next_attempt_at=None if len(ids) == 1 else Case(When(pk=ids[0], then=None), default=Now()),
         )
         runs = sorted(ActionRun.objects.select_related("timer").filter(pk__in=ids), key=lambda r: order[r.pk])
         now = timezone.now()
@@ -194,54 +215,50 @@ def _within_tenant_cap(candidates: Sequence[tuple[UUID, str, str]]) -> list[UUID
     take under the per-tenant cap; the pending ones beyond it are held back (call in the claim's
     transaction).
 
-    A tenant may have at most ``MINOOTS_TENANT_ACTION_CONCURRENCY`` runs ``running`` with a live
-    lease, so one tenant's slow actions cannot hold every action worker slot. Safe under
-    concurrency: the candidates' tenant rows are locked (``FOR NO KEY UPDATE``, in id order, so
-    claims of one tenant are serialised while its timer inserts, which take ``FOR KEY SHARE``,
-    are not blocked; SQLite's IMMEDIATE transactions serialise every claim anyway), and the
-    tenants' running runs are counted after the lock, in one grouped query over the partial
-    index of running runs (``actionrun_running_lease``: as many rows as runs in progress).
-    Claims that run no cap (0) take neither the lock nor the count.
+    A tenant holds at most ``MINOOTS_TENANT_ACTION_CONCURRENCY`` worker slots (attempts in
+    flight: a single run, or a batch however many runs it claimed) *while another tenant has
+    runs waiting* (``tenant_others_waiting``), so one tenant's flood or slow actions cannot hold
+    every action worker slot; a tenant alone takes every slot there is (the cap conserves work).
+    A claim takes one slot, for its first run; its later runs wait in the batch and are checked
+    again when their turn comes (``tenant_over_cap``). So every pending run of this claim whose
+    tenant already holds its cap is held back, and the others are taken.
+
+    Safe under concurrency: when a tenant is contended, its row is locked (``FOR NO KEY
+    UPDATE``, in id order, so claims of one tenant are serialised while its timer inserts, which
+    take ``FOR KEY SHARE``, are not blocked; SQLite's IMMEDIATE transactions serialise every
+    claim anyway) and its slots are counted after the lock, in one grouped query over the
+    partial index of running runs (``actionrun_running_lease``: as many rows as runs claimed).
+    Claims that run no cap (0) or whose tenants are alone take neither the lock nor the count.
 
     A held-back run does not count as an attempt and emits no event (an INFO log line): it
     stays ``pending`` and its ``next_attempt_at`` moves ``THROTTLE_DELAY`` (jittered) ahead on
-    the database clock. It is not published here: the caller re-publishes the runs it could
-    not claim that are pending and due later (``execution.runs_republish_early``, the path of
-    an early message), so each consumed message yields at most one new one (no message storm
-    however long a tenant stays at its cap), and the run is tried again within about a second.
-    Should that publish be lost, the reconciler's ``runs_recover`` publishes it once overdue
-    by the repair grace (it has no marker then). Lease recovery (a ``running`` run whose worker
-    died) is never held back: it is rare, bounded by the attempts that were in progress, and
-    has no ``pending`` state to wait in; it counts against the cap like any running run.
+    the database clock (``_hold``). It is not published here: the caller re-publishes the runs
+    it could not claim that are pending and due later (``execution.runs_republish_early``, the
+    path of an early message, one batch message per claim), so each consumed message yields at
+    most one new one (no message storm however long a tenant stays at its cap), and the run is
+    tried again within about a second. Should that publish be lost, the reconciler's
+    ``runs_recover`` publishes it once overdue by the repair grace (it has no marker then).
+    Lease recovery (a ``running`` run whose worker died) is never held back: it is rare,
+    bounded by the attempts that were in progress, and has no ``pending`` state to wait in.
     """
     cap = settings.MINOOTS_TENANT_ACTION_CONCURRENCY
     if cap <= 0 or not candidates:
         return [run_id for run_id, _, _ in candidates]
-    tenants = sorted({tenant_id for _, _, tenant_id in candidates})
-    list(Tenant.objects.select_for_update(no_key=True).filter(pk__in=tenants).order_by("pk").values_list("pk"))
-    running: dict[str, int] = defaultdict(
-        int,
-        ActionRun.objects.filter(status=RunStatus.RUNNING, lease_expires_at__gte=Now(), timer__tenant_id__in=tenants)
-        .order_by()
-        .values("timer__tenant_id")
-        .annotate(n=Count("pk"))
-        .values_list("timer__tenant_id", "n"),
-    )
+    waiting_for = {tenant_id for _, status, tenant_id in candidates if status == RunStatus.PENDING}
+    contended = sorted(tenant_id for tenant_id in waiting_for if tenant_contended(tenant_id))
+    if not contended:
+        return [run_id for run_id, _, _ in candidates]
+    list(Tenant.objects.select_for_update(no_key=True).filter(pk__in=contended).order_by("pk").values_list("pk"))
+    slots = _slots_held(contended)
     taken: list[UUID] = []
     held: dict[str, list[UUID]] = defaultdict(list)
     for run_id, status, tenant_id in candidates:
-        if status == RunStatus.PENDING and running[tenant_id] >= cap:
+        if status == RunStatus.PENDING and tenant_id in contended and slots[tenant_id] >= cap:
             held[tenant_id].append(run_id)
             continue
-        running[tenant_id] += 1
-        taken.append(run_id)
+        taken.append(run_id)  # the first one takes the claim's slot; the others wait behind it
     if held:
-        delay = THROTTLE_DELAY * random.uniform(1 - THROTTLE_JITTER, 1)
-        ActionRun.objects.filter(pk__in=[r for ids in held.values() for r in ids], status=RunStatus.PENDING).update(
-            next_attempt_at=ExpressionWrapper(
-                Now() + Value(delay, output_field=DurationField()), output_field=DateTimeField()
-            )
-        )
+        delay = _hold([run_id for ids in held.values() for run_id in ids])
         for tenant_id, ids in held.items():
             log.info(
                 "tenant at its action concurrency cap: %d runs held back for %.1f s",
@@ -250,6 +267,94 @@ def _within_tenant_cap(candidates: Sequence[tuple[UUID, str, str]]) -> list[UUID
                 extra={"event": "action", "tenant_id": tenant_id, "count": len(ids), "cap": cap},
             )
     return taken
+
+
+def _slots_held(tenants: Sequence[str]) -> defaultdict[str, int]:
+    """Worker slots each tenant holds: its ``running`` runs with a live lease and no
+    ``next_attempt_at`` (attempts in flight; see the module docstring)."""
+    return defaultdict(
+        int,
+        ActionRun.objects.filter(
+            status=RunStatus.RUNNING,
+            lease_expires_at__gte=Now(),
+            next_attempt_at__isnull=True,
+            timer__tenant_id__in=tenants,
+        )
+        .order_by()
+        .values("timer__tenant_id")
+        .annotate(n=Count("pk"))
+        .values_list("timer__tenant_id", "n"),
+    )
+
+
+def _hold(run_ids: Sequence[UUID]) -> timedelta:
+    """Move these pending runs' ``next_attempt_at`` THROTTLE_DELAY (jittered) ahead on the
+    database clock; return the delay."""
+    delay = THROTTLE_DELAY * random.uniform(1 - THROTTLE_JITTER, 1)
+    ActionRun.objects.filter(pk__in=run_ids, status=RunStatus.PENDING).update(
+        next_attempt_at=ExpressionWrapper(
+            Now() + Value(delay, output_field=DurationField()), output_field=DateTimeField()
+        )
+    )
+    return delay
+
+
+_waiting: dict[str, tuple[float, bool]] = {}  # tenant id -> (good until, monotonic clock; answer)
+_refreshing = threading.Lock()
+
+
+def tenant_others_waiting(tenant_id: str) -> bool:
+    """Whether a tenant other than ``tenant_id`` has a run ``pending`` and due (waiting for a
+    worker slot: its message is queued behind others, or was lost). Runs held back by the cap
+    are due later, and runs waiting for their timer's concurrency have no ``next_attempt_at``:
+    neither counts.
+
+    The answer is kept per process for WAITING_TTL, so a burst costs one query per tenant and
+    process that often (it reads the partial index of pending runs, as many rows as are due:
+    about 15 ms for 10,000), not one per claim; while one thread refreshes an answer, the
+    process's other threads keep using the one it had.
+    """
+    now = time.monotonic()
+    known = _waiting.get(tenant_id)
+    if known is not None and known[0] > now:
+        return known[1]
+    refreshing = _refreshing.acquire(blocking=False)
+    if known is not None and not refreshing:
+        return known[1]
+    try:
+        waiting = (
+            ActionRun.objects.filter(status=RunStatus.PENDING, next_attempt_at__lte=Now())
+            .exclude(timer__tenant_id=tenant_id)
+            .exists()
+        )
+        if len(_waiting) > 10_000:
+            _waiting.clear()
+        _waiting[tenant_id] = (time.monotonic() + WAITING_TTL, waiting)
+    finally:
+        if refreshing:
+            _refreshing.release()
+    return waiting
+
+
+def tenants_waiting_forget() -> None:
+    """Drop this process's remembered answers of ``tenant_others_waiting`` (for tests)."""
+    _waiting.clear()
+
+
+def tenant_contended(tenant_id: str) -> bool:
+    """Whether the cap applies to ``tenant_id`` now: there is one, and another tenant waits."""
+    return settings.MINOOTS_TENANT_ACTION_CONCURRENCY > 0 and tenant_others_waiting(tenant_id)
+
+
+def tenant_over_cap(tenant_id: str) -> bool:
+    """Whether ``tenant_id`` holds more worker slots than its cap while another tenant waits:
+    a batch asks it when its next run's turn comes (after ``run_start``, so its own slot
+    counts) and, if so, gives its remaining runs back (``runs_release``) instead of keeping a
+    slot another tenant is waiting for. Costs nothing while the tenant is alone (see
+    ``tenant_others_waiting``); no lock: a batch that continues keeps the slot it has."""
+    if not tenant_contended(tenant_id):
+        return False
+    return _slots_held([tenant_id])[tenant_id] > settings.MINOOTS_TENANT_ACTION_CONCURRENCY
 
 
 def _close_lost_attempts(run_ids: Sequence[UUID], *, now: datetime) -> dict[UUID, int]:
@@ -263,14 +368,70 @@ def _close_lost_attempts(run_ids: Sequence[UUID], *, now: datetime) -> dict[UUID
     return lost
 
 
-def run_renew_lease(claim: Claim) -> bool:
-    """Extend the run's lease from now, if this worker still holds it (each attempt of a batch
-    starts with a full lease, so the reconciler never hands a running run to another worker)."""
-    return bool(
-        ActionRun.objects.filter(pk=claim.run.pk, status=RunStatus.RUNNING, attempts=claim.number).update(
-            lease_expires_at=lease_end()
-        )
+def run_start(claim: Claim, *, done: Sequence[Claim] = ()) -> bool:
+    """Start the attempt of a run a batch claimed and kept waiting: it takes the batch's worker
+    slot (``next_attempt_at`` NULL) with a full lease from now, so the reconciler never hands a
+    running run to another worker; ``done``, the batch's earlier runs that succeeded and are not
+    recorded yet, give the slot up (``next_attempt_at`` now). One statement. False if this
+    worker no longer holds the run (its lease expired while earlier attempts ran).
+
+    A batch passes ``done`` only while its tenants' slots are counted (``tenant_contended``):
+    alone, a tenant's unrecorded successes count as slots for at most FLUSH_SECONDS, which no
+    claim looks at, and each attempt updates one row, not two.
+    """
+    mine = Q(pk=claim.run.pk, status=RunStatus.RUNNING, attempts=claim.number)
+    if not done:
+        return bool(ActionRun.objects.filter(mine).update(lease_expires_at=lease_end(), next_attempt_at=None))
+    earlier = Q()
+    for other in done:
+        earlier |= Q(pk=other.run.pk, status=RunStatus.RUNNING, attempts=other.number)
+    updated = ActionRun.objects.filter(mine | earlier).update(
+        lease_expires_at=Case(When(pk=claim.run.pk, then=lease_end()), default=F("lease_expires_at")),
+        next_attempt_at=Case(When(pk=claim.run.pk, then=None), default=Now()),
     )
+    if updated == len(done) + 1:
+        return True
+    # Fewer rows: one of them was taken over (rare); ask whether it was this one.
+    return ActionRun.objects.filter(mine, next_attempt_at__isnull=True).exists()
+
+
+def runs_release(claims: Sequence[Claim]) -> list[UUID]:
+    """running -> pending for runs this worker claimed and never started the attempt of (a
+    batch giving its remaining runs back while their tenant is over its cap): the claim is
+    undone (``attempts`` back, the open attempt row deleted, no event) and the runs are due
+    again THROTTLE_DELAY (jittered) later, like runs the claim held back. Return the runs
+    released; the caller re-publishes them (``execution.runs_republish_early``). Claims that
+    stand for a lost last attempt (``attempt_id`` None) are not released: conclude them.
+    """
+    by_number: dict[int, list[UUID]] = defaultdict(list)
+    for claim in claims:
+        if claim.attempt_id is not None:
+            by_number[claim.number].append(claim.run.pk)
+    released: list[UUID] = []
+    with transaction.atomic():
+        for number, run_ids in by_number.items():  # usually one: 1
+            mine = list(
+                ActionRun.objects.select_for_update(no_key=True)
+                .filter(pk__in=run_ids, status=RunStatus.RUNNING, attempts=number)
+                .order_by("pk")
+                .values_list("pk", flat=True)
+            )
+            if not mine:
+                continue
+            ActionRun.objects.filter(pk__in=mine).update(
+                status=RunStatus.PENDING, attempts=number - 1, lease_expires_at=None
+            )
+            ActionAttempt.objects.filter(run_id__in=mine, number=number, finished_at__isnull=True).delete()
+            released += mine
+        if released:
+            delay = _hold(released)
+            log.info(
+                "tenant over its action concurrency cap: a batch gave %d runs back for %.1f s",
+                len(released),
+                delay.total_seconds(),
+                extra={"event": "action", "count": len(released)},
+            )
+    return released
 
 
 # --- outcomes ---------------------------------------------------------------------------------
@@ -392,3 +553,25 @@ def _count_on_commit(finished: Sequence[Finished], outcome: AttemptOutcome) -> N
 def retry_policy_allows(policy: RetryPolicy, claim: Claim, outcome: Outcome) -> bool:
     """Whether a failed attempt is followed by another."""
     return not outcome.permanent and claim.number < policy.max_attempts
+
+
+def runs_import(*, runs: Sequence[ActionRun], attempts: Sequence[ActionAttempt]) -> int:
+    """Store action runs exported from an installation as they were there (status, attempts,
+    times), with their ``attempts``: the runs of timers ``timers.services.timers_import`` has
+    just stored, in the same transaction. Idempotent by id: a run already stored is left as it
+    is, with its attempts. Return how many runs were stored. Nothing is published: the
+    reconciler recovers a pending run that is due and a running one whose lease passed."""
+    with transaction.atomic():
+        existing = set(ActionRun.objects.filter(pk__in=[r.pk for r in runs]).values_list("pk", flat=True))
+        # Escalations refer to the run they escalate from: parents first.
+        new = sorted((r for r in runs if r.pk not in existing), key=lambda r: r.escalation_level)
+        # created_at is auto_now_add, which bulk_create overwrites with now: set it back after.
+        created = {r.pk: r.created_at for r in new}
+        ActionRun.objects.bulk_create(new)
+        if new:
+            ActionRun.objects.filter(pk__in=list(created)).update(
+                created_at=Case(*[When(pk=pk, then=Value(at)) for pk, at in created.items()])
+            )
+        stored = {r.pk for r in new}
+        ActionAttempt.objects.bulk_create([a for a in attempts if a.run_id in stored])
+    return len(new)

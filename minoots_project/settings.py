@@ -240,9 +240,10 @@ MINOOTS_MIN_BACKOFF: timedelta = parse_duration_setting(
     "MINOOTS_MIN_BACKOFF", env.str("MINOOTS_MIN_BACKOFF", default="1s")
 )
 MINOOTS_MAX_ATTEMPTS_PER_TIMER: int = env.int("MINOOTS_MAX_ATTEMPTS_PER_TIMER", default=100)
-# Action attempts one tenant may have running at once, over all action workers (0: no cap);
-# the default leaves half of `make run`'s 16 action threads to the other tenants.
-MINOOTS_TENANT_ACTION_CONCURRENCY: int = env.int("MINOOTS_TENANT_ACTION_CONCURRENCY", default=0)
+# Worker slots (attempts in flight; a batch is one) one tenant may hold over all action workers
+# while another tenant has runs waiting (0: no cap); a tenant alone uses every slot. The default
+# leaves half of `make run`'s 16 action threads to the other tenants (see actions/transitions.py).
+MINOOTS_TENANT_ACTION_CONCURRENCY: int = env.int("MINOOTS_TENANT_ACTION_CONCURRENCY", default=8)
 MINOOTS_ACTION_LEASE: timedelta = parse_duration_setting(
     "MINOOTS_ACTION_LEASE", env.str("MINOOTS_ACTION_LEASE", default="5m")
 )
