@@ -32,6 +32,9 @@ class ActionRun(models.Model):
     )
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.PENDING)
     attempts = models.PositiveIntegerField(default=0)
+    # Attempts made before the last operator retry (``actions.services.run_retry``): the retry
+    # policy and the per-timer attempt cap count the attempts of the current chain only.
+    retry_base = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
@@ -52,6 +55,12 @@ class ActionRun(models.Model):
                 fields=["lease_expires_at"],
                 name="actionrun_running_lease",
                 condition=Q(status="running"),
+            ),
+            # The admin dashboard's "failed recently": newest failures first, failed runs only.
+            models.Index(
+                fields=["-finished_at"],
+                name="actionrun_failed_finished",
+                condition=Q(status="failed"),
             ),
         ]
         constraints = [

@@ -41,6 +41,10 @@ class Tenant(models.Model):
     webhook_secret_rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
     max_active_timers = models.PositiveIntegerField(default=_default_max_active)
     max_creates_per_day = models.PositiveIntegerField(default=_default_max_daily)
+    # The rollout guard: the action kinds this tenant may use, a JSON list of kind names
+    # (JSON, not an ArrayField, so SQLite keeps it too). Empty means every kind. Checked when a
+    # timer is created (timers.allowlist) and again at each attempt (actions.allowlist).
+    allowed_action_kinds = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -131,6 +135,14 @@ class Timer(models.Model):
                 fields=["fire_at"],
                 name="timer_pending_fire_at",
                 condition=Q(status__in=["scheduled", "armed"]),
+            ),
+            # The admin dashboard: bounded counts per status, and the fires of the last hour /
+            # day with their lateness read from the index alone (no heap visit per row).
+            models.Index(fields=["status"], name="timer_status"),
+            models.Index(
+                fields=["fired_at", "lateness_ms", "tenant"],
+                name="timer_fired_window",
+                condition=Q(fired_at__isnull=False),
             ),
         ]
         constraints = [

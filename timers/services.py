@@ -21,6 +21,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from timers import metrics, ports, queries, ticks
+from timers.allowlist import bundle_refusal
 from timers.limits import oversized_fields
 from timers.models import PENDING_STATUSES, Tenant, Timer, TimerEvent, TimerStatus, has_actions
 from timers.queries import EventRow
@@ -177,6 +178,9 @@ def timer_create(
         metadata=spec.metadata, action_bundle=spec.action_bundle, agent_binding=spec.agent_binding
     ):
         raise ValidationFailed(field_name, reason)
+    refused = bundle_refusal(tenant=tenant, action_bundle=spec.action_bundle)
+    if refused is not None:
+        raise ValidationFailed(*refused)
     try:
         with transaction.atomic():
             if idempotency_key:

@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, final
 
+from actions.allowlist import attempt_refusal
 from actions.errors import ActionError, ParameterError
 
 
@@ -78,7 +79,11 @@ class Runner(ABC, Generic[P]):
 
     @final
     def run(self, parameters: dict[str, Any], context: ActionContext) -> ActionResult:
-        """Parse, then attempt. Parameters that no longer parse fail the attempt for good."""
+        """Parse, then attempt. Parameters that no longer parse, or a kind the tenant's
+        allow-list no longer names, fail the attempt for good."""
+        refusal = attempt_refusal(tenant_id=context.tenant_id, kind=self.kind)
+        if refusal is not None:
+            raise ActionError(f"kind: {refusal}", permanent=True)
         try:
             params = self.parse(parameters, tenant_id=context.tenant_id)
         except ParameterError as exc:
