@@ -50,7 +50,7 @@ class BrokerAMQP(AMQP):
 
 app = Celery("minoots_project", amqp=BrokerAMQP)
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["timers", "actions"])
+app.autodiscover_tasks(["timers", "actions", "integrations.slack"])
 
 
 def refuse_to_start_on_failed_checks(**_: Any) -> None:

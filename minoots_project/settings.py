@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "axes",
     "timers",
     "actions",
+    "integrations.slack",
 ]
 
 MIDDLEWARE = [
@@ -268,6 +269,16 @@ MINOOTS_STREAMS_PER_TENANT: int = env.int("MINOOTS_STREAMS_PER_TENANT", default=
 MINOOTS_REQUEST_BODY_SECONDS: float = env.float("MINOOTS_REQUEST_BODY_SECONDS", default=10.0)
 ACTION_WEBHOOK_TIMEOUT_MS: int = env.int("ACTION_WEBHOOK_TIMEOUT_MS", default=10_000)
 
+# --- Slack (integrations/slack) ----------------------------------------------------------------
+# The app's signing secret: /integrations/slack/* answer 503 without it (the integration is off).
+SLACK_SIGNING_SECRET: str = env.str("SLACK_SIGNING_SECRET", default="")
+# A single-workspace install: a workspace with no row of its own (admin: Slack workspaces) is
+# this tenant's, posting with this bot token. Both empty: only the admin's workspaces connect.
+SLACK_DEFAULT_TENANT: str = env.str("SLACK_DEFAULT_TENANT", default="")
+SLACK_BOT_TOKEN: str = env.str("SLACK_BOT_TOKEN", default="")
+# Slack's Web API; tests point it at a local fake (whose host may then receive response_url posts).
+SLACK_API_URL: str = env.str("SLACK_API_URL", default="https://slack.com/api/")
+
 # --- Celery ---------------------------------------------------------------------------------
 if EMBEDDED_BROKER:
     _broker_dir = DATA_DIR / "broker"
@@ -316,6 +327,8 @@ CELERY_TASK_DEFAULT_QUEUE = "timers"
 CELERY_TASK_ROUTES = {
     "timers.*": {"queue": "timers"},
     "actions.*": {"queue": "actions"},
+    # Slack follow-ups (chat.update after a button): I/O like actions, never on the firing queue.
+    "integrations.*": {"queue": "actions"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Redis may be away for any length of time: workers and beat wait for it forever (Celery's

@@ -5,6 +5,7 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView
 
+from integrations.slack import views as slack_views
 from minoots_project import health, pages
 
 urlpatterns = [
@@ -21,6 +22,9 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", health.metrics, name="metrics"),
+    path("integrations/slack/", include("integrations.slack.urls")),
+    # The original Slack bot's request URL, so an existing Slack app keeps working.
+    path("slack/events", slack_views.commands),
 ]
 
 handler400 = "timers.api.errors.bad_request_view"

@@ -8,10 +8,13 @@ from actions.errors import ParameterError
 from actions.runners.base import Runner
 from actions.runners.command import CommandRunner
 from actions.runners.file import FileRunner
+from actions.runners.slack import SlackRunner
 from actions.runners.webhook import WebhookRunner
 
 # Tests add a fake kind with monkeypatch.setitem(RUNNERS, kind, runner).
-RUNNERS: dict[str, Runner[Any]] = {runner.kind: runner for runner in (WebhookRunner(), CommandRunner(), FileRunner())}
+RUNNERS: dict[str, Runner[Any]] = {
+    runner.kind: runner for runner in (WebhookRunner(), CommandRunner(), FileRunner(), SlackRunner())
+}
 
 
 def get_runner(kind: str) -> Runner[Any]:
