@@ -432,3 +432,26 @@ def timers_append_events(*, events: Sequence[tuple[UUID, str, dict[str, Any]]], 
 def timer_append_event(*, timer_id: UUID, kind: str, **data: Any) -> None:
     """Record one action outcome in the timer's history (status unchanged)."""
     timers_append_events(events=[(timer_id, kind, data)])
+
+
+def timers_import(*, timers: Sequence[Timer], events: Sequence[TimerEvent]) -> list[UUID]:
+    """Store timers exported from an installation (this one or another) as they were there:
+    status, times, state version, and their ``events`` (stored with new ids, in the order
+    given). Idempotent by id: a timer already stored is left as it is, and so are its events;
+    return the ids stored now.
+
+    Not a transition: no metric counts and no quota applies. An armed timer due within the arm
+    horizon gets its tick after commit (a later one's is the reconciler's, as is a scheduled
+    timer's arming); a fired one's runs are the caller's to store (``actions``).
+    """
+    with transaction.atomic():
+        existing = set(Timer.objects.filter(pk__in=[t.pk for t in timers]).values_list("pk", flat=True))
+        new = [t for t in timers if t.pk not in existing]
+        Timer.objects.bulk_create(new)
+        stored = {t.pk for t in new}
+        TimerEvent.objects.bulk_create([e for e in events if e.timer_id in stored])
+        horizon_end = timezone.now() + settings.MINOOTS_ARM_HORIZON
+        due = [t.fire_at for t in new if t.status == TimerStatus.ARMED and t.fire_at <= horizon_end]
+        if due:
+            transaction.on_commit(lambda: ticks.ensure_ticks(due))
+    return [t.pk for t in new]

@@ -17,7 +17,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='timer',
-            index=models.Index(fields=['status'], name='timer_status'),
+            index=models.Index(fields=['status', 'fire_at'], name='timer_status_fire_at'),
         ),
         migrations.AddIndex(
             model_name='timer',
