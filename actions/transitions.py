@@ -575,25 +575,3 @@ def runs_import(*, runs: Sequence[ActionRun], attempts: Sequence[ActionAttempt])
         stored = {r.pk for r in new}
         ActionAttempt.objects.bulk_create([a for a in attempts if a.run_id in stored])
     return len(new)
-
-
-def runs_import(*, runs: Sequence[ActionRun], attempts: Sequence[ActionAttempt]) -> int:
-    """Store action runs exported from an installation as they were there (status, attempts,
-    times), with their ``attempts``: the runs of timers ``timers.services.timers_import`` has
-    just stored, in the same transaction. Idempotent by id: a run already stored is left as it
-    is, with its attempts. Return how many runs were stored. Nothing is published: the
-    reconciler recovers a pending run that is due and a running one whose lease passed."""
-    with transaction.atomic():
-        existing = set(ActionRun.objects.filter(pk__in=[r.pk for r in runs]).values_list("pk", flat=True))
-        # Escalations refer to the run they escalate from: parents first.
-        new = sorted((r for r in runs if r.pk not in existing), key=lambda r: r.escalation_level)
-        # created_at is auto_now_add, which bulk_create overwrites with now: set it back after.
-        created = {r.pk: r.created_at for r in new}
-        ActionRun.objects.bulk_create(new)
-        if new:
-            ActionRun.objects.filter(pk__in=list(created)).update(
-                created_at=Case(*[When(pk=pk, then=Value(at)) for pk, at in created.items()])
-            )
-        stored = {r.pk for r in new}
-        ActionAttempt.objects.bulk_create([a for a in attempts if a.run_id in stored])
-    return len(new)
