@@ -7,11 +7,12 @@ from uuid import UUID
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
+from django.db import connection
 from django.db.models import QuerySet, TextField
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 
-from timers.models import Tenant, Timer, TimerEvent
+from timers.models import ApiKey, Tenant, Timer, TimerEvent
 
 
 def tenant_get(*, tenant_id: str) -> Tenant | None:
@@ -81,3 +82,39 @@ def timer_event_latest_id() -> int:
     """The id of the newest event of any tenant (0 without one): a position to read after, not
     data, so not scoped (``timer_events_after`` is); the primary key answers it at once."""
     return TimerEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
+
+
+def api_keys_list(*, tenant: Tenant | None, include_revoked: bool = False) -> QuerySet[ApiKey]:
+    """Keys of ``tenant`` (every tenant's for None), newest first; revoked ones only when asked."""
+    qs = ApiKey.objects.all() if tenant is None else ApiKey.objects.filter(tenant=tenant)
+    if not include_revoked:
+        qs = qs.filter(revoked_at__isnull=True)
+    return qs.order_by("-created_at", "-id")
+
+
+def api_key_get(*, prefix: str) -> ApiKey | None:
+    """The key with this prefix (revoked or not); None for text that cannot be a prefix."""
+    if not (
+        prefix.isascii() and prefix.isalnum() and len(prefix) <= (ApiKey._meta.get_field("prefix").max_length or 16)
+    ):
+        return None
+    return ApiKey.objects.filter(prefix=prefix).first()
+
+
+def timers_overdue(*, status: str, before: datetime) -> tuple[int, datetime | None]:
+    """How many pending timers of ``status`` were due before ``before``, and the oldest fireAt
+    (the partial index on pending timers' fire_at answers both)."""
+    qs = Timer.objects.filter(status=status, fire_at__lt=before)
+    return qs.count(), qs.order_by("fire_at").values_list("fire_at", flat=True).first()
+
+
+def database_clock() -> datetime | None:
+    """The database server's own clock (Postgres ``clock_timestamp()``); None on SQLite, which
+    runs in this process on this host's clock."""
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cur:
+        cur.execute("SELECT clock_timestamp()")
+        row = cur.fetchone()
+    value: datetime = row[0]
+    return value

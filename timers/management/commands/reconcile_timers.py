@@ -1,4 +1,4 @@
-"""Run one reconciler pass (arm, refresh lost ticks, repair overdue timers, recover action runs)."""
+"""``reconcile_timers``: the older name of ``minoots reconcile --json`` (one pass, its report as JSON)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from timers import engine
 
 
 class Command(BaseCommand):
-    help = "Run one reconciler pass now and print what it did as JSON."
+    help = "Run one reconciler pass now and print what it did as JSON (one line). Same as: manage.py minoots reconcile --json."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        report = engine.reconcile()
-        self.stdout.write(json.dumps(report.as_dict()))
+        self.stdout.write(json.dumps(engine.reconcile().as_dict()))
