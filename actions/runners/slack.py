@@ -303,8 +303,10 @@ class SlackRunner(Runner[SlackParams]):
     def parse_at_create(self, parameters: dict[str, Any], *, tenant_id: str) -> SlackParams:
         params = self.parse(parameters, tenant_id=tenant_id)
         if params.channel is not None and bot_token(tenant_id, params.team_id) is None:
-            where = f"workspace '{params.team_id}'" if params.team_id else "a Slack workspace"
-            raise ParameterError("channel", f"tenant '{tenant_id}' has no {where} connected (a bot token)")
+            where = f" '{params.team_id}'" if params.team_id else ""
+            raise ParameterError(
+                "channel", f"tenant '{tenant_id}' has no Slack workspace{where} connected (a bot token)"
+            )
         return params
 
     def attempt(self, params: SlackParams, context: ActionContext) -> ActionResult:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from tests.actions.conftest import fire_timer  # noqa: F401  (fixture)
 from tests.slack.fake_slack import FakeSlack
 from tests.slack.support import SECRET, button_body, command_body, signed_headers
 

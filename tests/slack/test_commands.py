@@ -25,7 +25,7 @@ def only_timer() -> Timer:
 
 
 def notify_parameters(timer: Timer) -> dict[str, Any]:
-    [action] = [a for a in timer.action_bundle["actions"] if a["kind"] == "slack"]
+    [action] = [a for a in (timer.action_bundle or {})["actions"] if a["kind"] == "slack"]
     return action["parameters"]
 
 
@@ -130,7 +130,7 @@ def test_json_flags_region_and_an_action_bundle(slack: SlackClient) -> None:
     assert timer.metadata["pr"] == 42 and timer.metadata["slack_note"] == "deploy"
     assert timer.labels == {"env": "prod", "minoots.io/region": "eu-west", "slack.channel": CHANNEL, "slack.team": TEAM}
     assert timer.agent_binding == {"agentId": "a1"}
-    assert [a["id"] for a in timer.action_bundle["actions"]] == ["hook", "slack"]
+    assert [a["id"] for a in (timer.action_bundle or {})["actions"]] == ["hook", "slack"]
 
 
 def test_requested_by_may_only_name_the_caller(slack: SlackClient) -> None:
