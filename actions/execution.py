@@ -55,7 +55,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, transaction
-from django.db.models import Q, Sum
+from django.db.models import F, Q, Sum
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -298,7 +298,8 @@ def _conclude(finished: Sequence[Finished]) -> list[Finished]:
 
 def _attempts_of_timer(timer_id: UUID) -> int:
     """Attempts made by all runs of the timer so far, escalations included."""
-    total = ActionRun.objects.filter(timer_id=timer_id).aggregate(total=Sum("attempts"))["total"]
+    # Those of the current chains: an operator's retry starts each chain again (retry_base).
+    total = ActionRun.objects.filter(timer_id=timer_id).aggregate(total=Sum(F("attempts") - F("retry_base")))["total"]
     return int(total or 0)
 
 

@@ -23,7 +23,7 @@ from actions.models import ActionRun, RunStatus
 from actions.runners import RUNNERS
 from timers.ports import ClaimedTimer
 from timers.publishing import RUN_ACTION, RUN_ACTIONS, publish
-from timers.services import timer_fail
+from timers.services import Conflict, timer_fail, timer_reopen
 
 log = logging.getLogger(__name__)
 
@@ -165,3 +165,55 @@ def runs_recover(now: datetime, limit: int) -> int:
     if candidates:
         transaction.on_commit(lambda: runs_publish(candidates))
     return len(candidates)
+
+
+def run_retry(*, run_id: UUID, by: str) -> ActionRun:
+    """An operator's retry of one failed action run: a new chain of attempts under the bundle's
+    retry policy; its timer goes back from ``failed`` to ``fired`` (event ``retried``) and settles
+    or fails again when its runs end. A Conflict when the run is not failed (or its timer can
+    no longer take it: cancelled, say)."""
+    from actions import transitions  # noqa: PLC0415 (transitions imports this module)
+
+    now = timezone.now()
+    with transaction.atomic():
+        run = ActionRun.objects.select_for_update().filter(pk=run_id).first()
+        if run is None:
+            raise Conflict("Action run not found", details={"runId": str(run_id)})
+        if run.status != RunStatus.FAILED:
+            raise Conflict(
+                f"Action run is {run.status}; only a failed run can be retried",
+                details={"runId": str(run_id), "status": run.status},
+            )
+        if not timer_reopen(timer_id=run.timer_id, by=by, run_ids=[run.pk], at=now):
+            raise Conflict(
+                "The run's timer can no longer take a retry",
+                details={"runId": str(run_id), "timerId": str(run.timer_id)},
+            )
+        transitions.runs_reopen(run_ids=[run.pk], at=now)
+        transaction.on_commit(lambda: runs_publish([run.pk]))
+    run.refresh_from_db()
+    log.info("action run retried", extra={"run_id": str(run.pk), "timer_id": str(run.timer_id), "event": "retried"})
+    return run
+
+
+def runs_retry_failed(*, since: datetime, by: str, tenant_id: str | None = None, limit: int = 10_000) -> int:
+    """``run_retry`` for every run that failed since ``since`` (of ``tenant_id`` only, if given),
+    at most ``limit``, each timer reopened once: return how many runs were retried."""
+    from actions import transitions  # noqa: PLC0415 (transitions imports this module)
+
+    failed = ActionRun.objects.filter(status=RunStatus.FAILED, finished_at__gte=since)
+    if tenant_id is not None:
+        failed = failed.filter(timer__tenant_id=tenant_id)
+    by_timer: dict[UUID, list[UUID]] = {}
+    for run_id, timer_id in failed.order_by("finished_at").values_list("pk", "timer_id")[:limit]:
+        by_timer.setdefault(timer_id, []).append(run_id)
+    retried: list[UUID] = []
+    now = timezone.now()
+    for timer_id, run_ids in by_timer.items():
+        with transaction.atomic():
+            if timer_reopen(timer_id=timer_id, by=by, run_ids=run_ids, at=now):
+                retried += transitions.runs_reopen(run_ids=run_ids, at=now)
+    if retried:
+        runs_publish_batches(retried)
+    log.info("failed action runs retried", extra={"count": len(retried), "event": "retried"})
+    return len(retried)

@@ -551,8 +551,30 @@ def _count_on_commit(finished: Sequence[Finished], outcome: AttemptOutcome) -> N
 
 
 def retry_policy_allows(policy: RetryPolicy, claim: Claim, outcome: Outcome) -> bool:
-    """Whether a failed attempt is followed by another."""
-    return not outcome.permanent and claim.number < policy.max_attempts
+    """Whether a failed attempt is followed by another (attempts counted from the run's last
+    operator retry, ``retry_base``)."""
+    return not outcome.permanent and claim.number - claim.run.retry_base < policy.max_attempts
+
+
+def runs_reopen(*, run_ids: Sequence[UUID], at: datetime) -> list[UUID]:
+    """failed -> pending, due at ``at``, for an operator's retry: a new chain of attempts under
+    the bundle's retry policy (``retry_base`` = the attempts made so far; their records stay).
+    Runs no longer failed are left alone. Return the ids that moved (call in the transaction
+    that reopens their timers: ``timers.services.timer_reopen``)."""
+    moved = []
+    for run_id, attempts in ActionRun.objects.filter(pk__in=run_ids, status=RunStatus.FAILED).values_list(
+        "pk", "attempts"
+    ):
+        if ActionRun.objects.filter(pk=run_id, status=RunStatus.FAILED).update(
+            status=RunStatus.PENDING,
+            retry_base=attempts,
+            next_attempt_at=at,
+            finished_at=None,
+            lease_expires_at=None,
+            last_error="",
+        ):
+            moved.append(run_id)
+    return moved
 
 
 def runs_import(*, runs: Sequence[ActionRun], attempts: Sequence[ActionAttempt]) -> int:

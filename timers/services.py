@@ -307,6 +307,34 @@ def timer_fail(*, timer_id: UUID, failed_actions: Sequence[str], at: datetime | 
     return bool(_timers_finish(timer_ids=[timer_id], status=TimerStatus.FAILED, at=at, failed_actions=failed_actions))
 
 
+def timer_reopen(*, timer_id: UUID, by: str, run_ids: Sequence[UUID], at: datetime | None = None) -> bool:
+    """failed -> fired again, because an operator retries its failed action runs (``run_ids``):
+    the timer settles or fails anew once they end. ``settled_at`` and ``failure_reason`` are
+    cleared; the ``retried`` event names the runs and who asked. Also a fired timer (a run of it
+    still running) takes the retry without a transition: True when the timer is, after this
+    call, fired; False when it is in any other status (nothing happens then).
+    """
+    at = at or timezone.now()
+    with transaction.atomic():
+        current = Timer.objects.select_for_update().filter(pk=timer_id).first()
+        if current is None or current.status not in (TimerStatus.FAILED, TimerStatus.FIRED):
+            return False
+        version = current.state_version
+        if current.status == TimerStatus.FAILED:
+            version += 1
+            Timer.objects.filter(pk=timer_id).update(
+                status=TimerStatus.FIRED, settled_at=None, failure_reason="", state_version=version
+            )
+        TimerEvent.objects.create(
+            timer_id=timer_id,
+            kind="retried",
+            occurred_at=at,
+            state_version=version,
+            data={"runIds": [str(r) for r in run_ids], "by": by},
+        )
+    return True
+
+
 def timer_cancel(*, timer: Timer, reason: str = "", by: str = "") -> Timer:
     """Cancel a pending timer. Terminal timers come back unchanged; a fired one is a Conflict."""
     now = timezone.now()
