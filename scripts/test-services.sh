@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Make sure the local Postgres and Redis the tests use are up: start them if installed but
-# stopped; fail with a clear message naming what is missing.
+# Make sure the local Postgres and Redis the tests use are up (start them if installed but
+# stopped) and that Debian's chromium is there for the browser test (install it when missing);
+# fail with a clear message naming what is missing.
 set -u
 PGHOST=${MINOOTS_TEST_PGHOST:-127.0.0.1}
 PGPORT=${MINOOTS_TEST_PGPORT:-5432}
@@ -31,6 +32,23 @@ if ! port_open 127.0.0.1 "$REDIS_PORT"; then
   fi
   wait_port 127.0.0.1 "$REDIS_PORT" || {
     echo "ERROR: Redis is not reachable on 127.0.0.1:$REDIS_PORT and could not be started (is it installed? apt-get install redis-server)" >&2
+    exit 1
+  }
+fi
+
+# The browser test (tests/browser) drives Debian's chromium; install it quietly when missing
+# (as root, the way CI and the developers' machines run; otherwise say what to run). Never
+# playwright's own browser downloads.
+CHROMIUM=${MINOOTS_CHROMIUM:-/usr/bin/chromium}
+if [ ! -x "$CHROMIUM" ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "chromium is missing (the browser test needs it); installing Debian's package" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt_install() { apt-get -o DPkg::Lock::Timeout=300 install -y -qq chromium; }
+    { apt_install || { apt-get -o DPkg::Lock::Timeout=300 update -qq && apt_install; }; } >/dev/null 2>&1
+  fi
+  [ -x "$CHROMIUM" ] || {
+    echo "ERROR: $CHROMIUM is missing and could not be installed (apt-get install chromium)" >&2
     exit 1
   }
 fi
