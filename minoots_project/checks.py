@@ -51,7 +51,7 @@ def attempt_bounds() -> list[AttemptBound]:
     """The longest one attempt of each action kind with a timeout can take."""
     # Imported here, not at module level: this module is imported with the package, before the
     # apps (whose models the runners import) are ready.
-    from actions.runners import command, webhook
+    from actions.runners import command, slack, webhook
 
     return [
         AttemptBound(
@@ -66,6 +66,12 @@ def attempt_bounds() -> list[AttemptBound]:
             seconds=command.MAX_TIMEOUT_MS / 1000,
             how=f"the largest timeoutMs, {command.MAX_TIMEOUT_MS} ms",
             constant="MAX_TIMEOUT_MS in actions/runners/command.py",
+        ),
+        AttemptBound(
+            kind="slack",
+            seconds=slack.MAX_TIMEOUT_MS / 1000,
+            how=f"the largest timeoutMs, {slack.MAX_TIMEOUT_MS} ms (a hard deadline)",
+            constant="MAX_TIMEOUT_MS in actions/runners/slack.py",
         ),
     ]
 
