@@ -166,6 +166,7 @@ def dashboard_context(request: HttpRequest) -> dict[str, Any]:
         "health": health_rows,
         "reconciler": reconciler,
         "count_cap": f"{stats.COUNT_CAP:,}",
+        "exact_status_count": f"{stats.EXACT_STATUS_COUNT:,}",
     }
 
 
