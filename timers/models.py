@@ -128,6 +128,8 @@ class Timer(models.Model):
     class Meta:
         indexes = [
             models.Index(fields=["tenant", "-created_at", "-id"], name="timer_tenant_created"),
+            # The admin's timer list over every tenant (and a staff caller's API list), newest first.
+            models.Index(fields=["-created_at", "-id"], name="timer_created"),
             models.Index(fields=["tenant", "status", "-created_at"], name="timer_tenant_status"),
             # The reconciler and the claim only ever look at pending timers by fire_at: this
             # keeps their cost proportional to what is due, not to the whole table.

@@ -21,7 +21,7 @@ from timers.models import Role, Tenant, Timer, TimerEvent, TimerStatus
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def patch(client: APIClient, timer_id: str, body: dict[str, Any], **headers: str) -> Any:
+def patch(client: APIClient, timer_id: str, body: dict[str, Any], **headers: Any) -> Any:
     return client.patch(f"/api/timers/{timer_id}", body, format="json", **headers)
 
 
