@@ -32,13 +32,13 @@ class SlackWorkspaceForm(_FormBase):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.initial["bot_token"] = ""  # never sent to the browser
-        if self.instance.pk is not None:
+        if not self.instance._state.adding:  # a CharField primary key is "" before the first save
             self.fields["team_id"].disabled = True
 
     def clean_bot_token(self) -> str:
         token: str = self.cleaned_data.get("bot_token") or ""
         if not token:
-            if self.instance.pk is None or not self.instance.bot_token:
+            if self.instance._state.adding or not self.instance.bot_token:
                 raise forms.ValidationError("A bot token is required to connect a workspace.")
             return str(self.instance.bot_token)  # kept as it is
         if not token.startswith("xox"):
