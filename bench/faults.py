@@ -742,7 +742,13 @@ def main() -> int:
         pg.start()
         pg.create_database("minoots")
         redis_server.start()
-        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=code, env=env, check=True)
+        # A tree caught between commits (a model without its migration) would fail every row.
+        for argv in (["check"], ["makemigrations", "--check", "--dry-run"], ["migrate", "--noinput", "-v0"]):
+            done = subprocess.run(
+                [sys.executable, "manage.py", *argv], cwd=code, env=env, capture_output=True, text=True
+            )
+            if done.returncode != 0:
+                raise SystemExit(f"manage.py {argv[0]} failed on {code}:\n{(done.stdout + done.stderr)[-3000:]}")
         key = (
             subprocess.run(
                 [sys.executable, "manage.py", "create_api_key", "bench"],
@@ -787,14 +793,18 @@ def main() -> int:
         db.close()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+        if rows:  # also when interrupted: the rows measured so far
+            report(rows, started=started, code=describe_code(code, args.ref, commit), args=args)
+    return 0
 
+
+def report(rows: list[Row], *, started: datetime, code: str, args: argparse.Namespace) -> None:
     print(
-        f"\nMINOOTS faults, {started:%Y-%m-%d %H:%M}Z, {machine()}; {describe_code(code, args.ref, commit)}; "
+        f"\nMINOOTS faults, {started:%Y-%m-%d %H:%M}Z, {machine()}; {code}; "
         f"make run (runall) on a private Postgres and Redis, MINOOTS settings at their defaults"
         f"{' (quick)' if args.quick else ''}; settle {args.settle:g} s\n"
     )
-    print(table(rows))
-    return 0
+    print(table(rows), flush=True)
 
 
 if __name__ == "__main__":
