@@ -14,6 +14,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 
+from timers.ecosystem import ecosystem_schema, read_ecosystem
 from timers.models import Timer, TimerEvent
 
 # What the schema says of a method field that gives a string or, when empty, null.
@@ -38,6 +39,11 @@ class TimerOutput(serializers.ModelSerializer[Timer]):
     failureReason = serializers.SerializerMethodField()
     stateVersion = serializers.IntegerField(source="state_version")
     latenessMs = serializers.IntegerField(source="lateness_ms", allow_null=True)
+    # The original control plane's name for the same number.
+    jitterMs = serializers.IntegerField(
+        source="lateness_ms", allow_null=True, help_text="firedAt - fireAt (latenessMs)"
+    )
+    ecosystem = serializers.SerializerMethodField()
 
     class Meta:
         model = Timer
@@ -62,6 +68,8 @@ class TimerOutput(serializers.ModelSerializer[Timer]):
             "failureReason",
             "stateVersion",
             "latenessMs",
+            "jitterMs",
+            "ecosystem",
         ]
 
     @extend_schema_field(NULLABLE_STRING)
@@ -75,6 +83,11 @@ class TimerOutput(serializers.ModelSerializer[Timer]):
     @extend_schema_field(NULLABLE_STRING)
     def get_failureReason(self, obj: Timer) -> str | None:
         return obj.failure_reason or None
+
+    @extend_schema_field(ecosystem_schema())
+    def get_ecosystem(self, obj: Timer) -> dict[str, Any] | None:
+        """``metadata.ecosystem`` when it is a valid ecosystem block (as the original returns it)."""
+        return read_ecosystem(obj.metadata)
 
 
 class TimerEventOutput(serializers.ModelSerializer[TimerEvent]):

@@ -35,6 +35,8 @@ TIMER_FIELDS = {
     "failureReason",
     "stateVersion",
     "latenessMs",
+    "jitterMs",
+    "ecosystem",
 }
 
 

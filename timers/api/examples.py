@@ -57,6 +57,8 @@ TIMER: dict[str, Any] = {
     "failureReason": None,
     "stateVersion": 2,
     "latenessMs": None,
+    "jitterMs": None,
+    "ecosystem": None,
 }
 
 SETTLED_TIMER: dict[str, Any] = {
@@ -66,6 +68,7 @@ SETTLED_TIMER: dict[str, Any] = {
     "settledAt": "2030-01-01T12:10:00.187000Z",
     "stateVersion": 4,
     "latenessMs": 4,
+    "jitterMs": 4,
 }
 
 CANCELLED_TIMER: dict[str, Any] = {

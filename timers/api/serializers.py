@@ -7,6 +7,7 @@ this module only parses ``duration`` and ``fireAt`` into a ``TimerSpec``.
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from actions.bundle import iter_specs, parse_bundle
 from actions.errors import ParameterError
 from actions.runners import get_runner
 from timers.durations import DurationError, parse_duration
+from timers.ecosystem import EcosystemError, apply_ecosystem, ecosystem_schema, parse_ecosystem
 from timers.limits import oversized_fields
 from timers.services import EXACTLY_ONE_WHEN, TimerSpec
 
@@ -25,6 +27,8 @@ MAX_LABELS = 64
 MAX_LABEL_KEY = 100
 MAX_LABEL_VALUE = 500
 MAX_JSON_DEPTH = 32
+REGION_LABEL = "minoots.io/region"
+REGION_HEADER = "x-minoots-region"
 
 
 # RFC 3339 section 5.6 date-time: full-date "T" full-time, "T"/"Z" in either case, seconds
@@ -84,6 +88,11 @@ class ObjectInputField(AnyJSONField):
 
 @extend_schema_field({"type": "object", "additionalProperties": {"type": "string"}, "nullable": True})
 class LabelsInputField(AnyJSONField):
+    pass
+
+
+@extend_schema_field(ecosystem_schema())
+class EcosystemInputField(AnyJSONField):
     pass
 
 
@@ -164,7 +173,9 @@ class TimerCreateInput(StrictInput):
 
     tenantId = serializers.CharField(required=False, max_length=64)
     requestedBy = serializers.CharField(required=False, max_length=200, allow_blank=True)
-    name = serializers.CharField(max_length=MAX_NAME)
+    name = serializers.CharField(
+        required=False, max_length=MAX_NAME, help_text="default: timer_<creation time in epoch milliseconds>"
+    )
     duration = DurationInputField(
         required=False, help_text="'500ms', '30s', '5m', '1h30m', 'PT15M' or an integer of milliseconds"
     )
@@ -177,10 +188,14 @@ class TimerCreateInput(StrictInput):
         help_text="{actions: [{id, kind, parameters, escalation?}], concurrency, retryPolicy?}; at most 64 KiB",
     )
     agentBinding = ObjectInputField(required=False, allow_null=True)
+    ecosystem = EcosystemInputField(required=False, allow_null=True)
 
-    def __init__(self, *args: Any, tenant_id: str = "", **kwargs: Any) -> None:
+    def __init__(self, *args: Any, tenant_id: str = "", region: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tenant_id = tenant_id
+        # The x-minoots-region header of the original clients: label minoots.io/region unless
+        # the body's labels set it.
+        self.region = region
 
     @staticmethod
     def _refuse_oversized(field: str, value: Any) -> None:
@@ -241,15 +256,42 @@ class TimerCreateInput(StrictInput):
         assert isinstance(value, dict)  # parse_bundle accepts only a JSON object
         return value
 
+    def validate_ecosystem(self, value: Any) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        try:
+            return parse_ecosystem(value)
+        except EcosystemError as exc:
+            raise serializers.ValidationError(str(exc)) from exc
+
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        # Object-level: it looks at both fields (DRF runs it only once every field is valid).
-        return parse_when(attrs)
+        # Object-level: it looks at several fields (DRF runs it only once every field is valid).
+        attrs = parse_when(attrs)
+        labels = dict(attrs.get("labels") or {})
+        if self.region and REGION_LABEL not in labels:
+            labels[REGION_LABEL] = self.region
+        metadata, labels = apply_ecosystem(
+            metadata=attrs.get("metadata") or {}, labels=labels, incoming=attrs.get("ecosystem")
+        )
+        if len(labels) > MAX_LABELS:
+            raise serializers.ValidationError(
+                {"labels": [f"at most {MAX_LABELS} labels, with those of the ecosystem and the region ({len(labels)})"]}
+            )
+        self._refuse_oversized_after_merge(metadata)
+        attrs["metadata"], attrs["labels"] = metadata, labels
+        return attrs
+
+    def _refuse_oversized_after_merge(self, metadata: dict[str, Any]) -> None:
+        try:
+            self._refuse_oversized("metadata", metadata)
+        except serializers.ValidationError as exc:
+            raise serializers.ValidationError({"metadata": exc.detail}) from exc
 
     def to_spec(self, *, requested_by: str) -> TimerSpec:
         """The parsed body; ``timer_create`` refuses a duration or fireAt its rules do not allow."""
         data = self.validated_data
         return TimerSpec(
-            name=data["name"],
+            name=data.get("name") or f"timer_{int(time.time() * 1000)}",
             duration=data.get("duration"),
             fire_at=data.get("fireAt"),
             requested_by=data.get("requestedBy") or requested_by,

@@ -31,7 +31,14 @@ from timers.api.schema import (
     error_responses,
     status_list_pattern,
 )  # also registers the auth extensions
-from timers.api.serializers import TimerCancelInput, TimerCreateInput, TimerRescheduleInput, parse_rfc3339
+from timers.api.serializers import (
+    MAX_LABEL_VALUE,
+    REGION_HEADER,
+    TimerCancelInput,
+    TimerCreateInput,
+    TimerRescheduleInput,
+    parse_rfc3339,
+)
 from timers.models import Role, Tenant, Timer, TimerStatus
 from timers.serializers import TimerEventOutput, TimerOutput
 
@@ -202,7 +209,11 @@ class TimerDetailOutput(TimerOutput):
         fields = [*TimerOutput.Meta.fields, "actionRuns"]
 
 
+ALL_TENANTS = "__all__"
+
+
 class TimerListInput(serializers.Serializer[Any]):
+    tenantId = serializers.CharField(required=False, max_length=64)
     status = serializers.CharField(required=False)
     name = serializers.CharField(required=False, max_length=200)
     fireAfter = serializers.CharField(required=False)
@@ -224,6 +235,22 @@ class TimerListInput(serializers.Serializer[Any]):
         return parse_rfc3339(value)
 
 
+def _listed_tenant(principal: Principal, tenant_id: str | None) -> Tenant | None:
+    """The tenant whose timers a list shows: the credential's (``tenantId`` may only name it, or
+    ``__all__``, which means it too); a staff session without a tenant sees every tenant's, or
+    the one ``tenantId`` names."""
+    if principal.tenant is not None:
+        if tenant_id not in (None, ALL_TENANTS, principal.tenant.id):
+            raise exceptions.PermissionDenied("tenantId does not match the credential's tenant")
+        return principal.tenant
+    if tenant_id in (None, ALL_TENANTS):
+        return None
+    tenant = selectors.tenant_get(tenant_id=tenant_id)
+    if tenant is None:
+        raise exceptions.ValidationError({"tenantId": [f"no tenant '{tenant_id[:64]}'"]})
+    return tenant
+
+
 def _labels_filter(values: list[str]) -> list[tuple[str, str]]:
     pairs = []
     for raw in values:
@@ -234,6 +261,18 @@ def _labels_filter(values: list[str]) -> list[tuple[str, str]]:
             raise exceptions.ValidationError({"label": ["must not contain NUL characters"]})
         pairs.append((key, value))
     return pairs
+
+
+def _region(request: Request) -> str | None:
+    """The original clients' ``x-minoots-region`` header (label ``minoots.io/region``), or None."""
+    region = (request.headers.get(REGION_HEADER) or "").strip()
+    if not region:
+        return None
+    if len(region) > MAX_LABEL_VALUE or not region.isprintable():
+        raise exceptions.ValidationError(
+            {REGION_HEADER: [f"must be at most {MAX_LABEL_VALUE} printable characters (a label value)"]}
+        )
+    return region
 
 
 def _idempotency_key(request: Request) -> str | None:
@@ -296,6 +335,12 @@ class TimerListCreateApi(ApiView):
                 {"type": "string", "pattern": status_list_pattern(TimerStatus.values)},
                 description="Comma-separated statuses",
             ),
+            OpenApiParameter(
+                "tenantId",
+                {"type": "string", "maxLength": 64, "pattern": NONBLANK},
+                description=f"the original clients' filter: your own tenant or `{ALL_TENANTS}` (the same); "
+                "another tenant is a 403",
+            ),
             OpenApiParameter("name", {"type": "string", "maxLength": 200, "pattern": NONBLANK}),
             OpenApiParameter(
                 "label",
@@ -331,7 +376,7 @@ class TimerListCreateApi(ApiView):
         params.is_valid(raise_exception=True)
         data = params.validated_data
         qs = selectors.timers_list(
-            tenant=_principal(request).tenant,
+            tenant=_listed_tenant(_principal(request), data.get("tenantId")),
             status=data.get("status"),
             name=data.get("name"),
             labels=_labels_filter(request.query_params.getlist("label")),
@@ -372,14 +417,20 @@ class TimerListCreateApi(ApiView):
                 {"type": "string", "pattern": f"^[!-~](?:[ -~]{{0,{MAX_IDEMPOTENCY_KEY - 2}}}[!-~])?$"},
                 OpenApiParameter.HEADER,
                 description="replay-safe create",
-            )
+            ),
+            OpenApiParameter(
+                REGION_HEADER,
+                {"type": "string", "maxLength": MAX_LABEL_VALUE},
+                OpenApiParameter.HEADER,
+                description="label minoots.io/region, unless the body's labels set it (the original clients send it)",
+            ),
         ],
     )
     def post(self, request: Request) -> Response:
         principal = _principal(request)
         tenant = self._tenant_for_create(principal, request.data)
         key = _idempotency_key(request)
-        body = TimerCreateInput(data=request.data, tenant_id=tenant.id)
+        body = TimerCreateInput(data=request.data, tenant_id=tenant.id, region=_region(request))
         body.is_valid(raise_exception=True)
         timer, created = services.timer_create(
             tenant=tenant,
