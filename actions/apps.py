@@ -13,8 +13,9 @@ class ActionsConfig(AppConfig):
         Runners need no loading here: ``actions.runners.registry`` lists every kind.
         """
         # Imported here, not at module level: models may only be imported once apps are ready.
-        from actions import services
+        from actions import services, transitions
         from timers import ports
 
         ports.register_fired_handler(services.runs_create_for_fired)
         ports.register_recover_handler(services.runs_recover)
+        ports.register_cancelled_handler(transitions.runs_cancel_for_timer)

@@ -68,7 +68,7 @@ from actions.runners import ActionContext, get_runner
 from actions.services import _marker as run_marker  # the publish marker's one spelling
 from actions.services import runs_forget_published, runs_publish
 from actions.transitions import WORKER_LOST, Claim, Finished, Outcome
-from timers.models import Timer
+from timers.models import Timer, TimerStatus
 from timers.publishing import RUN_ACTIONS, publish
 from timers.serializers import timers_wire
 from timers.services import timer_append_event, timer_fail, timers_settle
@@ -253,6 +253,9 @@ def _conclude(finished: Sequence[Finished]) -> list[Finished]:
         )
         # Runs before attempts, as the claim locks them (a lease-recovery claim closes the
         # attempts it finds open): the same order on both sides, so no deadlock.
+        cancelled = set(
+            Timer.objects.filter(pk__in=timer_ids, status=TimerStatus.CANCELLED).values_list("pk", flat=True)
+        )
         held = transitions.runs_held(finished)
         transitions.attempts_record(finished, at=now)
         transitions.runs_succeed([f for f in held if f.outcome.succeeded], at=now)
@@ -275,6 +278,13 @@ def _conclude(finished: Sequence[Finished]) -> list[Finished]:
                         "MINOOTS_MAX_ATTEMPTS_PER_TIMER)",
                     ),
                 )
+            if f.claim.run.timer_id in cancelled:
+                # Cancelled after it fired: this attempt is recorded, nothing follows it.
+                if retrying:
+                    transitions.run_cancel_retry(f, at=now)
+                else:
+                    transitions.run_fail(f, at=now)
+                continue
             if retrying:
                 delay = retry_delay(policy, failed_attempt=f.claim.number, retry_after=f.outcome.retry_after)
                 transitions.run_retry(f, retry_at=now + delay)

@@ -15,6 +15,8 @@ class RunStatus(models.TextChoices):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    # Its timer was cancelled after it fired, before this run started (or before its retry).
+    CANCELLED = "cancelled"
 
 
 class ActionRun(models.Model):

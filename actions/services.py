@@ -142,7 +142,10 @@ def runs_recover(now: datetime, limit: int) -> int:
     Runs waiting for a concurrency slot (``next_attempt_at`` NULL) are never published here:
     the run that frees the slot starts them. The run's claim makes duplicates harmless.
     """
+    from actions import transitions  # noqa: PLC0415 (transitions imports this module)
+
     grace = settings.MINOOTS_REPAIR_GRACE
+    transitions.runs_cancel_lost(now=now, limit=limit)
     overdue = list(
         ActionRun.objects.filter(
             status=RunStatus.PENDING, next_attempt_at__isnull=False, next_attempt_at__lt=now - grace

@@ -111,8 +111,9 @@ def lease_end() -> ExpressionWrapper[CombinedExpression]:
 
 
 def _claimable() -> Q:
-    return Q(status=RunStatus.PENDING, next_attempt_at__lte=Now()) | Q(
-        status=RunStatus.RUNNING, lease_expires_at__lt=Now()
+    # A lost attempt of a cancelled timer's run is not attempted again (``runs_cancel_lost``).
+    return Q(status=RunStatus.PENDING, next_attempt_at__lte=Now()) | (
+        Q(status=RunStatus.RUNNING, lease_expires_at__lt=Now()) & ~Q(timer__status="cancelled")
     )
 
 
@@ -536,6 +537,58 @@ def run_fail(held: Finished, *, at: datetime) -> None:
     timers_append_events(events=[(claim.run.timer_id, "action.failed", event_data(claim, outcome))], at=at)
     # The attempt's own outcome: permanent, or transient with no attempt left.
     _count_on_commit([held], AttemptOutcome.PERMANENT if outcome.permanent else AttemptOutcome.TRANSIENT)
+
+
+CANCELLED_WITH_TIMER = "cancelled with its timer before it started"
+
+
+def runs_cancel_for_timer(timer_id: UUID) -> int:
+    """pending -> cancelled for every run of a fired timer just cancelled (retries due later,
+    runs waiting for a concurrency slot, escalations not started). Running ones are left to
+    finish (``run_cancel_retry``); call in the cancel's transaction. Return how many moved."""
+    return ActionRun.objects.filter(timer_id=timer_id, status=RunStatus.PENDING).update(
+        status=RunStatus.CANCELLED,
+        finished_at=timezone.now(),
+        next_attempt_at=None,
+        lease_expires_at=None,
+        last_error=CANCELLED_WITH_TIMER,
+    )
+
+
+def run_cancel_retry(held: Finished, *, at: datetime) -> None:
+    """running -> cancelled: the attempt failed and would be retried, but its timer was
+    cancelled meanwhile; the attempt is recorded (``attempts_record``), no other follows."""
+    claim, outcome = held.claim, held.outcome
+    ActionRun.objects.filter(pk=claim.run.pk, status=RunStatus.RUNNING, attempts=claim.number).update(
+        status=RunStatus.CANCELLED,
+        finished_at=at,
+        lease_expires_at=None,
+        last_error=f"{outcome.error} (not retried: the timer was cancelled)"[:ERROR_CAP],
+    )
+    timers_append_events(
+        events=[(claim.run.timer_id, "action.cancelled", event_data(claim, outcome, reason="timer cancelled"))], at=at
+    )
+    _count_on_commit([held], AttemptOutcome.TRANSIENT)
+
+
+def runs_cancel_lost(*, now: datetime, limit: int) -> int:
+    """running -> cancelled for runs of cancelled timers whose worker died mid-attempt (lease
+    expired): no new attempt is made for them; the lost attempt is closed. Return how many."""
+    with transaction.atomic():
+        run_ids = list(
+            ActionRun.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(status=RunStatus.RUNNING, lease_expires_at__lt=now, timer__status="cancelled")
+            .values_list("pk", flat=True)[:limit]
+        )
+        if not run_ids:
+            return 0
+        _close_lost_attempts(run_ids, now=now)
+        return ActionRun.objects.filter(pk__in=run_ids, status=RunStatus.RUNNING).update(
+            status=RunStatus.CANCELLED,
+            finished_at=now,
+            lease_expires_at=None,
+            last_error=f"{WORKER_LOST} (not retried: the timer was cancelled)",
+        )
 
 
 def _count_on_commit(finished: Sequence[Finished], outcome: AttemptOutcome) -> None:

@@ -35,13 +35,29 @@ FiredHandler = Callable[[Sequence[ClaimedTimer]], None]
 # One reconciler step: re-publish what the layer above lost; returns how many it recovered.
 RecoverHandler = Callable[[datetime, int], int]
 
+# Called in the cancel's transaction with a fired timer just cancelled: stop its runs that have
+# not started (pending retries, waiting runs, escalations).
+CancelledHandler = Callable[[UUID], object]
+
 _fired_handler: FiredHandler | None = None
+_cancelled_handler: CancelledHandler | None = None
 _recover_handler: RecoverHandler | None = None
 
 
 def register_fired_handler(handler: FiredHandler) -> None:
     global _fired_handler
     _fired_handler = handler
+
+
+def register_cancelled_handler(handler: CancelledHandler) -> None:
+    global _cancelled_handler
+    _cancelled_handler = handler
+
+
+def cancelled_handler() -> CancelledHandler:
+    if _cancelled_handler is None:
+        raise ImproperlyConfigured("no cancelled-timer handler registered: is 'actions' in INSTALLED_APPS?")
+    return _cancelled_handler
 
 
 def register_recover_handler(handler: RecoverHandler) -> None:

@@ -336,10 +336,18 @@ def timer_reopen(*, timer_id: UUID, by: str, run_ids: Sequence[UUID], at: dateti
 
 
 def timer_cancel(*, timer: Timer, reason: str = "", by: str = "") -> Timer:
-    """Cancel a pending timer. Terminal timers come back unchanged; a fired one is a Conflict."""
+    """Cancel a timer that has not ended: a pending one never fires; a fired one's runs that
+    have not started (pending retries, runs waiting for a slot, escalations) are cancelled
+    (the registered cancelled-timer handler, in this transaction), while attempts already
+    running finish and are recorded without a retry or an escalation after them. Terminal
+    timers come back unchanged (idempotent)."""
     now = timezone.now()
     with transaction.atomic():
-        updated = Timer.objects.filter(pk=timer.pk, status__in=PENDING_STATUSES).update(
+        # Locked, so that it cannot fire or settle between this read and the update (the fire
+        # step's claim skips it meanwhile; an action outcome waits for the commit).
+        current = Timer.objects.select_for_update().filter(pk=timer.pk).values_list("status", flat=True).first()
+        was_fired = current == TimerStatus.FIRED
+        updated = Timer.objects.filter(pk=timer.pk, status__in=(*PENDING_STATUSES, TimerStatus.FIRED)).update(
             status=TimerStatus.CANCELLED,
             cancelled_at=now,
             cancel_reason=reason[:500],
@@ -353,16 +361,11 @@ def timer_cancel(*, timer: Timer, reason: str = "", by: str = "") -> Timer:
                 kind="cancelled",
                 occurred_at=now,
                 state_version=timer.state_version,
-                data={"reason": reason, "by": by},
+                data={"reason": reason, "by": by, **({"afterFired": True} if was_fired else {})},
             )
+            if was_fired:
+                ports.cancelled_handler()(timer.pk)
             _count_on_commit([timer.tenant_id], "cancelled")
-    if updated:
-        return timer
-    if timer.status == TimerStatus.FIRED:
-        raise Conflict(
-            "Timer already fired; its actions are running and can no longer be cancelled",
-            details={"status": timer.status},
-        )
     return timer
 
 

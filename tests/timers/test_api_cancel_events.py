@@ -77,12 +77,20 @@ def test_cancelling_a_finished_timer_returns_it_unchanged(
     assert response.json()["cancelledAt"] is None
 
 
-def test_cancelling_a_fired_timer_is_a_409_conflict(client: APIClient, create_timer: CreateTimer) -> None:
+def test_cancelling_a_fired_timer_with_the_original_body_ends_it_cancelled(
+    client: APIClient, create_timer: CreateTimer
+) -> None:
     timer = create_timer()
     Timer.objects.filter(pk=timer["id"]).update(status="fired", fired_at=timezone.now(), state_version=3)
-    body = assert_error(_cancel(client, timer["id"]), 409, contains="fired")
-    assert body["details"] == {"status": "fired"}
-    assert Timer.objects.get(pk=timer["id"]).status == "fired"
+    response = client.post(
+        f"/api/timers/{timer['id']}/cancel",
+        {"tenantId": "acme", "requestedBy": "slack:U123", "reason": "done by hand"},
+        format="json",
+    )
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert (body["status"], body["cancelledBy"], body["cancelReason"]) == ("cancelled", "slack:U123", "done by hand")
+    assert body["stateVersion"] == 4
 
 
 def test_cancelling_an_unknown_timer_is_404(client: APIClient) -> None:

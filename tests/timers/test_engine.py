@@ -160,14 +160,14 @@ def test_cancelled_timer_never_fires(tenant: Tenant, broker: redis.Redis) -> Non
     assert "fired" not in event_kinds(timer)
 
 
-def test_cancel_after_the_claim_is_a_conflict(tenant: Tenant, broker: redis.Redis) -> None:
+def test_cancel_after_the_claim_ends_the_fired_timer_cancelled(tenant: Tenant, broker: redis.Redis) -> None:
     timer = make_timer(tenant=tenant, name="busy", actions=[{"id": "a", "kind": "webhook", "parameters": {}}])
     services.timers_fire(limit=10)
 
-    with pytest.raises(Conflict):
-        services.timer_cancel(timer=timer, reason="late", by="test")
+    services.timer_cancel(timer=timer, reason="late", by="test")
     timer.refresh_from_db()
-    assert timer.status == TimerStatus.FIRED
+    assert timer.status == TimerStatus.CANCELLED
+    assert timer.fired_at is not None and timer.cancelled_by == "test"
 
 
 def test_cancel_racing_the_claim_leaves_exactly_one_winner(tenant: Tenant, broker: redis.Redis) -> None:

@@ -69,7 +69,7 @@ def test_405_has_the_error_shape(client: APIClient, create_timer: CreateTimer, m
 def test_409_has_the_error_shape(client: APIClient, create_timer: CreateTimer) -> None:
     timer = create_timer()
     Timer.objects.filter(pk=timer["id"]).update(status="fired")
-    assert_error(client.post(f"/api/timers/{timer['id']}/cancel", {}, format="json"), 409)
+    assert_error(client.patch(f"/api/timers/{timer['id']}", {"duration": "5m"}, format="json"), 409)
 
 
 def test_429_has_the_error_shape_with_the_limit_type(client: APIClient, tenant: Tenant) -> None:
