@@ -3,8 +3,11 @@ headers and fields work unchanged."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
+from uuid import UUID
 
+from django.test import override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -190,3 +193,41 @@ def test_listing_by_the_callers_tenant_id_or_all_lists_the_callers_timers(
         page = client.get("/api/timers", {"tenantId": tenant_id})
         assert page.status_code == 200, page.content
         assert [t["id"] for t in page.json()["timers"]] == [mine]
+
+
+def _stream_frames(client: APIClient, **params: str) -> list[str]:
+    settings_override = {"MINOOTS_STREAM_MAX_SECONDS": 0.3}
+    with override_settings(**settings_override):
+        response: Any = client.get("/api/timers/stream", {"after": "0", **params}, HTTP_ACCEPT="text/event-stream")
+        assert response.status_code == 200
+        return b"".join(response.streaming_content).decode().split("\n\n")
+
+
+def test_the_stream_starts_with_stream_start_and_each_frame_carries_the_originals_envelope(
+    client: APIClient,
+) -> None:
+    created = _create(client, {"name": "env", "duration": "5m"}).json()
+
+    frames = _stream_frames(client)
+
+    assert frames[0].startswith(": stream-start\n")
+    [frame] = [f for f in frames if f.startswith("id: ")]
+    lines = dict(line.split(": ", 1) for line in frame.split("\n"))
+    data = json.loads(lines["data"])
+    assert lines["event"] == data["kind"] == "created"
+    assert data["eventType"] == data["event"]["type"] == "timer.created"
+    assert data["occurredAtIso"] == data["occurredAt"]
+    assert data["tenantId"] == "acme"
+    assert data["event"]["timer"]["id"] == created["id"] and data["event"]["timer"]["name"] == "env"
+    assert UUID(data["envelopeId"]) and data["dedupeKey"].startswith(f"{created['id']}:1:created:")
+    assert data["traceId"] == UUID(created["id"]).hex
+
+
+def test_the_stream_honours_topic_filters(client: APIClient) -> None:
+    assert_error(client.get("/api/timers/stream", {"topic": "exploded"}), 400, contains="topic")
+    created = _create(client, {"duration": "5m"}).json()
+    client.post(f"/api/timers/{created['id']}/cancel", {}, format="json")
+
+    kinds = [f.split("\n")[1] for f in _stream_frames(client, topic="timer.cancelled") if f.startswith("id: ")]
+
+    assert kinds == ["event: cancelled"]

@@ -25,7 +25,7 @@ def read_stream(response: Any) -> list[dict[str, Any]]:
     for block in text.split("\n\n"):
         fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line and not line.startswith(":"))
         if "data" in fields:
-            events.append({"id": int(fields["id"]), "event": fields["event"], **json.loads(fields["data"])})
+            events.append({**json.loads(fields["data"]), "id": int(fields["id"]), "event": fields["event"]})
     return events
 
 

@@ -195,7 +195,8 @@ SSE_EVENT: dict[str, Any] = {
         "event": {"type": "string", "description": "the timer event's kind (created, fired, ...)"},
         "data": {
             "type": "string",
-            "description": "JSON: timerId, tenantId, name, kind, stateVersion, occurredAt, data",
+            "description": "JSON: timerId, tenantId, name, kind, stateVersion, occurredAt, data, and the original "
+            "control plane's envelope: eventType, occurredAtIso, event {type, timer}, envelopeId, dedupeKey, traceId",
         },
         "retry": {"type": "integer"},
     },

@@ -19,7 +19,8 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -39,6 +40,7 @@ from timers.api.errors import mark_logged
 from timers.api.principal import Principal
 from timers.api.schema import SSE_EVENT, error_responses
 from timers.models import Role, Tenant, TimerEvent
+from timers.serializers import timers_wire
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +58,72 @@ class EventStreamRenderer(renderers.BaseRenderer):
         return f"event: error\ndata: {json.dumps(data)}\n\n".encode()
 
 
-def _format(event: TimerEvent) -> str:
+# Every kind of timer event, which ``?topic=`` chooses from (also as ``timer.<kind>``).
+EVENT_KINDS = (
+    "created",
+    "armed",
+    "rescheduled",
+    "fired",
+    "settled",
+    "failed",
+    "cancelled",
+    "retried",
+    "action.succeeded",
+    "action.retrying",
+    "action.failed",
+    "action.escalated",
+    "action.cancelled",
+)
+TOPICS = (*EVENT_KINDS, *(f"timer.{kind}" for kind in EVENT_KINDS))
+_ENVELOPE_NAMESPACE = uuid.UUID("6b1f3c52-0d7e-4f51-9a8e-4d0c2b7a9e13")
+
+
+def _format(event: TimerEvent, timer: dict[str, Any]) -> str:
+    """One frame: this API's fields and, beside them, the original control plane's envelope
+    (``eventType``, ``occurredAtIso``, ``event: {type, timer}``, ``envelopeId``, ``dedupeKey``,
+    ``traceId``). ``timer`` is the timer as it is when the frame is sent."""
+    event_type = f"timer.{event.kind}"
+    occurred = event.occurred_at.isoformat()
     payload = {
         "timerId": str(event.timer_id),
         "tenantId": event.timer.tenant_id,
         "name": event.timer.name,
         "kind": event.kind,
         "stateVersion": event.state_version,
-        "occurredAt": event.occurred_at.isoformat(),
+        "occurredAt": occurred,
         "data": event.data,
+        "eventType": event_type,
+        "occurredAtIso": occurred,
+        "event": {"type": event_type, "timer": timer},
+        # Stable across reconnects and replays: the same event always has the same envelope.
+        "envelopeId": str(uuid.uuid5(_ENVELOPE_NAMESPACE, str(event.id))),
+        "dedupeKey": f"{event.timer_id}:{event.state_version}:{event.kind}:{event.id}",
+        "traceId": event.timer_id.hex,  # one trace per timer
     }
     return f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(payload)}\n\n"
+
+
+def _frames(events: Sequence[TimerEvent]) -> list[str]:
+    """The frames of a batch, each timer rendered once."""
+    timers = {e.timer_id: e.timer for e in events}
+    wire = {UUID(t["id"]): t for t in timers_wire(list(timers.values()))}
+    return [_format(event, wire[event.timer_id]) for event in events]
+
+
+def parse_topics(values: Sequence[str]) -> frozenset[str] | None:
+    """The event kinds ``?topic=`` asks for (repeatable, comma-separated, ``fired`` or
+    ``timer.fired``), None for every kind; a ValidationError naming an unknown one."""
+    kinds: set[str] = set()
+    for value in values:
+        for item in (part.strip() for part in value.split(",")):
+            if not item:
+                continue
+            if item not in TOPICS:
+                raise exceptions.ValidationError(
+                    {"topic": [f"unknown topic '{item[:60]}'; use event kinds: {', '.join(EVENT_KINDS)}"]}
+                )
+            kinds.add(item.removeprefix("timer."))
+    return frozenset(kinds) or None
 
 
 def client_gone_check(sock: socket.socket | None) -> Callable[[], bool]:
@@ -94,17 +151,20 @@ def event_stream(
     max_seconds: float,
     lease: UUID | None,
     client_gone: Callable[[], bool] = lambda: False,
+    topics: Collection[str] | None = None,
 ) -> Iterator[str]:
     deadline = time.monotonic() + max_seconds
     quiet_since = time.monotonic()
     renew_at = time.monotonic() + streams.RENEW_SECONDS
-    yield "retry: 1000\n: connected\n\n"
+    # The original's first line (": stream-start"), then this API's.
+    yield ": stream-start\nretry: 1000\n: connected\n\n"
     try:
         while time.monotonic() < deadline:
             events = selectors.timer_events_after(tenant=tenant, after_id=last_id, limit=BATCH)
-            for event in events:
-                last_id = event.id
-                yield _format(event)
+            if events:
+                last_id = events[-1].id
+            chosen = [e for e in events if topics is None or e.kind in topics]
+            yield from _frames(chosen)
             if events:
                 quiet_since = time.monotonic()
                 continue
@@ -217,6 +277,11 @@ class TimerStreamApi(Described, APIView):
                 description="Start after this event id (default: events from now on)",
             ),
             OpenApiParameter(
+                "topic",
+                {"type": "array", "items": {"type": "string", "enum": list(TOPICS)}},
+                description="Only these event kinds (repeatable or comma-separated; `fired` or `timer.fired`)",
+            ),
+            OpenApiParameter(
                 "Last-Event-ID",
                 {"type": "integer", "minimum": 0, "maximum": MAX_EVENT_ID},
                 location=OpenApiParameter.HEADER,
@@ -250,6 +315,7 @@ class TimerStreamApi(Described, APIView):
                     {"after": [f"must be an event id (an integer from 0 to {MAX_EVENT_ID})"]}
                 )
         raw = given.get("Last-Event-ID", given.get("after"))
+        topics = parse_topics(request.query_params.getlist("topic"))
         last_id = selectors.timer_event_latest_id() if raw is None else int(raw)
         slot = _Slot()
         if not slot.acquire():
@@ -285,6 +351,7 @@ class TimerStreamApi(Described, APIView):
                     settings.MINOOTS_STREAM_MAX_SECONDS,
                     lease,
                     client_gone_check(request.META.get("gunicorn.socket")),
+                    topics,
                 ),
                 slot,
                 lease,
