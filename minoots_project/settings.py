@@ -175,7 +175,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["timers.api.permissions.HasTenant"],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
-        "rest_framework.renderers.BrowsableAPIRenderer",
+        "timers.api.browsable.BrowsableAPIRenderer",
     ],
     "DEFAULT_PARSER_CLASSES": ["timers.api.parsers.SafeJSONParser"],
     "EXCEPTION_HANDLER": "timers.api.errors.exception_handler",

@@ -134,6 +134,7 @@ def test_the_browsable_api_has_human_titles_and_links_between_a_timer_and_its_pa
 
     listing = _browsable(staff, f"/api/timers{q}")
     assert _title(listing) == "Timers"
+    assert "<title>Timers – MINOOTS API</title>" in listing and 'href="/api/docs/"' in listing
     assert 'href="/api/timers?status=scheduled%2Carmed&amp;tenant=acme"' in listing
 
     detail = _browsable(staff, f"{base}{q}")

@@ -13,6 +13,14 @@ from urllib.parse import urlencode
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+from rest_framework import renderers
+
+
+class BrowsableAPIRenderer(renderers.BrowsableAPIRenderer):
+    """DRF's browsable API, titled and branded MINOOTS (minoots/api.html), linking the front
+    page, the docs and the admin."""
+
+    template = "minoots/api.html"
 
 
 class Described:
