@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from actions.bundle import parse_bundle
 from actions.errors import ParameterError
+from actions.holders import runs_held_by_dead_workers, runs_unmark
 from actions.models import ActionRun, RunStatus
 from actions.runners import RUNNERS
 from timers.ports import ClaimedTimer
@@ -146,6 +147,14 @@ def runs_recover(now: datetime, limit: int) -> int:
 
     grace = settings.MINOOTS_REPAIR_GRACE
     transitions.runs_cancel_lost(now=now, limit=limit)
+    # Runs whose worker is gone (actions.holders): a running one's lease ends now, so it is
+    # among the lost below; a pending one's message died with the worker, marker or not.
+    in_flight = list(
+        ActionRun.objects.filter(status=RunStatus.RUNNING, lease_expires_at__gte=now)
+        .order_by("lease_expires_at")
+        .values_list("id", flat=True)[:limit]
+    )
+    orphaned = set(transitions.runs_end_leases(run_ids=runs_held_by_dead_workers(in_flight, running=True), at=now))
     overdue = list(
         ActionRun.objects.filter(
             status=RunStatus.PENDING, next_attempt_at__isnull=False, next_attempt_at__lt=now - grace
@@ -164,7 +173,13 @@ def runs_recover(now: datetime, limit: int) -> int:
             marked = cache.get_many([_marker(run_id) for run_id in candidates])
         except Exception:
             marked = {}
-        candidates = [run_id for run_id in candidates if _marker(run_id) not in marked]
+        orphaned |= set(runs_held_by_dead_workers([r for r in candidates if _marker(r) in marked], running=False))
+        candidates = [run_id for run_id in candidates if _marker(run_id) not in marked or run_id in orphaned]
+    if orphaned:
+        runs_unmark(list(orphaned))
+        log.warning(
+            "recovering %d action run(s) of a worker that is gone", len(orphaned), extra={"event": "runs_orphaned"}
+        )
     if candidates:
         transaction.on_commit(lambda: runs_publish(candidates))
     return len(candidates)

@@ -609,6 +609,22 @@ def retry_policy_allows(policy: RetryPolicy, claim: Claim, outcome: Outcome) -> 
     return not outcome.permanent and claim.number - claim.run.retry_base < policy.max_attempts
 
 
+def runs_end_leases(*, run_ids: Sequence[UUID], at: datetime) -> list[UUID]:
+    """End the lease of those of ``run_ids`` still ``running`` (their worker is gone, or could
+    not record their outcome): the next claim of each takes it as a lost attempt, recorded so,
+    and runs it again under the retry policy. No status changes here. Return the ids."""
+    ids = list(
+        ActionRun.objects.filter(pk__in=run_ids, status=RunStatus.RUNNING, lease_expires_at__gte=at).values_list(
+            "pk", flat=True
+        )
+    )
+    if ids:
+        ActionRun.objects.filter(pk__in=ids, status=RunStatus.RUNNING).update(
+            lease_expires_at=at - timedelta(microseconds=1)
+        )
+    return ids
+
+
 def runs_reopen(*, run_ids: Sequence[UUID], at: datetime) -> list[UUID]:
     """failed -> pending, due at ``at``, for an operator's retry: a new chain of attempts under
     the bundle's retry policy (``retry_base`` = the attempts made so far; their records stay).

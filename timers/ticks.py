@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 _MARKER_PREFIX = "tick:"
 _HOLDER_PREFIX = "tickholder:"
+_PROCESS_PREFIX = "workerprocess:"
 _PUBLISHED = "p:"
 _HELD = "h:"
 
@@ -181,8 +182,29 @@ def _holder_of(consumer: Any, *, create: bool) -> str | None:
 
 
 def _beat(holder: str) -> None:
-    cache.set(f"{_HOLDER_PREFIX}{holder}", 1, timeout=HOLDER_TTL_SECONDS)
+    # The holder (this connection of this process) and the process itself: what a worker holds
+    # in memory (running actions) lives as long as the process, not its connection.
+    cache.set_many(
+        {f"{_HOLDER_PREFIX}{holder}": 1, f"{_PROCESS_PREFIX}{process_of(holder)}": 1}, timeout=HOLDER_TTL_SECONDS
+    )
     _Heartbeat.beaten = holder
+
+
+def process_of(holder: str) -> str:
+    """The worker process (``host:pid``) a holder name belongs to."""
+    return holder.rsplit(":", 1)[0]
+
+
+def processes_alive(processes: set[str]) -> set[str] | None:
+    """Those of ``processes`` (``process_of`` names) whose heartbeat is fresh; None when the
+    cache cannot tell. A process beats while it has a holder; after a reconnect it beats again
+    with its next message."""
+    if not processes:
+        return set()
+    try:
+        return {k[len(_PROCESS_PREFIX) :] for k in cache.get_many([f"{_PROCESS_PREFIX}{p}" for p in processes])}
+    except Exception:
+        return None
 
 
 def _heartbeat_loop() -> None:
@@ -194,14 +216,18 @@ def _heartbeat_loop() -> None:
         # A connection without a holder name took no tick yet: the previous one's heartbeat
         # stops, and with it the ticks Celery dropped with the old connection are re-published.
         holder = _holder_of(consumer, create=False)
-        if holder is not None:
-            try:
+        try:
+            if holder is not None:
                 _beat(holder)
                 failing = False
-            except Exception:
-                if not failing:  # once per outage, not every second
-                    log.warning("tick holder heartbeat: cache unavailable", exc_info=True)
-                failing = True
+            elif _Heartbeat.beaten is not None:
+                # The process lives on through a reconnect: its running actions are not orphans.
+                cache.set(f"{_PROCESS_PREFIX}{process_of(_Heartbeat.beaten)}", 1, timeout=HOLDER_TTL_SECONDS)
+                failing = False
+        except Exception:
+            if not failing:  # once per outage, not every second
+                log.warning("tick holder heartbeat: cache unavailable", exc_info=True)
+            failing = True
         time.sleep(HOLDER_HEARTBEAT_SECONDS)
 
 
@@ -212,20 +238,42 @@ def tick_held(*, bucket: int, consumer: Any) -> None:
     raises, a marker left ``p:`` only costs a duplicate tick later.
     """
     try:
-        holder = _holder_of(consumer, create=True)
+        holder = consumer_holder(consumer)
         if holder is None:
             return
-        with _Heartbeat.lock:
-            if _Heartbeat.consumer is None or _Heartbeat.consumer() is not consumer:
-                _Heartbeat.consumer = weakref.ref(consumer)
-            if _Heartbeat.thread is None or not _Heartbeat.thread.is_alive():
-                _Heartbeat.thread = threading.Thread(target=_heartbeat_loop, name="tick-holder-heartbeat", daemon=True)
-                _Heartbeat.thread.start()
-        if _Heartbeat.beaten != holder:
-            _beat(holder)  # alive before anything names it as a holder
         cache.set(_marker_key(bucket), f"{_HELD}{holder}", timeout=_marker_ttl())
     except Exception:
         log.warning("could not mark tick of bucket %s as held", bucket, exc_info=True)
+
+
+def consumer_holder(consumer: Any) -> str | None:
+    """The holder name of a worker consumer's current broker connection, its heartbeat
+    running (None while it has no connection). What a worker takes from the broker and keeps
+    for a while (ETA ticks here, action messages in ``actions.holders``) is marked with it, so
+    the reconciler can tell when the worker is gone: ``holders_alive``. May raise (cache down)."""
+    holder = _holder_of(consumer, create=True)
+    if holder is None:
+        return None
+    with _Heartbeat.lock:
+        if _Heartbeat.consumer is None or _Heartbeat.consumer() is not consumer:
+            _Heartbeat.consumer = weakref.ref(consumer)
+        if _Heartbeat.thread is None or not _Heartbeat.thread.is_alive():
+            _Heartbeat.thread = threading.Thread(target=_heartbeat_loop, name="tick-holder-heartbeat", daemon=True)
+            _Heartbeat.thread.start()
+    if _Heartbeat.beaten != holder:
+        _beat(holder)  # alive before anything names it as a holder
+    return holder
+
+
+def holders_alive(holders: set[str]) -> set[str] | None:
+    """Those of ``holders`` whose heartbeat is fresh (within HOLDER_TTL_SECONDS); None when
+    the cache cannot tell."""
+    if not holders:
+        return set()
+    try:
+        return {k[len(_HOLDER_PREFIX) :] for k in cache.get_many([f"{_HOLDER_PREFIX}{h}" for h in holders])}
+    except Exception:
+        return None
 
 
 # --- the reconciler's side: ticks that are gone --------------------------------------------------
@@ -251,10 +299,10 @@ def ticks_restore(firsts: dict[int, datetime], *, now: datetime) -> int:
         log.warning("tick marker cache unavailable", exc_info=True)
         return ensure_ticks(list(firsts.values()))
     holders = {m[len(_HELD) :] for m in marks.values() if isinstance(m, str) and m.startswith(_HELD)}
-    try:
-        alive = {k[len(_HOLDER_PREFIX) :] for k in cache.get_many([f"{_HOLDER_PREFIX}{h}" for h in holders])}
-    except Exception:
-        alive = holders  # cannot tell: trust the holders (the overdue repair is the backstop)
+    # Cannot tell: trust the holders (the overdue repair is the backstop).
+    alive = holders_alive(holders)
+    if alive is None:
+        alive = holders
     interval = max(settings.MINOOTS_RECONCILE_INTERVAL, timedelta(seconds=1))
     stale_before_ms = (now - interval).timestamp() * 1000
     due_soon = now + 2 * interval

@@ -1,0 +1,106 @@
+"""Which worker holds an action run's message, so the reconciler notices a dead one in seconds.
+
+An action worker keeps the ``run_action`` / ``run_actions`` messages it took (acks-late,
+prefetched) until it has run them, and the runs it claimed stay ``running`` under a lease of
+MINOOTS_ACTION_LEASE (5 minutes). When the worker is SIGKILLed, or the machine loses power,
+both would wait: the lease for its running runs, Redis's visibility timeout (hours) for the
+messages it had prefetched, whose publish markers also keep the reconciler from publishing
+those runs again.
+
+So every message a worker receives marks its runs with the worker's holder name (one cache
+write per message: ``runs_mark_held``, from the ``task_received`` signal), the name of the
+consumer's broker connection whose heartbeat ``timers.ticks`` keeps alive every second. The
+reconciler asks ``runs_held_by_dead_workers``: a run whose holder's heartbeat has been gone for
+DEAD_AFTER_SECONDS (a holder missing at one pass is only suspected; a worker is not declared
+dead for one late beat) is recovered at once: a running one has its lease ended (the attempt in
+flight is recorded as lost, and only that attempt runs again), a pending one is published again
+whatever its marker says. A run without a mark (Redis flushed, or a worker of an older release)
+keeps the lease and the marker as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.core.cache import cache
+
+from timers.ticks import consumer_holder, holders_alive, process_of, processes_alive
+
+log = logging.getLogger(__name__)
+
+_RUN_PREFIX = "actions:holder:"
+_SUSPECT_PREFIX = "actions:holder-missing:"
+# A holder is dead once its heartbeat has been missing this long (its TTL is 3 s, beaten
+# every 1 s): a worker busy for a moment is not taken for a dead one.
+DEAD_AFTER_SECONDS = 2.0
+
+
+def runs_mark_held(*, run_ids: Sequence[str], consumer: Any) -> None:
+    """The worker's ``consumer`` took a message for ``run_ids``. Never raises: a run left
+    unmarked is recovered by its lease and its marker, as before."""
+    if not run_ids:
+        return
+    try:
+        holder = consumer_holder(consumer)
+        if holder is None:
+            return
+        ttl = int(settings.MINOOTS_ACTION_LEASE.total_seconds() + settings.MINOOTS_ARM_HORIZON.total_seconds())
+        cache.set_many({f"{_RUN_PREFIX}{run_id}": holder for run_id in run_ids}, timeout=ttl)
+    except Exception:
+        log.warning("could not mark %d action run(s) as held", len(run_ids), exc_info=True)
+
+
+def runs_held_by_dead_workers(run_ids: Sequence[UUID], *, running: bool) -> list[UUID]:
+    """Those of ``run_ids`` held by a worker that is gone (see the module). ``running``: runs
+    being executed, which live as long as the worker process (its connection may have been
+    replaced meanwhile); otherwise messages waiting in a worker, which go with its connection."""
+    if not run_ids:
+        return []
+    try:
+        marks = cache.get_many([f"{_RUN_PREFIX}{run_id}" for run_id in run_ids])
+    except Exception:
+        return []
+    holder_of = {run_id: marks[f"{_RUN_PREFIX}{run_id}"] for run_id in run_ids if f"{_RUN_PREFIX}{run_id}" in marks}
+    if running:
+        owner = {run_id: process_of(str(h)) for run_id, h in holder_of.items()}
+        alive = processes_alive(set(owner.values()))
+    else:
+        owner = {run_id: str(h) for run_id, h in holder_of.items()}
+        alive = holders_alive(set(owner.values()))
+    if alive is None:
+        return []
+    dead = _confirmed_dead(set(owner.values()) - alive)
+    return [run_id for run_id, who in owner.items() if who in dead]
+
+
+def _confirmed_dead(missing: set[str]) -> set[str]:
+    """Of the holders whose heartbeat is missing now, those missing for DEAD_AFTER_SECONDS."""
+    if not missing:
+        return set()
+    now = time.time()
+    keys = {f"{_SUSPECT_PREFIX}{h}": h for h in missing}
+    try:
+        since = cache.get_many(list(keys))
+        cache.set_many(
+            {key: now for key in keys if key not in since}, timeout=int(settings.MINOOTS_ACTION_LEASE.total_seconds())
+        )
+    except Exception:
+        return set()
+    # With the heartbeat's TTL, a holder is dead HOLDER_TTL_SECONDS + DEAD_AFTER_SECONDS after
+    # its last beat at the earliest, at the first reconcile pass after that.
+    return {keys[key] for key, first in since.items() if isinstance(first, float) and now - first >= DEAD_AFTER_SECONDS}
+
+
+def runs_unmark(run_ids: Sequence[UUID]) -> None:
+    """Forget who held these runs (they were just recovered): the next reconcile pass leaves
+    them to their new message and lease rather than recovering them again."""
+    if run_ids:
+        try:
+            cache.delete_many([f"{_RUN_PREFIX}{run_id}" for run_id in run_ids])
+        except Exception:
+            log.warning("could not forget the holders of %d action run(s)", len(run_ids), exc_info=True)
