@@ -129,9 +129,11 @@ def test_the_package_installs_into_a_fresh_venv_and_waits_for_a_settled_timer(li
     assert install.returncode == 0, install.stdout + install.stderr
 
     script = (
-        "import importlib.util, json\n"
+        "import importlib.util, json, pathlib\n"
+        "import minoots_agent_tools\n"
         "from minoots_agent_tools import MinootsClient\n"
         "assert importlib.util.find_spec('django') is None\n"
+        "assert (pathlib.Path(minoots_agent_tools.__file__).parent / 'py.typed').is_file()\n"
         "client = MinootsClient.from_env()\n"
         "timer = client.schedule_timer(name='x', duration='2s')\n"
         "print(json.dumps(client.wait_for_timer(timer['id'], timeout=30)))\n"
