@@ -48,6 +48,11 @@ def runs_execute_batch(*, run_ids: Sequence[str | UUID]) -> int:
     execution.runs_republish_early([run_id for run_id in ids if run_id not in claimed])
     if not claims:
         return 0
+    with execution.leases_ended_on_database_outage([c.run.pk for c in claims]):
+        return _run_claimed(claims)
+
+
+def _run_claimed(claims: Sequence[Claim]) -> int:
     runs_forget_published([c.run.pk for c in claims])
     successes: list[Finished] = []
     rendered = execution.timers_json([c.run.timer for c in claims])

@@ -46,7 +46,8 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -54,7 +55,7 @@ from uuid import UUID
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.cache import cache
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, transaction
 from django.db.models import F, Q, Sum
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -392,6 +393,40 @@ def timers_finish_if_done(timer_ids: Sequence[UUID]) -> None:
 # --- entry point ---------------------------------------------------------------------------
 
 
+# How long a worker that lost the database mid-batch waits for it to come back to end the
+# leases of the runs it could not conclude (then the task's own retry, or another worker,
+# recovers them at once instead of after MINOOTS_ACTION_LEASE).
+OUTAGE_WAIT_SECONDS = 30.0
+
+
+@contextmanager
+def leases_ended_on_database_outage(run_ids: Sequence[UUID]) -> Iterator[None]:
+    """Around the attempts of claimed runs: should the database fail (a restart, a failover),
+    end the leases of those still ``running`` once it answers again, so that the task's retry
+    claims them (their attempts recorded as lost) rather than finding them leased for minutes
+    (``transitions.runs_end_leases``; concluded runs are left alone). Re-raises the error."""
+    try:
+        yield
+    except (OperationalError, InterfaceError):
+        deadline = time.monotonic() + OUTAGE_WAIT_SECONDS
+        while True:
+            try:
+                close_old_connections()
+                ended = transitions.runs_end_leases(run_ids=run_ids, at=timezone.now())
+                if ended:
+                    log.warning(
+                        "database failed mid-attempt: %d run(s) released for recovery",
+                        len(ended),
+                        extra={"event": "leases_ended"},
+                    )
+                break
+            except (OperationalError, InterfaceError):
+                if time.monotonic() > deadline:
+                    break  # the lease recovers them
+                time.sleep(1.0)
+        raise
+
+
 def run_execute(*, run_id: str | UUID) -> bool:
     """Claim and execute one attempt of ``run_id``; False when there was nothing to do
     (unknown id, already claimed, finished, or not yet due)."""
@@ -405,10 +440,11 @@ def run_execute(*, run_id: str | UUID) -> bool:
         runs_republish_early([run_uuid])
         return False
     claim = claims[0]
-    runs_forget_published([run_uuid])
-    started = time.monotonic()
-    outcome = attempt_run(claim)
-    applied = runs_conclude([Finished(claim=claim, outcome=outcome, seconds=time.monotonic() - started)])
+    with leases_ended_on_database_outage([run_uuid]):
+        runs_forget_published([run_uuid])
+        started = time.monotonic()
+        outcome = attempt_run(claim)
+        applied = runs_conclude([Finished(claim=claim, outcome=outcome, seconds=time.monotonic() - started)])
     log.info(
         "action attempt %s",
         _status_word(outcome, claim) if applied else "stale",

@@ -13,6 +13,7 @@ from actions.errors import ActionError
 from actions.models import ActionRun, RunStatus
 from actions.runners import RUNNERS, ActionContext, ActionResult, Runner
 from actions.services import run_retry, runs_retry_failed
+from actions.transitions import WORKER_LOST
 from tests.actions.conftest import FireTimer
 from tests.actions.support import NoParams, drive
 from timers.models import Tenant, TimerEvent, TimerStatus
@@ -120,3 +121,39 @@ def test_retrying_everything_failed_since_a_time_reopens_each_timer_once_and_spa
     old.refresh_from_db()
     assert old.status == TimerStatus.FAILED  # failed before `since`: left alone
     assert runs_retry_failed(since=timezone.now() - timedelta(hours=1), by="ops", tenant_id="globex") == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_failure_mid_attempt_ends_the_runs_lease_so_the_retry_recovers_it_at_once(
+    flaky: type[Flaky], fire_timer: FireTimer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10 item 2: the outcome of an attempt could not be recorded (Postgres restarted).
+    Before, the run stayed ``running`` under its 5-minute lease and the task's retry, which
+    claims only claimable runs, found nothing to do."""
+    from django.db import OperationalError
+
+    from actions import execution
+
+    flaky.broken = False
+    timer = fire_timer(action("hook"))
+    run = ActionRun.objects.get(timer=timer)
+    real_conclude = execution.runs_conclude
+
+    def database_gone(*_: Any, **__: Any) -> Any:
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(execution, "runs_conclude", database_gone)
+    with pytest.raises(OperationalError):
+        execution.run_execute(run_id=run.pk)
+    run.refresh_from_db()
+    assert run.status == RunStatus.RUNNING
+    assert run.lease_expires_at is not None and run.lease_expires_at < timezone.now()
+
+    monkeypatch.setattr(execution, "runs_conclude", real_conclude)
+    assert execution.run_execute(run_id=run.pk) is True  # the task's retry
+    run.refresh_from_db()
+    assert (run.status, run.attempts) == (RunStatus.SUCCEEDED, 2)
+    first, second = run.attempt_records.order_by("number")
+    # The attempt whose outcome was lost is recorded as such (a transient failure), then retried.
+    assert (first.outcome, first.error) == ("transient_failure", WORKER_LOST)
+    assert second.outcome == "succeeded"
