@@ -147,6 +147,14 @@ def test_stream_events_resumes_after_a_last_event_id(live: Live) -> None:
             events.close()
         assert (first.id, first.event, first.timer_id) == (created["id"], "created", timer["id"])
 
+        soon = client.schedule_timer(name="streamed-soon", duration="1s")
+        ends = client.stream_events(last_event_id=created["id"], topics=["settled"])
+        try:
+            settled = next(ends)
+        finally:
+            ends.close()
+        assert (settled.event, settled.timer_id) == ("settled", soon["id"])
+
 
 def test_the_async_client_does_the_same(live: Live) -> None:
     async def scenario() -> None:

@@ -33,6 +33,8 @@ from minoots_agent_tools.errors import MinootsError, TimerWaitTimeout, Unavailab
 Timer = dict[str, Any]
 
 TERMINAL_STATUSES = frozenset({"settled", "failed", "cancelled"})
+# What wait_for_timer asks the stream for (``?topic=``; a server that ignores it sends every kind).
+_END_TOPICS = ("settled", "failed", "cancelled")
 REGION_LABEL = "minoots.io/region"
 REGION_HEADER = "x-minoots-region"
 
@@ -259,11 +261,14 @@ class MinootsClient:
         # from now) or meet its own new version (409): sent again only when it surely was not sent.
         return Call("PATCH", self._url("timers", str(timer_id)), self._headers(extra), body=body, retry="unsent")
 
-    def _stream_request(self, last_event_id: int | None) -> tuple[str, dict[str, str]]:
+    def _stream_request(
+        self, last_event_id: int | None, topics: Iterable[str] | None
+    ) -> tuple[str, dict[str, str], list[tuple[str, str]]]:
         extra = {"accept": "text/event-stream", "cache-control": "no-cache"}
         if last_event_id is not None:
             extra["last-event-id"] = str(last_event_id)
-        return self._url("timers", "stream"), self._headers(extra)
+        params = [("topic", ",".join(topics))] if topics else []
+        return self._url("timers", "stream"), self._headers(extra), params
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -490,12 +495,14 @@ class MinootsClient:
     # -- the event stream ------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _open_stream(self, last_event_id: int | None, read_timeout: float) -> Iterator[Iterator[StreamEvent]]:
+    def _open_stream(
+        self, last_event_id: int | None, read_timeout: float, topics: Iterable[str] | None = None
+    ) -> Iterator[Iterator[StreamEvent]]:
         """One connection to the stream; entered once the answer's head has arrived (from then
         on no event is missed)."""
-        url, headers = self._stream_request(last_event_id)
+        url, headers, params = self._stream_request(last_event_id, topics)
         timeout = httpx.Timeout(self.timeout, read=max(read_timeout, 0.05))
-        with self.sync_client.stream("GET", url, headers=headers, timeout=timeout) as response:
+        with self.sync_client.stream("GET", url, params=tuple(params), headers=headers, timeout=timeout) as response:
             if response.status_code != 200:
                 response.read()
                 raise _decode_error(response)
@@ -503,20 +510,28 @@ class MinootsClient:
 
     @contextlib.asynccontextmanager
     async def _open_stream_async(
-        self, last_event_id: int | None, read_timeout: float
+        self, last_event_id: int | None, read_timeout: float, topics: Iterable[str] | None = None
     ) -> AsyncIterator[AsyncIterator[StreamEvent]]:
-        url, headers = self._stream_request(last_event_id)
+        url, headers, params = self._stream_request(last_event_id, topics)
         timeout = httpx.Timeout(self.timeout, read=max(read_timeout, 0.05))
-        async with self.async_client.stream("GET", url, headers=headers, timeout=timeout) as response:
+        async with self.async_client.stream(
+            "GET", url, params=tuple(params), headers=headers, timeout=timeout
+        ) as response:
             if response.status_code != 200:
                 await response.aread()
                 raise _decode_error(response)
             yield _aiter_events(response)
 
     def stream_events(
-        self, *, last_event_id: int | None = None, reconnect: bool = True, read_timeout: float = STREAM_READ_TIMEOUT
+        self,
+        *,
+        last_event_id: int | None = None,
+        topics: Iterable[str] | None = None,
+        reconnect: bool = True,
+        read_timeout: float = STREAM_READ_TIMEOUT,
     ) -> Iterator[StreamEvent]:
-        """The tenant's timer events as they happen (after ``last_event_id``, else from now).
+        """The tenant's timer events as they happen (after ``last_event_id``, else from now), only
+        those of the kinds in ``topics`` when given (``["fired", "settled"]``).
 
         The server ends a stream after a few minutes; with ``reconnect`` it is opened again
         after the last event seen, so nothing is missed. Stop by leaving the loop.
@@ -524,7 +539,7 @@ class MinootsClient:
         failures = 0
         while True:
             try:
-                with self._open_stream(last_event_id, read_timeout) as events:
+                with self._open_stream(last_event_id, read_timeout, topics) as events:
                     failures = 0
                     for event in events:
                         if event.id is not None:
@@ -547,13 +562,18 @@ class MinootsClient:
             time.sleep(0.2)
 
     async def stream_events_async(
-        self, *, last_event_id: int | None = None, reconnect: bool = True, read_timeout: float = STREAM_READ_TIMEOUT
+        self,
+        *,
+        last_event_id: int | None = None,
+        topics: Iterable[str] | None = None,
+        reconnect: bool = True,
+        read_timeout: float = STREAM_READ_TIMEOUT,
     ) -> AsyncGenerator[StreamEvent, None]:
         """``stream_events``, async: ``async for event in client.stream_events_async()``."""
         failures = 0
         while True:
             try:
-                async with self._open_stream_async(last_event_id, read_timeout) as events:
+                async with self._open_stream_async(last_event_id, read_timeout, topics) as events:
                     failures = 0
                     async for event in events:
                         if event.id is not None:
@@ -601,7 +621,7 @@ class MinootsClient:
             if remaining <= 0:
                 raise _wait_timeout(timer_id, timeout, self.get_timer(timer_id))
             try:
-                stream = self._open_stream(last_event_id, min(remaining, STREAM_READ_TIMEOUT))
+                stream = self._open_stream(last_event_id, min(remaining, STREAM_READ_TIMEOUT), _END_TOPICS)
                 events = stream.__enter__()
             except (httpx.TransportError, MinootsError) as exc:
                 raise _StreamUnusable() from exc
@@ -640,7 +660,7 @@ class MinootsClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise _wait_timeout(timer_id, timeout, await self.get_timer_async(timer_id))
-            stream = self._open_stream_async(last_event_id, min(remaining, STREAM_READ_TIMEOUT))
+            stream = self._open_stream_async(last_event_id, min(remaining, STREAM_READ_TIMEOUT), _END_TOPICS)
             try:
                 events = await stream.__aenter__()
             except (httpx.TransportError, MinootsError) as exc:
