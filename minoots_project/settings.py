@@ -254,6 +254,8 @@ MINOOTS_RECONCILE_BATCH: int = env.int("MINOOTS_RECONCILE_BATCH", default=5000)
 MINOOTS_DEFAULT_MAX_ACTIVE_TIMERS: int = env.int("MINOOTS_DEFAULT_MAX_ACTIVE_TIMERS", default=1_000_000)
 MINOOTS_DEFAULT_MAX_CREATES_PER_DAY: int = env.int("MINOOTS_DEFAULT_MAX_CREATES_PER_DAY", default=5_000_000)
 MINOOTS_IDEMPOTENCY_TTL = timedelta(hours=24)
+# Most timers one POST /api/timers/batch may create.
+MINOOTS_BATCH_MAX: int = env.int("MINOOTS_BATCH_MAX", default=1000)
 # Largest actionBundle a timer may store, as compact UTF-8 JSON (metadata has 64 KiB too).
 MINOOTS_MAX_ACTION_BUNDLE_BYTES: int = env.int("MINOOTS_MAX_ACTION_BUNDLE_BYTES", default=64 * 1024)
 MINOOTS_COMMAND_ALLOWLIST: list[str] = [p for p in env.list("MINOOTS_COMMAND_ALLOWLIST", default=[]) if p]

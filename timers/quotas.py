@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.core.cache import cache
@@ -41,33 +42,68 @@ def _created_since(tenant: Tenant, since: datetime) -> int:
     return Timer.objects.filter(tenant=tenant, created_at__gte=since)[: tenant.max_creates_per_day].count()
 
 
-def _estimate(key: str, seed: Callable[[], int]) -> int:
-    """The counter after counting this create (seeding it from ``seed()`` when missing)."""
+def _estimate(key: str, seed: Callable[[], int], count: int = 1) -> int:
+    """The counter after counting ``count`` creates (seeding it from ``seed()`` when missing)."""
     try:
-        value = cache.incr(key)
+        value = cache.incr(key, count)
     except ValueError:  # missing or expired
-        value = seed() + 1
+        value = seed() + count
         cache.set(key, value, timeout=SEED_TTL)
     except Exception:  # cache down: count exactly
-        value = seed() + 1
+        value = seed() + count
     return int(value)
+
+
+def _fitting(key: str, count: int, limit: int, seed: Callable[[], int]) -> int:
+    """How many of ``count`` creates fit ``limit``: all while the estimate stays within it,
+    else what the exact count leaves (the counter re-seeded with it and those that fit)."""
+    if count <= 0 or _estimate(key, seed, count) <= limit:
+        return max(count, 0)
+    exact = seed()
+    fit = max(0, min(count, limit - exact))
+    _reseed(key, exact + fit)
+    return fit
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Of ``count`` creates counted together: the first ``burst`` fit the active-timer quota,
+    the first ``daily`` (at most ``burst``) fit both."""
+
+    count: int
+    burst: int
+    daily: int
+
+    def refusal(self, position: int) -> str | None:
+        """The limit that refuses the create at ``position`` (0-based), or None."""
+        if position >= self.burst:
+            return "burst"
+        if position >= self.daily:
+            return "daily"
+        return None
+
+
+def quota_admit(*, tenant: Tenant, now: datetime, count: int) -> Admission:
+    """Count ``count`` creates against the tenant's quotas at once (one counter update per
+    quota, whatever ``count``); the first ones up to each limit are admitted."""
+    burst = _fitting(f"quota:active:{tenant.pk}", count, tenant.max_active_timers, lambda: _active_count(tenant))
+    day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    daily = _fitting(
+        f"quota:daily:{tenant.pk}:{day_start:%Y%m%d}",
+        burst,
+        tenant.max_creates_per_day,
+        lambda: _created_since(tenant, day_start),
+    )
+    return Admission(count=count, burst=burst, daily=daily)
 
 
 def quota_check_and_count(*, tenant: Tenant, now: datetime) -> None:
     """Count one create against the tenant's quotas; raise QuotaExhausted when over."""
-    active_key = f"quota:active:{tenant.pk}"
-    if _estimate(active_key, lambda: _active_count(tenant)) > tenant.max_active_timers:
-        exact = _active_count(tenant)
-        _reseed(active_key, exact)
-        if exact >= tenant.max_active_timers:
-            raise QuotaExhausted("burst", tenant.max_active_timers)
-    day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    daily_key = f"quota:daily:{tenant.pk}:{day_start:%Y%m%d}"
-    if _estimate(daily_key, lambda: _created_since(tenant, day_start)) > tenant.max_creates_per_day:
-        exact = _created_since(tenant, day_start)
-        _reseed(daily_key, exact)
-        if exact >= tenant.max_creates_per_day:
-            raise QuotaExhausted("daily", tenant.max_creates_per_day)
+    refused = quota_admit(tenant=tenant, now=now, count=1).refusal(0)
+    if refused == "burst":
+        raise QuotaExhausted("burst", tenant.max_active_timers)
+    if refused == "daily":
+        raise QuotaExhausted("daily", tenant.max_creates_per_day)
 
 
 def _reseed(key: str, value: int) -> None:

@@ -25,7 +25,7 @@ from timers.allowlist import bundle_refusal
 from timers.limits import oversized_fields
 from timers.models import PENDING_STATUSES, Tenant, Timer, TimerEvent, TimerStatus, has_actions
 from timers.queries import EventRow
-from timers.quotas import QuotaExhausted, quota_check_and_count
+from timers.quotas import QuotaExhausted, quota_admit, quota_check_and_count
 
 log = logging.getLogger(__name__)
 
@@ -122,15 +122,32 @@ def _schedule(spec: TimerSpec, now: datetime, *, refuse_past: bool) -> tuple[dat
     return fire_at, delta // timedelta(milliseconds=1)
 
 
+def _quota_exceeded(tenant: Tenant, limit_type: str) -> QuotaExceeded:
+    if limit_type == "burst":
+        message = f"Tenant '{tenant.id}' has {tenant.max_active_timers} active timers, its limit"
+    else:
+        message = f"Tenant '{tenant.id}' created {tenant.max_creates_per_day} timers today (UTC), its daily limit"
+    return QuotaExceeded(message, extra={"limitType": limit_type})
+
+
 def _check_quotas(tenant: Tenant, now: datetime) -> None:
     try:
         quota_check_and_count(tenant=tenant, now=now)
     except QuotaExhausted as exc:
-        if exc.limit_type == "burst":
-            message = f"Tenant '{tenant.id}' has {exc.limit} active timers, its limit"
-        else:
-            message = f"Tenant '{tenant.id}' created {exc.limit} timers today (UTC), its daily limit"
-        raise QuotaExceeded(message, extra={"limitType": exc.limit_type}) from exc
+        raise _quota_exceeded(tenant, exc.limit_type) from exc
+
+
+def _check_rules(tenant: Tenant, spec: TimerSpec, now: datetime, *, refuse_past: bool) -> tuple[datetime, int]:
+    """``timer_create``'s rules on one spec: ``(fire_at, duration_ms)``, or ValidationFailed."""
+    fire_at, duration_ms = _schedule(spec, now, refuse_past=refuse_past)
+    for field_name, reason in oversized_fields(
+        metadata=spec.metadata, action_bundle=spec.action_bundle, agent_binding=spec.agent_binding
+    ):
+        raise ValidationFailed(field_name, reason)
+    refused = bundle_refusal(tenant=tenant, action_bundle=spec.action_bundle)
+    if refused is not None:
+        raise ValidationFailed(*refused)
+    return fire_at, duration_ms
 
 
 def _idempotent_replay(tenant: Tenant, key: str, fingerprint: str, now: datetime) -> Timer | None:
@@ -173,14 +190,7 @@ def timer_create(
     """
     now = now or timezone.now()
     # Before the replay lookup: a retried request must still pass the rules (as the API did).
-    fire_at, duration_ms = _schedule(spec, now, refuse_past=refuse_past)
-    for field_name, reason in oversized_fields(
-        metadata=spec.metadata, action_bundle=spec.action_bundle, agent_binding=spec.agent_binding
-    ):
-        raise ValidationFailed(field_name, reason)
-    refused = bundle_refusal(tenant=tenant, action_bundle=spec.action_bundle)
-    if refused is not None:
-        raise ValidationFailed(*refused)
+    fire_at, duration_ms = _check_rules(tenant, spec, now, refuse_past=refuse_past)
     try:
         with transaction.atomic():
             if idempotency_key:
@@ -222,6 +232,190 @@ def timer_create(
     log.info("timer created", extra={"timer_id": str(timer.id), "tenant": tenant.id, "event": "created"})
     metrics.timer_transition(tenant.id, "created")
     return timer, True
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchItem:
+    """One create of ``timers_create_batch``: what ``timer_create`` takes per timer."""
+
+    spec: TimerSpec
+    idempotency_key: str | None = None
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What became of one ``BatchItem``: its timer (``created`` False for an idempotent
+    replay), or the refusal (ValidationFailed, Conflict, QuotaExceeded) that stored nothing."""
+
+    timer: Timer | None = None
+    created: bool = False
+    error: ServiceError | None = None
+
+
+@dataclass
+class _Pending:
+    index: int
+    item: BatchItem
+    fire_at: datetime
+    duration_ms: int
+
+
+def timers_create_batch(
+    *,
+    tenant: Tenant,
+    items: Sequence[BatchItem],
+    refuse_past: bool = False,
+    now: datetime | None = None,
+) -> list[BatchOutcome]:
+    """``timer_create`` for many timers at once: one outcome per item, in order.
+
+    Each item gets exactly what ``timer_create`` would answer it, as if the items were created
+    one after the other: the same rules (a refusal is that item's ValidationFailed), the same
+    idempotency (a key already stored with the same fingerprint replays its timer, with another
+    a Conflict; a key repeated within the batch is the first item's replay, or its Conflict),
+    the same quotas (the first items that fit are created, the later ones are QuotaExceeded).
+    All in one transaction: the quotas counted once for the batch, the timers and their events
+    inserted in bulk, and after commit one tick per bucket (``ticks.ensure_ticks``) and the
+    ``created`` metric. ``now`` is every timer's ``created_at``.
+    """
+    now = now or timezone.now()
+    outcomes: list[BatchOutcome | None] = [None] * len(items)
+    valid: list[_Pending] = []
+    for index, item in enumerate(items):
+        try:
+            fire_at, duration_ms = _check_rules(tenant, item.spec, now, refuse_past=refuse_past)
+        except ValidationFailed as exc:
+            outcomes[index] = BatchOutcome(error=exc)
+            continue
+        valid.append(_Pending(index, item, fire_at, duration_ms))
+    # A key's first valid item is the one that may create; later ones repeat it.
+    owners: dict[str, _Pending] = {}
+    repeats: list[_Pending] = []
+    fresh: list[_Pending] = []
+    for pending in valid:
+        key = pending.item.idempotency_key
+        if key and key in owners:
+            repeats.append(pending)
+            continue
+        if key:
+            owners[key] = pending
+        fresh.append(pending)
+    for attempt in (1, 2):
+        try:
+            with transaction.atomic():
+                created = _batch_insert(tenant, fresh, owners, outcomes, now)
+            break
+        except IntegrityError:
+            # A concurrent request stored one of the keys between the lookup and the insert:
+            # the transaction is gone, so look the keys up again (the winner's timer replays).
+            if attempt == 2 or not owners:
+                raise
+    for pending in repeats:
+        outcomes[pending.index] = _repeat_outcome(pending, owners, outcomes)
+    if created:
+        log.info("timers created", extra={"tenant": tenant.id, "event": "created", "count": len(created)})
+    assert all(o is not None for o in outcomes)
+    return [o for o in outcomes if o is not None]
+
+
+def _batch_insert(
+    tenant: Tenant,
+    fresh: list[_Pending],
+    owners: dict[str, _Pending],
+    outcomes: list[BatchOutcome | None],
+    now: datetime,
+) -> list[Timer]:
+    """The transaction of ``timers_create_batch``: replays, quotas, inserts. Fills the
+    outcomes of ``fresh``; return the timers created."""
+    stored: dict[str, Timer] = {}
+    if owners:
+        stored = {
+            t.idempotency_key: t
+            for t in Timer.objects.filter(tenant=tenant, idempotency_key__in=list(owners))
+            if t.idempotency_key
+        }
+        expired = [t.pk for t in stored.values() if t.created_at < now - settings.MINOOTS_IDEMPOTENCY_TTL]
+        if expired:
+            # Expired: free the keys so that these requests can take them.
+            Timer.objects.filter(pk__in=expired).update(idempotency_key=None)
+            stored = {k: t for k, t in stored.items() if t.pk not in set(expired)}
+    new: list[_Pending] = []
+    for pending in fresh:
+        key = pending.item.idempotency_key
+        existing = stored.get(key) if key else None
+        if existing is None:
+            new.append(pending)
+        elif existing.request_hash != pending.item.fingerprint:
+            outcomes[pending.index] = BatchOutcome(error=_key_conflict(key or "", existing.id))
+        else:
+            outcomes[pending.index] = BatchOutcome(timer=existing)
+    admission = quota_admit(tenant=tenant, now=now, count=len(new))
+    horizon_end = now + settings.MINOOTS_ARM_HORIZON
+    timers: list[Timer] = []
+    events: list[EventRow] = []
+    for position, pending in enumerate(new):
+        refused = admission.refusal(position)
+        if refused is not None:
+            outcomes[pending.index] = BatchOutcome(error=_quota_exceeded(tenant, refused))
+            continue
+        spec, fire_at = pending.item.spec, pending.fire_at
+        arm_now = fire_at <= horizon_end
+        timer = Timer(
+            tenant=tenant,
+            name=spec.name,
+            status=TimerStatus.ARMED if arm_now else TimerStatus.SCHEDULED,
+            duration_ms=pending.duration_ms,
+            created_at=now,
+            fire_at=fire_at,
+            requested_by=spec.requested_by,
+            metadata=spec.metadata,
+            labels=spec.labels,
+            action_bundle=spec.action_bundle,
+            agent_binding=spec.agent_binding,
+            state_version=2 if arm_now else 1,
+            idempotency_key=pending.item.idempotency_key or None,
+            request_hash=pending.item.fingerprint,
+        )
+        timers.append(timer)
+        events.append(EventRow(timer.id, "created", now, 1, {"fireAt": fire_at.isoformat()}))
+        if arm_now:
+            events.append(EventRow(timer.id, "armed", now, 2, {}))
+        outcomes[pending.index] = BatchOutcome(timer=timer, created=True)
+    if not timers:
+        return []
+    Timer.objects.bulk_create(timers, batch_size=500)
+    queries.insert_events(events)
+    armed = [t.fire_at for t in timers if t.status == TimerStatus.ARMED]
+    if armed:
+        transaction.on_commit(lambda: ticks.ensure_ticks(armed))
+    _count_on_commit([tenant.id] * len(timers), "created")
+    return timers
+
+
+def _key_conflict(key: str, timer_id: UUID | None) -> Conflict:
+    details: dict[str, Any] = {"idempotencyKey": key}
+    if timer_id is not None:
+        details["timerId"] = str(timer_id)
+    return Conflict("Idempotency-Key was already used with a different request body", details=details)
+
+
+def _repeat_outcome(
+    pending: _Pending, owners: dict[str, _Pending], outcomes: list[BatchOutcome | None]
+) -> BatchOutcome:
+    """A key repeated within a batch: the first item's timer (a replay) for the same body,
+    its refusal if it was refused, a Conflict for another body."""
+    key = pending.item.idempotency_key or ""
+    owner = owners[key]
+    first = outcomes[owner.index]
+    assert first is not None
+    if first.timer is not None and first.timer.request_hash != pending.item.fingerprint:
+        return BatchOutcome(error=_key_conflict(key, first.timer.id))
+    if first.timer is None and owner.item.fingerprint != pending.item.fingerprint:
+        return BatchOutcome(error=_key_conflict(key, None))
+    if first.timer is not None:
+        return BatchOutcome(timer=first.timer)
+    return first
 
 
 def _count_on_commit(tenant_ids: Iterable[str], event: str) -> None:

@@ -103,6 +103,7 @@ def test_nulls_render_as_before(tenant: Tenant) -> None:
 ERRORS = {
     ("/api/timers", "get"): {"400", "401", "403", "404", "503"},
     ("/api/timers", "post"): {"400", "401", "403", "404", "409", "413", "429", "503"},
+    ("/api/timers/batch", "post"): {"400", "401", "403", "404", "413", "503"},
     ("/api/timers/{timer_id}", "get"): {"401", "403", "404", "503"},
     ("/api/timers/{timer_id}", "patch"): {"400", "401", "403", "404", "409", "413", "503"},
     ("/api/timers/{timer_id}/cancel", "post"): {"400", "401", "403", "404", "409", "413", "503"},

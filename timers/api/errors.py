@@ -35,6 +35,11 @@ def error_body(message: str, details: Any = None, **extra: Any) -> dict[str, Any
     return {"message": message, "details": details, **extra}
 
 
+def validation_error_body(detail: Any) -> dict[str, Any]:
+    """The error body of a 400 from a serializer's errors: the first one as the message."""
+    return error_body(_first_message(detail), detail)
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ServiceError):
         return Response(error_body(exc.message, exc.details, **exc.extra), status=exc.status_code)
@@ -62,7 +67,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if response is None:
         return None  # unexpected: ApiErrorMiddleware renders the 500 in the same shape
     if isinstance(exc, exceptions.ValidationError):
-        response.data = error_body(_first_message(exc.detail), exc.detail)
+        response.data = validation_error_body(exc.detail)
     elif isinstance(exc, exceptions.APIException):
         detail = exc.detail
         response.data = error_body(

@@ -149,6 +149,20 @@ CREATE_REQUESTS = [
     ),
 ]
 
+BATCH_REQUESTS = [
+    OpenApiExample(
+        "Three timers, one of them retry-safe",
+        request_only=True,
+        value={
+            "timers": [
+                {"name": "reminder-1", "duration": "10m", "labels": {"team": "ci"}},
+                {"name": "reminder-2", "duration": "20m", "idempotencyKey": "reminder-2-of-run-42"},
+                {"name": "standup", "fireAt": _tomorrow_at(9)},
+            ]
+        },
+    )
+]
+
 CANCEL_REQUESTS = [
     OpenApiExample("With a reason", request_only=True, value={"reason": "release moved to Friday"}),
     OpenApiExample("Without a body", request_only=True, value={}),
@@ -168,6 +182,24 @@ RESCHEDULE_REQUESTS = [
 CREATE_RESPONSES = [
     OpenApiExample("Created", response_only=True, status_codes=["201"], value=TIMER),
     OpenApiExample("Replayed (same Idempotency-Key and body)", response_only=True, status_codes=["200"], value=TIMER),
+]
+
+BATCH_RESPONSES = [
+    OpenApiExample(
+        "Created, replayed and refused timers",
+        response_only=True,
+        value={
+            "results": [
+                {"index": 0, "status": 201, "timer": TIMER},
+                {"index": 1, "status": 200, "timer": {**TIMER, "id": "0b5b8f1e-2f8c-4c4e-9d0e-6f1d2a3b4c5d"}},
+                {
+                    "index": 2,
+                    "status": 400,
+                    "error": {"message": "duration: must be positive", "details": {"duration": ["must be positive"]}},
+                },
+            ]
+        },
+    )
 ]
 
 LIST_RESPONSES = [
@@ -245,6 +277,13 @@ CREATE_ERRORS: dict[int, list[OpenApiExample]] = {
         )
     ],
     429: [_error("Active timers quota", "Tenant 'acme' has 1000000 active timers, its limit", limitType="burst")],
+}
+
+BATCH_ERRORS: dict[int, list[OpenApiExample]] = {
+    400: [
+        _field_error("An empty list", "timers", "must hold at least one timer"),
+        _field_error("Too many timers", "timers", "at most 1000 timers per batch (MINOOTS_BATCH_MAX), not 1001"),
+    ]
 }
 
 LIST_ERRORS: dict[int, list[OpenApiExample]] = {

@@ -162,7 +162,15 @@ def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bo
         for component in (name, f"Patched{name}"):
             if component in schemas:
                 _strict_body(schemas[component], cls)
-    for component in ("TimerCreateInput", "PatchedTimerRescheduleInput"):
+    item_key = schemas.get("TimerBatchItemInput", {}).get("properties", {}).get("idempotencyKey")
+    if item_key is not None:
+        # idempotency_key_problem: 1-200 printable ASCII characters, spaces too (not trimmed).
+        item_key["pattern"] = "^[ -~]+$"
+    batch = schemas.get("TimerBatchInput", {}).get("properties", {}).get("timers")
+    if batch is not None:
+        # BatchItemsField's own checks (the list's bounds are read at run time).
+        batch.update({"minItems": 1, "maxItems": settings.MINOOTS_BATCH_MAX})
+    for component in ("TimerCreateInput", "TimerBatchItemInput", "PatchedTimerRescheduleInput"):
         if component in schemas:
             # EXACTLY_ONE_WHEN: a create or a reschedule gives duration or fireAt, not both, not neither.
             schemas[component]["oneOf"] = [{"required": ["duration"]}, {"required": ["fireAt"]}]

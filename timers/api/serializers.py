@@ -11,12 +11,14 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from actions.bundle import iter_specs, parse_bundle
 from actions.errors import ParameterError
 from actions.runners import get_runner
+from actions.runners.agent_prompt import binding_problem
 from timers.durations import DurationError, parse_duration
 from timers.ecosystem import EcosystemError, apply_ecosystem, ecosystem_schema, parse_ecosystem
 from timers.limits import oversized_fields
@@ -132,6 +134,12 @@ class StrictInput(serializers.Serializer[Any]):
     whose values can all be stored."""
 
     def to_internal_value(self, data: Any) -> Any:
+        self.refuse_unstrict(data)
+        return super().to_internal_value(data)
+
+    def refuse_unstrict(self, data: Any, *, unchecked: tuple[str, ...] = ()) -> None:
+        """A ValidationError for a body that is not an object, has an unknown field, or a value
+        (but those of ``unchecked``) that cannot be stored or is not the string it must be."""
         if not isinstance(data, dict):
             raise serializers.ValidationError({"non_field_errors": ["The body must be a JSON object"]})
         unknown = sorted(set(data) - set(self.fields))
@@ -140,13 +148,14 @@ class StrictInput(serializers.Serializer[Any]):
                 {unknown[0]: [f"unknown field; allowed fields: {', '.join(self.fields)}"]}
             )
         for name, value in data.items():
+            if name in unchecked:
+                continue
             problem = storable_json_problem(value)
             if problem:
                 raise serializers.ValidationError({name: [problem]})
             # DRF's CharField would turn a number into a string; the schema says string.
             if isinstance(self.fields[name], serializers.CharField) and not isinstance(value, (str, type(None))):
                 raise serializers.ValidationError({name: ["must be a string"]})
-        return super().to_internal_value(data)
 
 
 def parse_when(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -279,7 +288,22 @@ class TimerCreateInput(StrictInput):
             )
         self._refuse_oversized_after_merge(metadata)
         attrs["metadata"], attrs["labels"] = metadata, labels
+        self._refuse_undeliverable_agent_prompt(attrs)
         return attrs
+
+    def _refuse_undeliverable_agent_prompt(self, attrs: dict[str, Any]) -> None:
+        """An agent_prompt action needs an agentBinding that can receive it (its adapter and
+        target): refused here, at create, rather than failing at every attempt."""
+        bundle = attrs.get("actionBundle")
+        if bundle is None:
+            return
+        kinds = {spec.kind for _, spec in iter_specs(parse_bundle(bundle))}
+        if "agent_prompt" not in kinds:
+            return
+        problem = binding_problem(attrs.get("agentBinding"), tenant_id=self.tenant_id)
+        if problem is not None:
+            field, reason = problem
+            raise serializers.ValidationError({"agentBinding": [f"{field.removeprefix('agentBinding.')}: {reason}"]})
 
     def _refuse_oversized_after_merge(self, metadata: dict[str, Any]) -> None:
         try:
@@ -289,7 +313,11 @@ class TimerCreateInput(StrictInput):
 
     def to_spec(self, *, requested_by: str) -> TimerSpec:
         """The parsed body; ``timer_create`` refuses a duration or fireAt its rules do not allow."""
-        data = self.validated_data
+        return self.spec_from(self.validated_data, requested_by=requested_by)
+
+    @staticmethod
+    def spec_from(data: dict[str, Any], *, requested_by: str) -> TimerSpec:
+        """The TimerSpec of validated attributes (``run_validation``'s, or ``validated_data``)."""
         return TimerSpec(
             name=data.get("name") or f"timer_{int(time.time() * 1000)}",
             duration=data.get("duration"),
@@ -300,6 +328,62 @@ class TimerCreateInput(StrictInput):
             action_bundle=data.get("actionBundle"),
             agent_binding=data.get("agentBinding"),
         )
+
+
+MAX_IDEMPOTENCY_KEY = 200
+
+
+def idempotency_key_problem(key: str) -> str | None:
+    """Why ``key`` is not an Idempotency-Key (1-200 printable ASCII characters), or None."""
+    if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable() or not key.isascii():
+        return f"must be 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters"
+    return None
+
+
+class TimerBatchItemInput(TimerCreateInput):
+    """One timer of POST /api/timers/batch: a create body, and its own Idempotency-Key."""
+
+    idempotencyKey = serializers.CharField(
+        required=False,
+        max_length=MAX_IDEMPOTENCY_KEY,
+        trim_whitespace=False,
+        help_text="this timer's Idempotency-Key: the header's semantics, per timer",
+    )
+
+    def validate_idempotencyKey(self, value: str) -> str:
+        problem = idempotency_key_problem(value)
+        if problem:
+            raise serializers.ValidationError(problem)
+        return value
+
+
+@extend_schema_field(TimerBatchItemInput(many=True))
+class BatchItemsField(serializers.ListField):
+    """The ``timers`` of a batch, each checked on its own later (one bad timer is its own 400)."""
+
+    child = AnyJSONField(allow_null=True)
+
+    def to_internal_value(self, data: Any) -> list[Any]:
+        if not isinstance(data, list):
+            raise serializers.ValidationError("must be a list of timers (create bodies)")
+        if not data:
+            raise serializers.ValidationError("must hold at least one timer")
+        limit: int = settings.MINOOTS_BATCH_MAX
+        if len(data) > limit:
+            raise serializers.ValidationError(f"at most {limit} timers per batch (MINOOTS_BATCH_MAX), not {len(data)}")
+        return data
+
+
+class TimerBatchInput(StrictInput):
+    """Body of POST /api/timers/batch: ``{"timers": [<create body>, ...]}``."""
+
+    timers = BatchItemsField(help_text="create bodies, each with an optional idempotencyKey")
+    tenantId = serializers.CharField(required=False, max_length=64)
+
+    def to_internal_value(self, data: Any) -> Any:
+        # Each timer gets StrictInput's value checks as its own body: one bad timer is its own 400.
+        self.refuse_unstrict(data, unchecked=("timers",))
+        return serializers.Serializer.to_internal_value(self, data)
 
 
 class TimerCancelInput(StrictInput):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC
 from typing import Any, cast
 from uuid import UUID
@@ -23,26 +24,30 @@ from actions.serializers import ActionRunOutput
 from timers import selectors, services
 from timers.api import examples
 from timers.api.browsable import Described
+from timers.api.errors import error_body, validation_error_body
 from timers.api.parsers import SafeJSONParser
 from timers.api.principal import Principal
 from timers.api.schema import (
+    ERROR,
     NONBLANK,
     URI_TOO_LONG,
     error_responses,
     status_list_pattern,
 )  # also registers the auth extensions
 from timers.api.serializers import (
+    MAX_IDEMPOTENCY_KEY,
     MAX_LABEL_VALUE,
     REGION_HEADER,
+    TimerBatchInput,
+    TimerBatchItemInput,
     TimerCancelInput,
     TimerCreateInput,
     TimerRescheduleInput,
+    idempotency_key_problem,
     parse_rfc3339,
 )
 from timers.models import Role, Tenant, Timer, TimerStatus
 from timers.serializers import TimerEventOutput, TimerOutput
-
-MAX_IDEMPOTENCY_KEY = 200
 
 
 class TimerPagination(CursorPagination):
@@ -279,10 +284,9 @@ def _idempotency_key(request: Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
-    if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable() or not key.isascii():
-        raise exceptions.ValidationError(
-            {"Idempotency-Key": [f"must be 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters"]}
-        )
+    problem = idempotency_key_problem(key)
+    if problem:
+        raise exceptions.ValidationError({"Idempotency-Key": [problem]})
     return key
 
 
@@ -453,6 +457,108 @@ class TimerListCreateApi(ApiView):
         if tenant is None:
             raise exceptions.ValidationError({"tenantId": ["staff sessions must name an existing tenant"]})
         return tenant
+
+
+class TimerBatchCreateApi(ApiView):
+    name = "Create timers in a batch"
+    description = (
+        'POST {"timers": [<create body>, ...]} to create up to MINOOTS_BATCH_MAX timers (1,000 by default) in '
+        "one request; each may carry its own idempotencyKey. The answer lists each timer's status and timer "
+        "or error, in the order sent."
+    )
+    required_role = Role.TIMER_WRITE
+
+    def links(self) -> list[tuple[str, str]]:
+        return [("All timers", self.url("timer-list")), ("API docs", reverse("docs"))]
+
+    @extend_schema(
+        operation_id="timers_create_batch",
+        summary="Create timers in a batch",
+        description=(
+            "Create up to `MINOOTS_BATCH_MAX` timers (1,000 by default) in one request and one transaction: "
+            '`{"timers": [<create body>, ...]}`. Each timer is checked with the rules of a single create and '
+            "answered on its own, in `results`, in the order sent: `{index, status, timer}` for 201 (created) "
+            "and 200 (an `idempotencyKey` replay), `{index, status, error}` for 400 (invalid), 403 (another "
+            "tenant or subject named), 409 (the `idempotencyKey` was used with another body) and 429 (over the "
+            "tenant's quota: the first timers that fit are created, the later ones refused, with `limitType`). "
+            "A timer's `idempotencyKey` means what the `Idempotency-Key` header means for a single create "
+            "(the same key with the same body replays it, even one a single create stored). The answer is 200 "
+            "whenever the batch was processed, whatever each timer's status; a body that is not an object "
+            "with a non-empty list of at most `MINOOTS_BATCH_MAX` timers is a 400 and creates nothing."
+        ),
+        request=TimerBatchInput,
+        examples=[*examples.BATCH_REQUESTS, *examples.BATCH_RESPONSES],
+        responses={
+            200: inline_serializer(
+                "TimerBatchResults",
+                {
+                    "results": inline_serializer(
+                        "TimerBatchResult",
+                        {
+                            "index": serializers.IntegerField(help_text="the timer's position in the request"),
+                            "status": serializers.ChoiceField(choices=[200, 201, 400, 403, 409, 429]),
+                            "timer": TimerOutput(required=False, help_text="with 201 and 200"),
+                            "error": copy.deepcopy(ERROR),
+                        },
+                        many=True,
+                    )
+                },
+            ),
+            **error_responses(400, 413, examples=examples.BATCH_ERRORS),
+        },
+        parameters=[
+            OpenApiParameter(
+                REGION_HEADER,
+                {"type": "string", "maxLength": MAX_LABEL_VALUE},
+                OpenApiParameter.HEADER,
+                description="label minoots.io/region of every timer whose labels do not set it",
+            ),
+        ],
+    )
+    def post(self, request: Request) -> Response:
+        principal = _principal(request)
+        envelope = TimerBatchInput(data=request.data)
+        envelope.is_valid(raise_exception=True)
+        tenant = TimerListCreateApi._tenant_for_create(principal, request.data)
+        bodies: list[Any] = envelope.validated_data["timers"]
+        item_input = TimerBatchItemInput(tenant_id=tenant.id, region=_region(request))
+        results: list[dict[str, Any] | None] = [None] * len(bodies)
+        items: list[services.BatchItem] = []
+        positions: list[int] = []
+        for index, body in enumerate(bodies):
+            try:
+                data = item_input.run_validation(body)
+                if principal.tenant is not None and data.get("tenantId") not in (None, principal.tenant.id):
+                    raise exceptions.PermissionDenied("tenantId does not match the credential's tenant")
+                spec = TimerBatchItemInput.spec_from(
+                    data, requested_by=_requested_by(principal, data.get("requestedBy"))
+                )
+            except exceptions.ValidationError as exc:
+                results[index] = {"index": index, "status": 400, "error": validation_error_body(exc.detail)}
+                continue
+            except exceptions.PermissionDenied as exc:
+                results[index] = {"index": index, "status": 403, "error": error_body(str(exc.detail))}
+                continue
+            key = data.get("idempotencyKey")
+            # The item without its key, as a single create's body is without its header: the
+            # same timer sent either way is the same request.
+            fingerprint = services.request_fingerprint({k: v for k, v in body.items() if k != "idempotencyKey"})
+            items.append(services.BatchItem(spec=spec, idempotency_key=key, fingerprint=fingerprint))
+            positions.append(index)
+        outcomes = services.timers_create_batch(tenant=tenant, items=items, refuse_past=True)
+        rendered = iter(TimerOutput([o.timer for o in outcomes if o.timer is not None], many=True).data)
+        for index, outcome in zip(positions, outcomes, strict=True):
+            if outcome.timer is not None:
+                results[index] = {"index": index, "status": 201 if outcome.created else 200, "timer": next(rendered)}
+            else:
+                assert outcome.error is not None
+                error = outcome.error
+                results[index] = {
+                    "index": index,
+                    "status": error.status_code,
+                    "error": error_body(error.message, error.details, **error.extra),
+                }
+        return Response({"results": results})
 
 
 def _etag(timer: Timer) -> str:
