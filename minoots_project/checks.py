@@ -68,6 +68,12 @@ def attempt_bounds() -> list[AttemptBound]:
             constant="MAX_TIMEOUT_MS in actions/runners/command.py",
         ),
         AttemptBound(
+            kind="agent_prompt",
+            seconds=webhook.MAX_TIMEOUT_MS * WEBHOOK_TIMEOUT_FACTOR / 1000,
+            how=f"a webhook attempt: {WEBHOOK_TIMEOUT_FACTOR} x its largest timeoutMs, {webhook.MAX_TIMEOUT_MS} ms",
+            constant="MAX_TIMEOUT_MS in actions/runners/webhook.py",
+        ),
+        AttemptBound(
             kind="slack",
             seconds=slack.MAX_TIMEOUT_MS / 1000,
             how=f"the largest timeoutMs, {slack.MAX_TIMEOUT_MS} ms (a hard deadline)",

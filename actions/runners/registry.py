@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from actions.errors import ParameterError
+from actions.runners.agent_prompt import AgentPromptRunner
 from actions.runners.base import Runner
 from actions.runners.command import CommandRunner
 from actions.runners.file import FileRunner
@@ -13,7 +14,8 @@ from actions.runners.webhook import WebhookRunner
 
 # Tests add a fake kind with monkeypatch.setitem(RUNNERS, kind, runner).
 RUNNERS: dict[str, Runner[Any]] = {
-    runner.kind: runner for runner in (WebhookRunner(), CommandRunner(), FileRunner(), SlackRunner())
+    runner.kind: runner
+    for runner in (WebhookRunner(), CommandRunner(), FileRunner(), SlackRunner(), AgentPromptRunner())
 }
 
 

@@ -29,12 +29,12 @@ def refused(response: Any) -> str:
     return message
 
 
-@pytest.mark.parametrize("kind", ["agent_prompt", "workflow_event", "shell"])
+@pytest.mark.parametrize("kind", ["workflow_event", "shell", "agent"])
 def test_unknown_kinds_are_refused_with_the_list_of_kinds(client: APIClient, kind: str) -> None:
     message = refused(post(client, {"id": "think", "kind": kind, "parameters": {"prompt": "hi"}}))
 
     assert f"unknown kind '{kind}'" in message
-    assert "available kinds: command, file, slack, webhook" in message
+    assert "available kinds: agent_prompt, command, file, slack, webhook" in message
     assert "actions[0].kind" in message
 
 
@@ -169,7 +169,7 @@ def test_a_webhook_url_with_an_invalid_host_name_is_a_400_naming_the_url(client:
 
 
 def test_the_registry_lists_each_kind_under_its_own_name() -> None:
-    assert sorted(RUNNERS) == ["command", "file", "slack", "webhook"]
+    assert sorted(RUNNERS) == ["agent_prompt", "command", "file", "slack", "webhook"]
     assert all(runner.kind == kind for kind, runner in RUNNERS.items())
 
 
@@ -177,7 +177,7 @@ def test_looking_up_an_unknown_kind_is_a_parameter_error_on_kind() -> None:
     with pytest.raises(ParameterError) as info:
         get_runner("shell")
     assert info.value.field == "kind"
-    assert str(info.value) == "kind: unknown kind 'shell'; available kinds: command, file, slack, webhook"
+    assert str(info.value) == "kind: unknown kind 'shell'; available kinds: agent_prompt, command, file, slack, webhook"
 
 
 def test_an_invalid_bundle_is_a_parameter_error_naming_the_dotted_path() -> None:
