@@ -540,7 +540,8 @@ class TimerAdmin(OperatorActions, _TimerAdminBase):
             except ServiceError as exc:
                 skipped.append(f"{timer.name} ({timer.pk}): {exc.message}")
                 continue
-            if before in PENDING_STATUSES and after.status == TimerStatus.CANCELLED:
+            # A fired timer is cancelled too: what has not started of its actions is stopped.
+            if (before in PENDING_STATUSES or before == TimerStatus.FIRED) and after.status == TimerStatus.CANCELLED:
                 done += 1
             else:
                 skipped.append(f"{timer.name} ({timer.pk}): already {after.status}")

@@ -35,19 +35,23 @@ def events(timer: Timer) -> list[tuple[str, dict[str, Any]]]:
     return [(e.kind, e.data) for e in TimerEvent.objects.filter(timer=timer).order_by("id")]
 
 
-def test_cancel_selected_cancels_pending_timers_and_skips_fired_ones(admin_browser: Client, acme: Tenant) -> None:
+def test_cancel_selected_cancels_pending_and_fired_timers_and_skips_ended_ones(
+    admin_browser: Client, acme: Tenant
+) -> None:
     scheduled, armed = later(acme, "a"), later(acme, "b", status=TimerStatus.ARMED)
     fired = make_timer(tenant=acme, name="c", status=TimerStatus.FIRED, fired_at=timezone.now())
-    response = post_action(admin_browser, TIMERS, "cancel_selected", [scheduled.pk, armed.pk, fired.pk])
+    settled = make_timer(tenant=acme, name="d", status=TimerStatus.SETTLED, fired_at=timezone.now())
+    response = post_action(admin_browser, TIMERS, "cancel_selected", [scheduled.pk, armed.pk, fired.pk, settled.pk])
     assert response.status_code == 200
-    for timer in (scheduled, armed):
+    for timer in (scheduled, armed, fired):
         timer.refresh_from_db()
         assert timer.status == TimerStatus.CANCELLED and timer.cancelled_by == "admin:root"
+    for timer in (scheduled, armed):
         assert events(timer) == [("cancelled", {"reason": "cancelled in the admin", "by": "admin:root"})]
-    fired.refresh_from_db()
-    assert fired.status == TimerStatus.FIRED
+    settled.refresh_from_db()
+    assert settled.status == TimerStatus.SETTLED
     text = " ".join(messages_of(response))
-    assert "2 timer(s) cancelled" in text and "1 skipped" in text and "already fired" in text
+    assert "3 timer(s) cancelled" in text and "1 skipped" in text and "already settled" in text
 
 
 def test_fire_now_moves_a_pending_timer_to_now_and_arms_it(admin_browser: Client, acme: Tenant, broker: Any) -> None:

@@ -211,12 +211,15 @@ def test_cancel_a_pending_timer_and_again_is_unchanged(tenant: Tenant) -> None:
     assert TimerEvent.objects.filter(timer=timer, kind="cancelled").count() == 1
 
 
-def test_cancel_of_a_fired_timer_is_an_error_naming_it(tenant: Tenant) -> None:
+def test_cancel_of_a_fired_timer_cancels_it_and_an_ended_one_is_left_unchanged(tenant: Tenant) -> None:
     fired = make_timer(tenant=tenant, status="fired")
-    pending = schedule_timer(tenant=tenant, in_=timedelta(minutes=5))
-    refused("timers", "cancel", str(fired.id), str(pending.id), match=f"{fired.id}: Timer already fired")
-    pending.refresh_from_db()
-    assert pending.status == "cancelled"  # the others are still cancelled
+    settled = make_timer(tenant=tenant, status="settled")
+    out, _ = run("timers", "cancel", str(fired.id), str(settled.id))
+    assert f"Cancelled timer {fired.id} (fired -> cancelled)." in out
+    assert f"Timer {settled.id} was already settled; unchanged." in out
+    fired.refresh_from_db()
+    settled.refresh_from_db()
+    assert (fired.status, settled.status) == ("cancelled", "settled")
 
 
 def test_reschedule_moves_a_pending_timer_guarded_by_its_version(tenant: Tenant) -> None:

@@ -276,7 +276,8 @@ def cancel(verb: Verb, opts: dict[str, Any]) -> None:
             failures.append(f"{timer.id}: {exc.message}")
             continue
         if not opts["json"]:
-            if before in (TimerStatus.SCHEDULED, TimerStatus.ARMED):
+            if before in (TimerStatus.SCHEDULED, TimerStatus.ARMED, TimerStatus.FIRED):
+                # A fired timer too: what has not started of its actions is stopped.
                 verb.stdout.write(f"Cancelled timer {timer.id} ({before} -> cancelled).")
             else:
                 verb.stdout.write(f"Timer {timer.id} was already {timer.status}; unchanged.")
