@@ -185,7 +185,8 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "MINOOTS API",
     "DESCRIPTION": (
-        "Durable timers that fire actions (webhooks, commands, file writes) on time and exactly once, "
+        "Durable timers that fire actions (webhooks, commands, file writes, Slack messages, agent prompts) "
+        "on time and exactly once, "
         "even when processes crash. Create a timer with a `duration` or a `fireAt`, list and inspect your "
         "tenant's timers with their action runs and event log, reschedule or cancel a pending one, and "
         "follow every change as server-sent events.\n\n"

@@ -401,8 +401,8 @@ class TimerListCreateApi(ApiView):
             'Schedule a timer for your tenant: `duration` from now (`"500ms"`, `"30s"`, `"10m"`, `"1h30m"`, '
             'ISO-8601 `"PT15M"` or milliseconds) or an RFC 3339 `fireAt`, exactly one, in the future and within '
             "the horizon (365 days by default). Its `actionBundle` says what happens when it fires (`webhook`, "
-            "`command`, `file`), with a `retryPolicy`; `labels` (string map) and `metadata` (any object) travel "
-            "with it. Answers 201 with the timer, `scheduled` or `armed` (due within the arm horizon). With an "
+            "`command`, `file`, `slack`, `agent_prompt`), with a `retryPolicy`; `labels` (string map) and "
+            "`metadata` (any object) travel with it. Answers 201 with the timer, `scheduled` or `armed` (due within the arm horizon). With an "
             "`Idempotency-Key` header a repeated request (same key, same body, within 24 h) answers 200 with "
             "the timer it created the first time; the same key with another body is a 409. Over the tenant's "
             "quota of active timers or creates per day: 429 with `limitType`."
