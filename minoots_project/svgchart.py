@@ -100,7 +100,7 @@ def lateness_chart(minutes: list[MinuteLateness], *, end: datetime, span: int = 
     parts.append(f'<rect x="{legend_x}" y="{TOP + 4}" width="10" height="10" fill="#90caf9"/>')
     parts.append(f'<text x="{legend_x + 14}" y="{TOP + 13}" class="legend">fires</text>')
     for j, (name, colour) in enumerate(LINES):
-        lx = legend_x + 60 + j * 70
+        lx = legend_x + 60 + j * 110  # "lateness p95" needs ~90 px at the legend size
         parts.append(
             f'<line x1="{lx}" x2="{lx + 14}" y1="{TOP + 9}" y2="{TOP + 9}" stroke="{colour}" stroke-width="2"/>'
         )
