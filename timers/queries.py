@@ -244,11 +244,78 @@ def insert_fired_events(claimed: Sequence[ClaimedTimer]) -> None:
         )
 
 
+# --- create: many timers at once ----------------------------------------------------------------
+
+# Every column a new timer sets, with the type its unnest() array has.
+_NEW_TIMER_COLUMNS = (
+    ("id", "uuid"),
+    ("tenant_id", "text"),
+    ("name", "text"),
+    ("status", "text"),
+    ("duration_ms", "bigint"),
+    ("created_at", "timestamptz"),
+    ("fire_at", "timestamptz"),
+    ("requested_by", "text"),
+    ("metadata", "jsonb"),
+    ("labels", "jsonb"),
+    ("action_bundle", "jsonb"),
+    ("agent_binding", "jsonb"),
+    ("state_version", "integer"),
+    ("idempotency_key", "text"),
+    ("request_hash", "text"),
+)
+
+
+def _json_or_null(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+def insert_timers(timers: Sequence[Timer]) -> None:
+    """Insert new timers (not fired, settled nor cancelled) as they are given. Postgres: one
+    INSERT ... SELECT FROM unnest() of one array per column, whatever their number (the driver
+    adapts arrays in C; bulk_create prepares every field of every row through the ORM, and
+    execute_values formats every row in Python: most of a batch create's time)."""
+    if not timers:
+        return
+    if not is_postgres():
+        Timer.objects.bulk_create(timers, batch_size=500)
+        return
+    columns: list[list[Any]] = [
+        [str(t.id) for t in timers],
+        [t.tenant_id for t in timers],
+        [t.name for t in timers],
+        [str(t.status) for t in timers],
+        [t.duration_ms for t in timers],
+        [t.created_at for t in timers],
+        [t.fire_at for t in timers],
+        [t.requested_by for t in timers],
+        [json.dumps(t.metadata) for t in timers],
+        [json.dumps(t.labels) for t in timers],
+        [_json_or_null(t.action_bundle) for t in timers],
+        [_json_or_null(t.agent_binding) for t in timers],
+        [t.state_version for t in timers],
+        [t.idempotency_key for t in timers],
+        [t.request_hash for t in timers],
+    ]
+    names = ", ".join(name for name, _ in _NEW_TIMER_COLUMNS)
+    arrays = ", ".join(f"%s::{kind}[]" for _, kind in _NEW_TIMER_COLUMNS)
+    with connection.cursor() as cur:
+        cur.execute(
+            f"INSERT INTO {Timer._meta.db_table} ({names}, cancel_reason, cancelled_by, failure_reason) "
+            f"SELECT *, '', '', '' FROM unnest({arrays})",
+            columns,
+        )
+    for t in timers:  # stored now, as bulk_create leaves them
+        t._state.adding = False
+        t._state.db = connection.alias
+
+
 # --- events ------------------------------------------------------------------------------------
 
 
 def insert_events(rows: Sequence[EventRow]) -> None:
-    """Append event rows; one multi-row INSERT on Postgres (bulk_create builds a model per row)."""
+    """Append event rows; one INSERT ... SELECT FROM unnest() on Postgres (bulk_create builds a
+    model per row)."""
     if not rows:
         return
     if not is_postgres():
@@ -265,14 +332,15 @@ def insert_events(rows: Sequence[EventRow]) -> None:
             ]
         )
         return
-    from psycopg2.extras import execute_values  # only importable where the Postgres driver is installed
-
-    # On the raw psycopg2 cursor (execute_values needs it): wrapped, so errors stay Django's.
-    with connection.cursor() as cur, connection.wrap_database_errors:
-        execute_values(
-            cur.cursor,
-            f"INSERT INTO {TimerEvent._meta.db_table} (timer_id, kind, occurred_at, state_version, data) VALUES %s",
-            [(str(r.timer_id), r.kind, r.occurred_at, r.state_version, json.dumps(r.data)) for r in rows],
-            template="(%s::uuid, %s, %s, %s, %s::jsonb)",
-            page_size=1000,
+    with connection.cursor() as cur:
+        cur.execute(
+            f"INSERT INTO {TimerEvent._meta.db_table} (timer_id, kind, occurred_at, state_version, data) "
+            "SELECT * FROM unnest(%s::uuid[], %s::text[], %s::timestamptz[], %s::integer[], %s::jsonb[])",
+            [
+                [str(r.timer_id) for r in rows],
+                [r.kind for r in rows],
+                [r.occurred_at for r in rows],
+                [r.state_version for r in rows],
+                [json.dumps(r.data) for r in rows],
+            ],
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
@@ -97,6 +98,43 @@ class TimerEventOutput(serializers.ModelSerializer[TimerEvent]):
     class Meta:
         model = TimerEvent
         fields = ["id", "kind", "occurredAt", "stateVersion", "data"]
+
+
+def _wire_datetime(value: datetime | None) -> str | None:
+    """As DRF's DateTimeField renders it (settings: ISO 8601, UTC): ``isoformat`` with ``Z``."""
+    if value is None:
+        return None
+    text = value.astimezone(UTC).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def timer_json(timer: Timer) -> dict[str, Any]:
+    """``TimerOutput(timer).data`` without DRF's per-field machinery (a tenth of its time), for
+    answers that render many timers at once (the batch create); tests keep the two equal."""
+    return {
+        "id": str(timer.id),
+        "tenantId": timer.tenant_id,
+        "name": timer.name,
+        "status": str(timer.status),
+        "durationMs": timer.duration_ms,
+        "createdAt": _wire_datetime(timer.created_at),
+        "fireAt": _wire_datetime(timer.fire_at),
+        "requestedBy": timer.requested_by,
+        "metadata": timer.metadata,
+        "labels": timer.labels,
+        "actionBundle": timer.action_bundle,
+        "agentBinding": timer.agent_binding,
+        "firedAt": _wire_datetime(timer.fired_at),
+        "settledAt": _wire_datetime(timer.settled_at),
+        "cancelledAt": _wire_datetime(timer.cancelled_at),
+        "cancelReason": timer.cancel_reason or None,
+        "cancelledBy": timer.cancelled_by or None,
+        "failureReason": timer.failure_reason or None,
+        "stateVersion": timer.state_version,
+        "latenessMs": timer.lateness_ms,
+        "jitterMs": timer.lateness_ms,
+        "ecosystem": read_ecosystem(timer.metadata),
+    }
 
 
 def timers_wire(timers: Sequence[Timer]) -> list[dict[str, Any]]:

@@ -380,3 +380,30 @@ def test_the_batch_example_creates_timers_shaped_like_the_response_example(clien
     assert list(results[0]) == list(answer["results"][0])
     assert list(results[0]["timer"]) == list(answer["results"][0]["timer"])
     assert set(answer["results"][2]) == {"index", "status", "error"}
+
+
+def test_timer_json_renders_a_timer_in_every_state_exactly_as_timer_output(client: APIClient) -> None:
+    from timers.serializers import TimerOutput, timer_json
+
+    bundle = {"actions": [{"id": "n", "kind": "webhook", "parameters": {"url": "https://example.com/h"}}]}
+    results = _results(
+        _batch(
+            client,
+            [
+                {"name": "plain", "duration": "1500ms"},
+                {"name": "eco", "duration": "5m", "ecosystem": {"parserator": {"datasetId": "contacts-v3"}}},
+                {"name": "hook", "fireAt": _in(3600), "actionBundle": bundle, "agentBinding": {"agentId": "a1"}},
+                {"name": "cancelled", "duration": "5m"},
+                {"name": "fired", "duration": "5m"},
+            ],
+        )
+    )
+    cancelled, fired = results[3]["timer"]["id"], results[4]["timer"]["id"]
+    client.post(f"/api/timers/{cancelled}/cancel", {"reason": "no longer needed"}, format="json")
+    now = timezone.now().replace(microsecond=0)  # isoformat() then has no fraction: both must agree
+    Timer.objects.filter(pk=fired).update(
+        status="failed", fired_at=now, lateness_ms=7, settled_at=now, failure_reason="x"
+    )
+    for timer in Timer.objects.all():
+        assert timer_json(timer) == TimerOutput(timer).data
+    assert results[1]["timer"]["ecosystem"] == {"parserator": {"datasetId": "contacts-v3"}}

@@ -47,7 +47,7 @@ from timers.api.serializers import (
     parse_rfc3339,
 )
 from timers.models import Role, Tenant, Timer, TimerStatus
-from timers.serializers import TimerEventOutput, TimerOutput
+from timers.serializers import TimerEventOutput, TimerOutput, timer_json
 
 
 class TimerPagination(CursorPagination):
@@ -546,10 +546,10 @@ class TimerBatchCreateApi(ApiView):
             items.append(services.BatchItem(spec=spec, idempotency_key=key, fingerprint=fingerprint))
             positions.append(index)
         outcomes = services.timers_create_batch(tenant=tenant, items=items, refuse_past=True)
-        rendered = iter(TimerOutput([o.timer for o in outcomes if o.timer is not None], many=True).data)
         for index, outcome in zip(positions, outcomes, strict=True):
             if outcome.timer is not None:
-                results[index] = {"index": index, "status": 201 if outcome.created else 200, "timer": next(rendered)}
+                status_code = 201 if outcome.created else 200
+                results[index] = {"index": index, "status": status_code, "timer": timer_json(outcome.timer)}
             else:
                 assert outcome.error is not None
                 error = outcome.error
