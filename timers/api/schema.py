@@ -50,17 +50,24 @@ class StaffSessionScheme(OpenApiAuthenticationExtension):  # type: ignore[no-unt
 
 # --- The error body and which statuses each operation answers with it ------------------------
 
+
 # The one error shape of timers.api.errors.error_body, a component of its own ("Error").
 # Other keys may follow (a 429 adds limitType), hence no additionalProperties: false.
-ERROR = inline_serializer(
-    "Error",
-    {
-        "message": serializers.CharField(),
-        "details": serializers.JSONField(
-            allow_null=True, help_text="the field errors of a 400 ({field: [messages]}), or null"
-        ),
-    },
-)
+def error_serializer(**kwargs: Any) -> serializers.Serializer[Any]:
+    """The Error component, as a response body or (``required=False``) a field of one."""
+    return inline_serializer(
+        "Error",
+        {
+            "message": serializers.CharField(),
+            "details": serializers.JSONField(
+                allow_null=True, help_text="the field errors of a 400 ({field: [messages]}), or null"
+            ),
+        },
+        **kwargs,
+    )
+
+
+ERROR = error_serializer()
 
 ERROR_DESCRIPTIONS = {
     400: "Invalid input: a body, parameter, header or cursor the API refuses",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from datetime import UTC
 from typing import Any, cast
 from uuid import UUID
@@ -28,10 +27,10 @@ from timers.api.errors import error_body, validation_error_body
 from timers.api.parsers import SafeJSONParser
 from timers.api.principal import Principal
 from timers.api.schema import (
-    ERROR,
     NONBLANK,
     URI_TOO_LONG,
     error_responses,
+    error_serializer,
     status_list_pattern,
 )  # also registers the auth extensions
 from timers.api.serializers import (
@@ -498,7 +497,7 @@ class TimerBatchCreateApi(ApiView):
                             "index": serializers.IntegerField(help_text="the timer's position in the request"),
                             "status": serializers.ChoiceField(choices=[200, 201, 400, 403, 409, 429]),
                             "timer": TimerOutput(required=False, help_text="with 201 and 200"),
-                            "error": copy.deepcopy(ERROR),
+                            "error": error_serializer(required=False, help_text="with the other statuses"),
                         },
                         many=True,
                     )
