@@ -14,6 +14,8 @@ plus ``--workers`` action workers (``-Q actions``, ``--concurrency`` threads eac
 
 - steady:  N timers/s for S seconds over HTTP, fireAt 5–30 s ahead -> lateness, lost, double-fired
 - burst:   10,000 timers with the same fireAt -> lateness, time until the last one fired
+- batch:   100,000 timers created through POST /api/timers/batch, 1,000 a request from 4 clients, against a
+           web as make run starts it (gunicorn.conf.py, 2 gevent workers) -> timers/s, and their lateness
 - scale:   1,000 then 1,000,000 timers pending beyond the horizon -> worker RSS, Redis memory,
            reconcile duration p99
 - webhook: 10,000 timers with the same fireAt, one webhook each to a local receiver ->
@@ -61,7 +63,8 @@ PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
 DB_NAME = os.environ.get("BENCH_DB", "minoots_bench")
 BROKER = os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/10")
 BASELINE_BROKER = os.environ.get("BENCH_BASELINE_BROKER", "redis://127.0.0.1:6379/11")
-DATA_DIR = ROOT / ".data" / "bench"
+# Another directory (and BENCH_DB, BENCH_BROKER) for a second run at the same time.
+DATA_DIR = Path(os.environ.get("BENCH_DATA_DIR", str(ROOT / ".data" / "bench")))
 
 ENV = {
     **os.environ,
@@ -479,6 +482,106 @@ def scale_case(workers: list[subprocess.Popen[bytes]], counts: list[int], settle
     return rows
 
 
+def start_make_run_web(group: Group, free_port: Callable[[], int], name: str) -> str:
+    """A web process as ``make run`` starts it (gunicorn -c minoots_project/gunicorn.conf.py:
+    WEB_CONCURRENCY=2 gevent workers); return its base URL once it answers /healthz."""
+    port = free_port()
+    group.start(
+        name,
+        [str(VENV_BIN / "gunicorn"), "-c", "minoots_project/gunicorn.conf.py", "minoots_project.wsgi"],
+        ready="Booting worker",  # said at INFO
+        env={**ENV, "LOG_LEVEL": "INFO", "PORT": str(port), "BIND_HOST": "127.0.0.1", "WEB_CONCURRENCY": "2"},
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_until(lambda: _answers(f"{base}/healthz"), timeout=30)
+    return base
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def batch_case(
+    api: str, key: str, *, total: int, per_request: int, clients: int, lead: float
+) -> tuple[Row, list[float]]:
+    """``total`` timers created through POST /api/timers/batch, ``per_request`` a request, from
+    ``clients`` keep-alive clients at once, as fast as the server answers; their fireAt spread
+    over the 10 s after ``lead`` seconds from the start (about 1,000 tick buckets). Timers/s is
+    created timers over the wall time from the first request to the last answer."""
+    prefix = "batch-"
+    start_at = datetime.now(UTC)
+    bodies = []
+    for first in range(0, total, per_request):
+        timers = [
+            {
+                "name": f"{prefix}{i}",
+                "fireAt": (start_at + timedelta(seconds=lead + random.uniform(0, 10))).isoformat(
+                    timespec="milliseconds"
+                ),
+            }
+            for i in range(first, min(total, first + per_request))
+        ]
+        bodies.append(json.dumps({"timers": timers}).encode())
+    sessions = threading.local()
+    headers = {"X-API-Key": key, "Content-Type": "application/json"}
+
+    def post(body: bytes) -> tuple[float, dict[int, int]]:
+        if not hasattr(sessions, "s"):
+            sessions.s = requests.Session()
+            sessions.s.get(f"{api}/healthz", timeout=10)  # connect before the clock starts
+        t0 = time.perf_counter()
+        response = sessions.s.post(f"{api}/api/timers/batch", data=body, headers=headers, timeout=120)
+        elapsed = (time.perf_counter() - t0) * 1000
+        counts: dict[int, int] = {}
+        if response.status_code != 200:
+            counts[response.status_code] = -1
+            return elapsed, counts
+        for result in response.json()["results"]:
+            counts[result["status"]] = counts.get(result["status"], 0) + 1
+        return elapsed, counts
+
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        t0 = time.monotonic()
+        answers = list(pool.map(post, bodies))
+        wall = time.monotonic() - t0
+    statuses: dict[int, int] = {}
+    for _, counts in answers:
+        for code, n in counts.items():
+            statuses[code] = statuses.get(code, 0) + n
+    created = statuses.get(201, 0)
+    request_ms = [elapsed for elapsed, _ in answers]
+    rate = created / wall if wall else float("nan")
+    with db() as cur:
+        deadline = start_at + timedelta(seconds=lead + 10 + 20)
+        wait_until(lambda: pending(cur, prefix) == 0 or datetime.now(UTC) > deadline, timeout=lead + 120)
+        lat, unfired, double, _ = lateness_of(cur, prefix)
+    note = (
+        f"{rate:,.0f} timers/s created ({created:,} in {wall:.2f} s; {per_request} per request, {clients} clients; "
+        f"request p50 {pct(request_ms, 50):.0f} ms, p99 {pct(request_ms, 99):.0f} ms); lateness of them all"
+    )
+    other = {code: n for code, n in statuses.items() if code != 201}
+    if other:
+        note += f"; other statuses {other}"
+    return (
+        {
+            "case": "batch create",
+            "system": "minoots",
+            "n": created,
+            "p50": pct(lat, 50),
+            "p99": pct(lat, 99),
+            "max": max(lat, default=float("nan")),
+            "lost": unfired,
+            "double": double,
+            "note": note,
+            "timers_per_s": rate,
+        },
+        lat,
+    )
+
+
 class Receiver(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as production receivers answer
     arrivals: dict[str, float] = {}
@@ -742,13 +845,15 @@ def main() -> None:
     from tests.net import free_port
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", default="steady,burst,scale,webhook,starvation,slowclients")
+    parser.add_argument("--cases", default="steady,burst,batch,scale,webhook,starvation,slowclients")
     parser.add_argument("--quick", action="store_true", help="small sizes: a minute instead of ten")
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain Celery comparison")
     parser.add_argument("--plot", metavar="FILE.png")
     parser.add_argument("--steady-via", default="service", help="service, http or service,http")
     parser.add_argument("--rate", type=int, help="steady: timers per second (default 200)")
     parser.add_argument("--seconds", type=int, help="steady: duration (default 60)")
+    parser.add_argument("--batch-total", type=int, help="batch: timers to create (default 100,000)")
+    parser.add_argument("--batch-clients", type=int, default=4, help="batch: concurrent clients (default 4)")
     parser.add_argument("--concurrency", type=int, default=16, help="threads per action worker process")
     parser.add_argument("--workers", type=int, default=2, help="action worker processes (one per core is a good start)")
     parser.add_argument(
@@ -848,6 +953,19 @@ def main() -> None:
                 rows.append(row)
                 group.stop_some(workers)
                 workers = start_workers(group, topology="split", **sizes)
+        if "batch" in cases:
+            batch_api = start_make_run_web(group, free_port, "web-batch")
+            record(
+                "batch create: minoots",
+                batch_case(
+                    batch_api,
+                    key,
+                    total=args.batch_total or (20_000 if args.quick else 100_000),
+                    per_request=1000,
+                    clients=args.batch_clients,
+                    lead=15,
+                ),
+            )
         if "scale" in cases:
             rows.extend(scale_case(workers, scale_counts, settle=12))
         if "slowclients" in cases:
