@@ -14,6 +14,7 @@ from typing import Any
 from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.fields import empty
 
 from actions.bundle import iter_specs, parse_bundle
 from actions.errors import ParameterError
@@ -133,9 +134,26 @@ class StrictInput(serializers.Serializer[Any]):
     """A JSON object body whose unknown fields are refused (a typo must not pass silently) and
     whose values can all be stored."""
 
+    # The keys of the object being validated (None outside to_internal_value).
+    _present: frozenset[str] | None = None
+
     def to_internal_value(self, data: Any) -> Any:
         self.refuse_unstrict(data)
-        return super().to_internal_value(data)
+        self._present = frozenset(data)
+        try:
+            return super().to_internal_value(data)
+        finally:
+            self._present = None
+
+    @property
+    def _writable_fields(self) -> Any:
+        # Only the fields the body has, and those that must be or have a default: DRF would
+        # raise and catch SkipField for each of the others, most of validating a small body
+        # (a batch validates a thousand).
+        present = self._present
+        for field in super()._writable_fields:
+            if present is None or field.field_name in present or field.required or field.default is not empty:
+                yield field
 
     def refuse_unstrict(self, data: Any, *, unchecked: tuple[str, ...] = ()) -> None:
         """A ValidationError for a body that is not an object, has an unknown field, or a value
