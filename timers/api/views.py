@@ -540,8 +540,10 @@ class TimerBatchCreateApi(ApiView):
                 continue
             key = data.get("idempotencyKey")
             # The item without its key, as a single create's body is without its header: the
-            # same timer sent either way is the same request.
-            fingerprint = services.request_fingerprint({k: v for k, v in body.items() if k != "idempotencyKey"})
+            # same timer sent either way is the same request. Only a key is compared with it.
+            fingerprint = (
+                services.request_fingerprint({k: v for k, v in body.items() if k != "idempotencyKey"}) if key else ""
+            )
             items.append(services.BatchItem(spec=spec, idempotency_key=key, fingerprint=fingerprint))
             positions.append(index)
         outcomes = services.timers_create_batch(tenant=tenant, items=items, refuse_past=True)
