@@ -508,30 +508,30 @@ def batch_case(
     api: str, key: str, *, total: int, per_request: int, clients: int, lead: float
 ) -> tuple[Row, list[float]]:
     """``total`` timers created through POST /api/timers/batch, ``per_request`` a request, from
-    ``clients`` keep-alive clients at once, as fast as the server answers; their fireAt spread
-    over the 10 s after ``lead`` seconds from the start (about 1,000 tick buckets). Timers/s is
-    created timers over the wall time from the first request to the last answer."""
+    ``clients`` keep-alive clients at once, as fast as the server answers; each request's timers
+    due over the 10 s after ``lead`` seconds from when it is sent (about 1,000 tick buckets in
+    all; due from its send, so a slow machine does not make them past). Timers/s is created
+    timers over the wall time from the first request to the last answer."""
     prefix = "batch-"
-    start_at = datetime.now(UTC)
-    bodies = []
-    for first in range(0, total, per_request):
-        timers = [
-            {
-                "name": f"{prefix}{i}",
-                "fireAt": (start_at + timedelta(seconds=lead + random.uniform(0, 10))).isoformat(
-                    timespec="milliseconds"
-                ),
-            }
-            for i in range(first, min(total, first + per_request))
-        ]
-        bodies.append(json.dumps({"timers": timers}).encode())
     sessions = threading.local()
     headers = {"X-API-Key": key, "Content-Type": "application/json"}
 
-    def post(body: bytes) -> tuple[float, dict[int, int]]:
+    def body_of(first: int) -> bytes:
+        sent = datetime.now(UTC)
+        timers = [
+            {
+                "name": f"{prefix}{i}",
+                "fireAt": (sent + timedelta(seconds=lead + random.uniform(0, 10))).isoformat(timespec="milliseconds"),
+            }
+            for i in range(first, min(total, first + per_request))
+        ]
+        return json.dumps({"timers": timers}).encode()
+
+    def post(first: int) -> tuple[float, dict[int, int]]:
         if not hasattr(sessions, "s"):
             sessions.s = requests.Session()
-            sessions.s.get(f"{api}/healthz", timeout=10)  # connect before the clock starts
+            sessions.s.get(f"{api}/healthz", timeout=10)  # connected before its first request
+        body = body_of(first)
         t0 = time.perf_counter()
         response = sessions.s.post(f"{api}/api/timers/batch", data=body, headers=headers, timeout=120)
         elapsed = (time.perf_counter() - t0) * 1000
@@ -545,7 +545,7 @@ def batch_case(
 
     with ThreadPoolExecutor(max_workers=clients) as pool:
         t0 = time.monotonic()
-        answers = list(pool.map(post, bodies))
+        answers = list(pool.map(post, range(0, total, per_request)))
         wall = time.monotonic() - t0
     statuses: dict[int, int] = {}
     for _, counts in answers:
@@ -555,7 +555,7 @@ def batch_case(
     request_ms = [elapsed for elapsed, _ in answers]
     rate = created / wall if wall else float("nan")
     with db() as cur:
-        deadline = start_at + timedelta(seconds=lead + 10 + 20)
+        deadline = datetime.now(UTC) + timedelta(seconds=lead + 10 + 20)
         wait_until(lambda: pending(cur, prefix) == 0 or datetime.now(UTC) > deadline, timeout=lead + 120)
         lat, unfired, double, _ = lateness_of(cur, prefix)
     note = (
