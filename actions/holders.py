@@ -1,4 +1,4 @@
-"""Which worker holds an action run's message, so the reconciler notices a dead one in seconds.
+"""Which worker holds an action run, so the reconciler notices a dead one in seconds.
 
 An action worker keeps the ``run_action`` / ``run_actions`` messages it took (acks-late,
 prefetched) until it has run them, and the runs it claimed stay ``running`` under a lease of
@@ -7,9 +7,11 @@ both would wait: the lease for its running runs, Redis's visibility timeout (hou
 messages it had prefetched, whose publish markers also keep the reconciler from publishing
 those runs again.
 
-So every message a worker receives marks its runs with the worker's holder name (one cache
-write per message: ``runs_mark_held``, from the ``task_received`` signal), the name of the
-consumer's broker connection whose heartbeat ``timers.ticks`` keeps alive every second. The
+So a run claimed by a worker records the worker process (``ActionRun.worker``, ``host:pid``,
+written by the claim itself), and every message a worker receives marks its runs with the
+worker's holder name (one cache write per message: ``runs_mark_held``, from the
+``task_received`` signal), the name of the consumer's broker connection; ``timers.ticks`` keeps
+the heartbeats of both alive every second. The
 reconciler asks ``runs_held_by_dead_workers``: a run whose holder's heartbeat has been gone for
 DEAD_AFTER_SECONDS (a holder missing at one pass is only suspected; a worker is not declared
 dead for one late beat) is recovered at once: a running one has its lease ended (the attempt in
@@ -76,6 +78,22 @@ def runs_held_by_dead_workers(run_ids: Sequence[UUID], *, running: bool) -> list
         return []
     dead = _confirmed_dead(set(owner.values()) - alive)
     return [run_id for run_id, who in owner.items() if who in dead]
+
+
+def runs_of_dead_workers(running: Sequence[tuple[UUID, str]]) -> list[UUID]:
+    """Of running runs ``(id, worker)`` (``ActionRun.worker``, the claiming process), those
+    whose worker process is gone. The worker is in the database, so this holds when Redis lost
+    the runs' marks too (a whole-machine restart); a run claimed by a process without a
+    heartbeat ("" worker) falls back to its message's mark."""
+    known = {run_id: worker for run_id, worker in running if worker}
+    unknown = [run_id for run_id, worker in running if not worker]
+    dead_runs = runs_held_by_dead_workers(unknown, running=True)
+    if known:
+        alive = processes_alive(set(known.values()))
+        if alive is not None:
+            dead = _confirmed_dead(set(known.values()) - alive)
+            dead_runs += [run_id for run_id, worker in known.items() if worker in dead]
+    return dead_runs
 
 
 def _confirmed_dead(missing: set[str]) -> set[str]:

@@ -37,6 +37,9 @@ class ActionRun(models.Model):
     # Attempts made before the last operator retry (``actions.services.run_retry``): the retry
     # policy and the per-timer attempt cap count the attempts of the current chain only.
     retry_base = models.PositiveIntegerField(default=0)
+    # The worker process (host:pid) that claimed the run, while it runs ("" when unknown): the
+    # reconciler recovers the run once that process's heartbeat is gone (actions.holders).
+    worker = models.CharField(max_length=200, blank=True, default="")
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from actions.bundle import parse_bundle
 from actions.errors import ParameterError
-from actions.holders import runs_held_by_dead_workers, runs_unmark
+from actions.holders import runs_held_by_dead_workers, runs_of_dead_workers, runs_unmark
 from actions.models import ActionRun, RunStatus
 from actions.runners import RUNNERS
 from timers.ports import ClaimedTimer
@@ -152,9 +152,9 @@ def runs_recover(now: datetime, limit: int) -> int:
     in_flight = list(
         ActionRun.objects.filter(status=RunStatus.RUNNING, lease_expires_at__gte=now)
         .order_by("lease_expires_at")
-        .values_list("id", flat=True)[:limit]
+        .values_list("id", "worker")[:limit]
     )
-    orphaned = set(transitions.runs_end_leases(run_ids=runs_held_by_dead_workers(in_flight, running=True), at=now))
+    orphaned = set(transitions.runs_end_leases(run_ids=runs_of_dead_workers(in_flight), at=now))
     overdue = list(
         ActionRun.objects.filter(
             status=RunStatus.PENDING, next_attempt_at__isnull=False, next_attempt_at__lt=now - grace

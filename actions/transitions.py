@@ -52,6 +52,7 @@ from actions.services import runs_publish
 from timers import metrics
 from timers.models import Tenant
 from timers.services import timers_append_events
+from timers.ticks import this_process
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,7 @@ def runs_claim(*, run_ids: Sequence[UUID]) -> list[Claim]:
             status=RunStatus.RUNNING,
             attempts=F("attempts") + 1,
             lease_expires_at=lease_end(),
+            worker=this_process() or "",
             next_attempt_at=None if len(ids) == 1 else Case(When(pk=ids[0], then=None), default=Now()),
         )
         runs = sorted(ActionRun.objects.select_related("timer").filter(pk__in=ids), key=lambda r: order[r.pk])

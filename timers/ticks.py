@@ -195,6 +195,14 @@ def process_of(holder: str) -> str:
     return holder.rsplit(":", 1)[0]
 
 
+def this_process() -> str | None:
+    """This worker process's name (``host:pid``) once its heartbeat runs (it has taken a
+    message from the broker), else None: a run claimed here is recorded with it
+    (``ActionRun.worker``) so the reconciler can tell when this process is gone."""
+    beaten = _Heartbeat.beaten
+    return process_of(beaten) if beaten is not None else None
+
+
 def processes_alive(processes: set[str]) -> set[str] | None:
     """Those of ``processes`` (``process_of`` names) whose heartbeat is fresh; None when the
     cache cannot tell. A process beats while it has a holder; after a reconnect it beats again

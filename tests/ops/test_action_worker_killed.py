@@ -19,6 +19,7 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import redis
 from django.utils import timezone
 
 from minoots_project.runall import commands
@@ -74,9 +75,12 @@ def receiver() -> Iterator[SlowReceiver]:
     r.server.server_close()
 
 
+@pytest.mark.parametrize("redis_lost", [False, True], ids=["worker-killed", "worker-killed-and-redis-flushed"])
 def test_runs_of_a_killed_action_worker_are_recovered_in_seconds_and_only_in_flight_attempts_repeat(
-    tenant: Tenant, processes: Processes, receiver: SlowReceiver
+    tenant: Tenant, processes: Processes, receiver: SlowReceiver, broker: redis.Redis, redis_lost: bool
 ) -> None:
+    """``redis_lost``: Redis loses everything too (a whole machine restarted): the runs' marks
+    are gone, and the worker recorded in the database (``ActionRun.worker``) is what tells."""
     processes.env["MINOOTS_WEBHOOK_ALLOW_PRIVATE"] = "true"
     argv = commands(python=sys.executable, data_dir=processes.workdir, log_level="INFO", concurrency=2)
     processes.start("firing", argv["firing"], ready=" ready.")
@@ -100,6 +104,8 @@ def test_runs_of_a_killed_action_worker_are_recovered_in_seconds_and_only_in_fli
     in_flight_ids = set(receiver.ids)
     doomed.signal_group(signal.SIGKILL)
     doomed.popen.wait(10)
+    if redis_lost:
+        broker.flushdb()
     killed_at = time.monotonic()
     processes.start("actions", argv["worker"], ready=" ready.")
 
