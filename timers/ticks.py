@@ -199,8 +199,10 @@ def this_process() -> str | None:
     """This worker process's name (``host:pid``) once its heartbeat runs (it has taken a
     message from the broker), else None: a run claimed here is recorded with it
     (``ActionRun.worker``) so the reconciler can tell when this process is gone."""
-    beaten = _Heartbeat.beaten
-    return process_of(beaten) if beaten is not None else None
+    beaten, thread = _Heartbeat.beaten, _Heartbeat.thread
+    if beaten is None or thread is None or not thread.is_alive():
+        return None  # no heartbeat (any more): nothing would tell this process is alive
+    return process_of(beaten)
 
 
 def processes_alive(processes: set[str]) -> set[str] | None:
