@@ -37,7 +37,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
+from django.core.cache.backends.redis import RedisCache
 from django.utils import timezone
 
 from timers.publishing import FIRE_DUE, publish
@@ -116,7 +117,11 @@ def ensure_tick(fire_at: datetime) -> bool:
 
 
 def ensure_ticks(fire_ats: list[datetime]) -> int:
-    """ensure_tick for many buckets, with one cache round trip to skip those already marked."""
+    """ensure_tick for many buckets: one cache round trip to skip those already marked, one to
+    mark the others (Redis; one per bucket with other caches), then a tick per bucket marked.
+
+    A batch create's timers may fall in a thousand buckets: a round trip per marker was most of
+    its time, and under gevent each one waits for the other requests of the process."""
     by_key: dict[str, datetime] = {}
     for f in sorted(fire_ats):
         by_key.setdefault(_marker_key(bucket_of(f)), f)
@@ -124,7 +129,43 @@ def ensure_ticks(fire_ats: list[datetime]) -> int:
         present = cache.get_many(list(by_key))
     except Exception:
         present = {}
-    return sum(1 for key, f in by_key.items() if key not in present and ensure_tick(f))
+    missing = {key: f for key, f in by_key.items() if key not in present}
+    marked = _mark_published(list(missing))
+    if marked is None:
+        return sum(1 for f in missing.values() if ensure_tick(f))
+    published = 0
+    for key in marked:
+        fire_at = missing[key]
+        if publish_tick(bucket=bucket_of(fire_at), eta=fire_at):
+            published += 1
+        else:
+            _drop_marker(bucket_of(fire_at))
+    return published
+
+
+def _mark_published(keys: list[str]) -> list[str] | None:
+    """``cache.add`` of a published marker at each of ``keys`` (marker keys), in one Redis round
+    trip: the keys this call marked (their ticks are its to publish). None when the cache is not
+    Redis or did not answer: the caller then goes bucket by bucket (``ensure_tick``)."""
+    if not keys:
+        return []
+    if not isinstance(caches["default"], RedisCache):
+        return None
+    backend: Any = caches["default"]  # its client's internals, which the stubs do not name
+    try:
+        made = [backend.make_and_validate_key(k) for k in keys]
+        client = backend._cache.get_client(made[0], write=True)
+        # As RedisCacheClient.add writes it, so that get_many reads the marker back.
+        value = backend._cache._serializer.dumps(_published_mark())
+        ttl = int(backend.get_backend_timeout(_marker_ttl()))
+        pipe = client.pipeline(transaction=False)
+        for k in made:
+            pipe.set(k, value, ex=ttl, nx=True)
+        results = pipe.execute()
+    except Exception:
+        log.warning("tick marker cache unavailable", exc_info=True)
+        return None
+    return [key for key, ok in zip(keys, results, strict=True) if ok]
 
 
 def republish_tick(*, bucket: int, eta: datetime, at: datetime | None = None) -> bool:
