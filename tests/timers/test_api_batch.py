@@ -407,3 +407,22 @@ def test_timer_json_renders_a_timer_in_every_state_exactly_as_timer_output(clien
     for timer in Timer.objects.all():
         assert timer_json(timer) == TimerOutput(timer).data
     assert results[1]["timer"]["ecosystem"] == {"parserator": {"datasetId": "contacts-v3"}}
+
+
+def test_buckets_whose_tick_the_broker_refused_keep_no_marker_so_the_reconciler_publishes_them(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.core.cache import cache
+
+    from timers import ticks
+
+    def refuse(*_: Any, **__: Any) -> None:
+        raise ConnectionError("broker down")
+
+    fire_ats = [timezone.now() + timedelta(seconds=30, milliseconds=10 * i) for i in range(5)]
+    monkeypatch.setattr(ticks, "publish", refuse)
+    assert ticks.ensure_ticks(fire_ats) == 0
+    assert cache.get_many([ticks._marker_key(ticks.bucket_of(f)) for f in fire_ats]) == {}
+    monkeypatch.undo()
+    assert ticks.ensure_ticks(fire_ats) == 5
+    assert ticks.ensure_ticks(fire_ats) == 0  # marked now
