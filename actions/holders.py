@@ -31,7 +31,7 @@ from uuid import UUID
 from django.conf import settings
 from django.core.cache import cache
 
-from timers.ticks import consumer_holder, holders_alive, process_of, processes_alive
+from timers.ticks import HOLDER_TTL_SECONDS, consumer_holder, holders_alive, process_of, processes_last_beat
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +70,27 @@ def runs_held_by_dead_workers(run_ids: Sequence[UUID], *, running: bool) -> list
     holder_of = {run_id: marks[f"{_RUN_PREFIX}{run_id}"] for run_id in run_ids if f"{_RUN_PREFIX}{run_id}" in marks}
     if running:
         owner = {run_id: process_of(str(h)) for run_id, h in holder_of.items()}
-        alive = processes_alive(set(owner.values()))
+        dead = _processes_gone(set(owner.values()))
     else:
         owner = {run_id: str(h) for run_id, h in holder_of.items()}
         alive = holders_alive(set(owner.values()))
-    if alive is None:
-        return []
-    dead = _confirmed_dead(set(owner.values()) - alive)
+        if alive is None:
+            return []
+        dead = _confirmed_dead(set(owner.values()) - alive)
     return [run_id for run_id, who in owner.items() if who in dead]
+
+
+def _processes_gone(processes: set[str]) -> set[str]:
+    """Of these worker processes, those gone: their last beat is older than the heartbeat's
+    TTL plus DEAD_AFTER_SECONDS (known at the first look), or it is missing altogether (Redis
+    lost it, or the process died over a minute ago) for DEAD_AFTER_SECONDS (two looks: right
+    after Redis lost everything, a live process beats again within a second)."""
+    beats = processes_last_beat(processes)
+    if beats is None:
+        return set()
+    now = time.time()
+    stale = {p for p, at in beats.items() if now - at > HOLDER_TTL_SECONDS + DEAD_AFTER_SECONDS}
+    return stale | _confirmed_dead(processes - set(beats))
 
 
 def runs_of_dead_workers(running: Sequence[tuple[UUID, str]]) -> list[UUID]:
@@ -89,10 +102,8 @@ def runs_of_dead_workers(running: Sequence[tuple[UUID, str]]) -> list[UUID]:
     unknown = [run_id for run_id, worker in running if not worker]
     dead_runs = runs_held_by_dead_workers(unknown, running=True)
     if known:
-        alive = processes_alive(set(known.values()))
-        if alive is not None:
-            dead = _confirmed_dead(set(known.values()) - alive)
-            dead_runs += [run_id for run_id, worker in known.items() if worker in dead]
+        dead = _processes_gone(set(known.values()))
+        dead_runs += [run_id for run_id, worker in known.items() if worker in dead]
     return dead_runs
 
 

@@ -56,6 +56,7 @@ _HELD = "h:"
 # dead one; a false alarm costs one duplicate tick per bucket, nothing more).
 HOLDER_HEARTBEAT_SECONDS = 1.0
 HOLDER_TTL_SECONDS = 3
+PROCESS_BEAT_KEPT_SECONDS = 60
 # The attribute of a kombu Connection that names it as a holder: a new connection (the worker
 # reconnected) is a new holder, since Celery drops the ETA tasks of a closed connection.
 _CONNECTION_HOLDER_ATTR = "_minoots_tick_holder"
@@ -225,10 +226,15 @@ def _holder_of(consumer: Any, *, create: bool) -> str | None:
 def _beat(holder: str) -> None:
     # The holder (this connection of this process) and the process itself: what a worker holds
     # in memory (running actions) lives as long as the process, not its connection.
-    cache.set_many(
-        {f"{_HOLDER_PREFIX}{holder}": 1, f"{_PROCESS_PREFIX}{process_of(holder)}": 1}, timeout=HOLDER_TTL_SECONDS
-    )
+    cache.set(f"{_HOLDER_PREFIX}{holder}", 1, timeout=HOLDER_TTL_SECONDS)
+    _beat_process(process_of(holder))
     _Heartbeat.beaten = holder
+
+
+def _beat_process(process: str) -> None:
+    # The time of the beat, kept a minute: a stale one says "gone" at the first look, without
+    # waiting to see a missing key twice (``processes_last_beat``).
+    cache.set(f"{_PROCESS_PREFIX}{process}", time.time(), timeout=PROCESS_BEAT_KEPT_SECONDS)
 
 
 def process_of(holder: str) -> str:
@@ -246,16 +252,17 @@ def this_process() -> str | None:
     return process_of(beaten)
 
 
-def processes_alive(processes: set[str]) -> set[str] | None:
-    """Those of ``processes`` (``process_of`` names) whose heartbeat is fresh; None when the
-    cache cannot tell. A process beats while it has a holder; after a reconnect it beats again
-    with its next message."""
+def processes_last_beat(processes: set[str]) -> dict[str, float] | None:
+    """When each of ``processes`` (``process_of`` names) last beat (epoch seconds), for those
+    that beat within PROCESS_BEAT_KEPT_SECONDS; None when the cache cannot tell. A process beats
+    every HOLDER_HEARTBEAT_SECONDS while its heartbeat runs, through reconnects too."""
     if not processes:
-        return set()
+        return {}
     try:
-        return {k[len(_PROCESS_PREFIX) :] for k in cache.get_many([f"{_PROCESS_PREFIX}{p}" for p in processes])}
+        found = cache.get_many([f"{_PROCESS_PREFIX}{p}" for p in processes])
     except Exception:
         return None
+    return {k[len(_PROCESS_PREFIX) :]: float(v) for k, v in found.items() if isinstance(v, int | float)}
 
 
 def _heartbeat_loop() -> None:
@@ -273,7 +280,7 @@ def _heartbeat_loop() -> None:
                 failing = False
             elif _Heartbeat.beaten is not None:
                 # The process lives on through a reconnect: its running actions are not orphans.
-                cache.set(f"{_PROCESS_PREFIX}{process_of(_Heartbeat.beaten)}", 1, timeout=HOLDER_TTL_SECONDS)
+                _beat_process(process_of(_Heartbeat.beaten))
                 failing = False
         except Exception:
             if not failing:  # once per outage, not every second
