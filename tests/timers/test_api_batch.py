@@ -426,3 +426,22 @@ def test_buckets_whose_tick_the_broker_refused_keep_no_marker_so_the_reconciler_
     monkeypatch.undo()
     assert ticks.ensure_ticks(fire_ats) == 5
     assert ticks.ensure_ticks(fire_ats) == 0  # marked now
+
+
+def test_a_staff_session_names_the_batchs_tenant_and_its_timers_cannot_name_another(
+    tenant: Tenant, other_tenant: Tenant
+) -> None:
+    from django.contrib.auth import get_user_model
+
+    staff = APIClient()
+    staff.force_login(get_user_model().objects.create_user("ops", is_staff=True))
+    assert_error(_batch(staff, [{"name": "a", "duration": "5m"}]), 400, field="tenantId")
+    results = _results(
+        _batch(
+            staff,
+            [{"name": "a", "duration": "5m"}, {"name": "b", "duration": "5m", "tenantId": "globex"}],
+            tenantId="acme",
+        )
+    )
+    assert [r["status"] for r in results] == [201, 403]
+    assert list(Timer.objects.values_list("name", "tenant_id")) == [("a", "acme")]

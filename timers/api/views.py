@@ -527,7 +527,8 @@ class TimerBatchCreateApi(ApiView):
         for index, body in enumerate(bodies):
             try:
                 data = item_input.run_validation(body)
-                if principal.tenant is not None and data.get("tenantId") not in (None, principal.tenant.id):
+                # The batch's tenant: the credential's, or the one a staff session names.
+                if data.get("tenantId") not in (None, tenant.id):
                     raise exceptions.PermissionDenied("tenantId does not match the credential's tenant")
                 spec = TimerBatchItemInput.spec_from(
                     data, requested_by=_requested_by(principal, data.get("requestedBy"))
