@@ -8,6 +8,13 @@ incremented by every create. Fired, settled and cancelled timers do not decremen
 counter, so it only over-estimates; when it reaches the limit, an exact count decides. The
 counters expire after ``SEED_TTL`` seconds, so the estimate is re-seeded from the database
 regularly. Concurrent creates may overshoot a limit by the few requests in flight at once.
+
+With Redis (production) both counters are counted in one round trip: a script that increments
+each counter that exists (``_count_both``), the daily one by the same number as the active one.
+When the active estimate is over its limit the exact count decides how many fit, and the daily
+counter gets back what it was given for the others; the figures are those of counting one
+counter after the other. Other caches (the embedded SQLite mode's file cache) count them one
+after the other.
 """
 
 from __future__ import annotations
@@ -16,8 +23,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from django.core.cache import cache
+from django.core.cache import cache, caches
+from django.core.cache.backends.redis import RedisCache
 
 from timers.models import PENDING_STATUSES, Tenant, Timer, TimerStatus
 
@@ -83,18 +92,96 @@ class Admission:
         return None
 
 
+# KEYS: the counters; ARGV[1]: the increment. Each existing counter incremented; nil for one missing.
+_INCR_EXISTING = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then out[i] = redis.call('INCRBY', key, ARGV[1]) else out[i] = false end
+end
+return out
+"""
+
+
+def _count_both(keys: list[str], count: int) -> list[int | None] | None:
+    """Increment each of ``keys`` that exists by ``count`` in one Redis round trip: the new
+    values (None where missing), or None when the cache is not Redis or did not answer."""
+    backend: Any = caches["default"]
+    if not isinstance(backend, RedisCache):
+        return None
+    try:
+        made = [backend.make_and_validate_key(k) for k in keys]
+        client = backend._cache.get_client(made[0], write=True)
+        values = client.eval(_INCR_EXISTING, len(made), *made, count)
+    except Exception:
+        log.warning("quota counter cache unavailable", exc_info=True)
+        return None
+    return [None if v is None else int(v) for v in values]
+
+
+def _seeded(key: str, value: int | None, seed: Callable[[], int], count: int) -> int:
+    """The counter after counting ``count`` (``value``), seeding it when it was missing."""
+    if value is not None:
+        return value
+    value = seed() + count
+    _reseed(key, value)
+    return value
+
+
 def quota_admit(*, tenant: Tenant, now: datetime, count: int) -> Admission:
     """Count ``count`` creates against the tenant's quotas at once (one counter update per
-    quota, whatever ``count``); the first ones up to each limit are admitted."""
-    burst = _fitting(f"quota:active:{tenant.pk}", count, tenant.max_active_timers, lambda: _active_count(tenant))
+    quota, whatever ``count``; one Redis round trip for both); the first ones up to each limit
+    are admitted."""
     day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    active_key = f"quota:active:{tenant.pk}"
+    daily_key = f"quota:daily:{tenant.pk}:{day_start:%Y%m%d}"
+    counted = _count_both([active_key, daily_key], count) if count > 0 else None
+    if counted is not None:
+        return _admit_counted(tenant, day_start, count, active_key, daily_key, counted)
+    burst = _fitting(active_key, count, tenant.max_active_timers, lambda: _active_count(tenant))
     daily = _fitting(
-        f"quota:daily:{tenant.pk}:{day_start:%Y%m%d}",
+        daily_key,
         burst,
         tenant.max_creates_per_day,
         lambda: _created_since(tenant, day_start),
     )
     return Admission(count=count, burst=burst, daily=daily)
+
+
+def _admit_counted(
+    tenant: Tenant, day_start: datetime, count: int, active_key: str, daily_key: str, counted: list[int | None]
+) -> Admission:
+    """``quota_admit`` after ``_count_both`` counted ``count`` on both counters."""
+
+    def active_seed() -> int:
+        return _active_count(tenant)
+
+    def daily_seed() -> int:
+        return _created_since(tenant, day_start)
+
+    burst = count
+    if _seeded(active_key, counted[0], active_seed, count) > tenant.max_active_timers:
+        exact = active_seed()
+        burst = max(0, min(count, tenant.max_active_timers - exact))
+        _reseed(active_key, exact + burst)
+    daily_value = counted[1]
+    if daily_value is not None and burst < count:
+        # The daily counter was given ``count``; only ``burst`` are counted there.
+        daily_value = _give_back(daily_key, count - burst)
+    if burst <= 0:
+        return Admission(count=count, burst=0, daily=0)
+    daily = burst
+    if _seeded(daily_key, daily_value, daily_seed, burst) > tenant.max_creates_per_day:
+        exact = daily_seed()
+        daily = max(0, min(burst, tenant.max_creates_per_day - exact))
+        _reseed(daily_key, exact + daily)
+    return Admission(count=count, burst=burst, daily=daily)
+
+
+def _give_back(key: str, count: int) -> int | None:
+    try:
+        return int(cache.decr(key, count))
+    except Exception:  # expired meanwhile (re-seeded next time) or the cache is down
+        return None
 
 
 def quota_check_and_count(*, tenant: Tenant, now: datetime) -> None:

@@ -147,6 +147,20 @@ def test_creating_beyond_the_daily_quota_is_429_daily(client: APIClient, tenant:
     assert Timer.objects.count() == 2
 
 
+def test_creates_refused_by_the_active_quota_use_none_of_the_daily_quota(client: APIClient, tenant: Tenant) -> None:
+    # Both counters are counted in one step; a create the active quota refuses gives its daily count back.
+    _limit(tenant, active=1, daily=3)
+    timer = _create(client).json()
+    for _ in range(3):
+        assert _create(client).json()["limitType"] == "burst"
+    client.post(f"/api/timers/{timer['id']}/cancel", {}, format="json")
+    assert _create(client).status_code == 201  # the second create of the day
+    Timer.objects.update(status="cancelled")
+    assert _create(client).status_code == 201  # the third
+    Timer.objects.update(status="cancelled")
+    assert assert_error(_create(client), 429)["limitType"] == "daily"
+
+
 def test_timers_created_before_today_do_not_count_toward_the_daily_quota(client: APIClient, tenant: Tenant) -> None:
     _limit(tenant, daily=1)
     timer = _create(client).json()
