@@ -16,6 +16,9 @@ plus ``--workers`` action workers (``-Q actions``, ``--concurrency`` threads eac
 - burst:   10,000 timers with the same fireAt -> lateness, time until the last one fired
 - batch:   100,000 timers created through POST /api/timers/batch, 1,000 a request from 4 clients, against a
            web as make run starts it (gunicorn.conf.py, 2 gevent workers) -> timers/s, and their lateness
+- create:  POST /api/timers from 16 keep-alive clients for 20 s against MINOOTS and against a bare
+           Django + DRF insert endpoint (bench/bare_drf), both served as make run serves MINOOTS ->
+           creates/s, response p50/p99, the ratio; then 200 creates/s paced -> response p99
 - scale:   1,000 then 1,000,000 timers pending beyond the horizon -> worker RSS, Redis memory,
            reconcile duration p99
 - webhook: 10,000 timers with the same fireAt, one webhook each to a local receiver ->
@@ -582,6 +585,183 @@ def batch_case(
     )
 
 
+BARE_TABLE_SQL = (
+    "CREATE TABLE IF NOT EXISTS bare_timer (id uuid PRIMARY KEY, name varchar(200) NOT NULL, "
+    "fire_at timestamptz NOT NULL, created_at timestamptz NOT NULL)"
+)
+
+
+def start_gunicorn_web(group: Group, free_port: Callable[[], int], name: str, wsgi: str, **env: str) -> str:
+    """``wsgi`` served as ``make run`` serves MINOOTS (``gunicorn -c minoots_project/gunicorn.conf.py``:
+    gevent workers, WEB_CONCURRENCY=2, its keepalive); return the base URL once it answers."""
+    port = free_port()
+    group.start(
+        name,
+        [str(VENV_BIN / "gunicorn"), "-c", "minoots_project/gunicorn.conf.py", wsgi],
+        ready="Booting worker",
+        env={**ENV, "LOG_LEVEL": "INFO", "PORT": str(port), "BIND_HOST": "127.0.0.1", "WEB_CONCURRENCY": "2", **env},
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            return requests.get(f"{base}/api/timers", timeout=2).status_code in (401, 403, 405)
+        except requests.RequestException:
+            return False
+
+    wait_until(answers, timeout=30)
+    return base
+
+
+def _create_body(prefix: str, i: int) -> bytes:
+    fire_at = datetime.now(UTC) + timedelta(seconds=random.uniform(5, 30))
+    return json.dumps({"name": f"{prefix}{i}", "fireAt": fire_at.isoformat(timespec="milliseconds")}).encode()
+
+
+def create_closed(api: str, headers: dict[str, str], *, prefix: str, clients: int, seconds: float) -> dict[str, Any]:
+    """``clients`` keep-alive clients, each POSTing one create after the other for ``seconds``:
+    creates/s (201s over the wall time), latency p50/p99, other statuses."""
+    stop_at = time.monotonic() + seconds
+    results: list[tuple[list[float], dict[int, int]]] = []
+    counter = iter(range(10**9))
+
+    def client() -> None:
+        session = requests.Session()
+        session.get(f"{api}/api/timers", timeout=10)  # connected before the clock runs
+        latencies: list[float] = []
+        codes: dict[int, int] = {}
+        while time.monotonic() < stop_at:
+            body = _create_body(prefix, next(counter))
+            t0 = time.perf_counter()
+            code = session.post(f"{api}/api/timers", data=body, headers=headers, timeout=30).status_code
+            latencies.append((time.perf_counter() - t0) * 1000)
+            codes[code] = codes.get(code, 0) + 1
+        results.append((latencies, codes))
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.monotonic() - t0
+    latencies = [ms for lat, _ in results for ms in lat]
+    codes: dict[int, int] = {}
+    for _, c in results:
+        for code, n in c.items():
+            codes[code] = codes.get(code, 0) + n
+    created = codes.get(201, 0)
+    return {
+        "rate": created / wall,
+        "n": created,
+        "p50": pct(latencies, 50),
+        "p99": pct(latencies, 99),
+        "max": max(latencies, default=float("nan")),
+        "other": {k: v for k, v in codes.items() if k != 201},
+    }
+
+
+def create_paced(api: str, headers: dict[str, str], *, prefix: str, rate: int, seconds: float) -> dict[str, Any]:
+    """``rate`` creates/s for ``seconds``, each sent at its instant on one of 16 keep-alive
+    clients: latency p50/p99/max, measured from the instant it was due (queueing counts)."""
+    sessions = threading.local()
+
+    def post(due: float, i: int) -> tuple[float, int]:
+        if not hasattr(sessions, "s"):
+            sessions.s = requests.Session()
+        code = sessions.s.post(
+            f"{api}/api/timers", data=_create_body(prefix, i), headers=headers, timeout=30
+        ).status_code
+        return (time.perf_counter() - due) * 1000, code
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(lambda _: requests.Session, range(16)))
+        start = time.perf_counter() + 0.2
+        futures = []
+        for i in range(int(rate * seconds)):
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            futures.append(pool.submit(post, due, i))
+        answers = [f.result() for f in futures]
+    latencies = [ms for ms, _ in answers]
+    other: dict[int, int] = {}
+    for _, code in answers:
+        if code != 201:
+            other[code] = other.get(code, 0) + 1
+    return {
+        "rate": rate,
+        "n": len(answers) - sum(other.values()),
+        "p50": pct(latencies, 50),
+        "p99": pct(latencies, 99),
+        "max": max(latencies, default=float("nan")),
+        "other": other,
+    }
+
+
+def create_case(
+    group: Group, free_port: Callable[[], int], key: str, *, seconds: float, clients: int, rate: int
+) -> list[Row]:
+    """POST /api/timers against MINOOTS (the engine's workers firing what it creates) and the
+    bare Django + DRF insert (bench/bare_drf) in the same run, each served by gunicorn as
+    ``make run`` serves MINOOTS; then MINOOTS paced at ``rate`` creates/s. Latency is the
+    response time; the ratio is MINOOTS' creates/s over the baseline's."""
+    with db() as cur:
+        cur.execute(BARE_TABLE_SQL)
+    bare = start_gunicorn_web(
+        group, free_port, "web-bare-drf", "bench.bare_drf.wsgi", DJANGO_SETTINGS_MODULE="bench.bare_drf.settings"
+    )
+    minoots = start_gunicorn_web(group, free_port, "web-create", "minoots_project.wsgi")
+    json_headers = {"Content-Type": "application/json"}
+    runs = {
+        "bare django+drf": create_closed(bare, json_headers, prefix="bare-", clients=clients, seconds=seconds),
+        "minoots": create_closed(
+            minoots, {**json_headers, "X-API-Key": key}, prefix="create-", clients=clients, seconds=seconds
+        ),
+    }
+    paced = create_paced(minoots, {**json_headers, "X-API-Key": key}, prefix="paced-", rate=rate, seconds=seconds)
+    ratio = runs["minoots"]["rate"] / runs["bare django+drf"]["rate"]
+    load = os.getloadavg()
+    rows: list[Row] = []
+    for system, r in runs.items():
+        note = (
+            f"{r['rate']:,.0f} creates/s, {clients} keep-alive clients for {seconds:g} s; response time"
+            + (f"; ratio to bare {ratio:.2f}" if system == "minoots" else "")
+            + (f"; other statuses {r['other']}" if r["other"] else "")
+            + f"; load {load[0]:.2f}"
+        )
+        rows.append(
+            {
+                "case": "create (http)",
+                "system": system,
+                "n": r["n"],
+                "p50": r["p50"],
+                "p99": r["p99"],
+                "max": r["max"],
+                "lost": "",
+                "double": "",
+                "note": note,
+                "creates_per_s": r["rate"],
+            }
+        )
+    rows.append(
+        {
+            "case": f"create paced {rate}/s",
+            "system": "minoots",
+            "n": paced["n"],
+            "p50": paced["p50"],
+            "p99": paced["p99"],
+            "max": paced["max"],
+            "lost": "",
+            "double": "",
+            "note": f"{rate} creates/s for {seconds:g} s, response time from the instant due"
+            + (f"; other statuses {paced['other']}" if paced["other"] else ""),
+        }
+    )
+    return rows
+
+
 class Receiver(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as production receivers answer
     arrivals: dict[str, float] = {}
@@ -845,7 +1025,7 @@ def main() -> None:
     from tests.net import free_port
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", default="steady,burst,batch,scale,webhook,starvation,slowclients")
+    parser.add_argument("--cases", default="steady,burst,batch,create,scale,webhook,starvation,slowclients")
     parser.add_argument("--quick", action="store_true", help="small sizes: a minute instead of ten")
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain Celery comparison")
     parser.add_argument("--plot", metavar="FILE.png")
@@ -854,6 +1034,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, help="steady: duration (default 60)")
     parser.add_argument("--batch-total", type=int, help="batch: timers to create (default 100,000)")
     parser.add_argument("--batch-clients", type=int, default=4, help="batch: concurrent clients (default 4)")
+    parser.add_argument("--create-seconds", type=float, help="create: seconds per run (default 20)")
     parser.add_argument("--concurrency", type=int, default=16, help="threads per action worker process")
     parser.add_argument("--workers", type=int, default=2, help="action worker processes (one per core is a good start)")
     parser.add_argument(
@@ -965,6 +1146,17 @@ def main() -> None:
                     clients=args.batch_clients,
                     lead=15,
                 ),
+            )
+        if "create" in cases:
+            rows.extend(
+                create_case(
+                    group,
+                    free_port,
+                    key,
+                    seconds=args.create_seconds or (10 if args.quick else 20),
+                    clients=16,
+                    rate=200,
+                )
             )
         if "scale" in cases:
             rows.extend(scale_case(workers, scale_counts, settle=12))
