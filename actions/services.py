@@ -181,7 +181,9 @@ def runs_recover(now: datetime, limit: int) -> int:
             "recovering %d action run(s) of a worker that is gone", len(orphaned), extra={"event": "runs_orphaned"}
         )
     if candidates:
-        transaction.on_commit(lambda: runs_publish(candidates))
+        # Many at once (a dead worker's hundreds) in batches, one claim per chunk; a few alone.
+        many = len(candidates) > settings.MINOOTS_ACTION_BATCH
+        transaction.on_commit(lambda: (runs_publish_batches if many else runs_publish)(candidates))
     return len(candidates)
 
 
