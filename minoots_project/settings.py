@@ -143,6 +143,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+    if _gevent_patched():
+        # A gevent web worker: wait for SQLite's write lock without freezing the process, which
+        # would freeze the greenlet holding the lock too; see greensqlite/base.py.
+        DATABASES["default"]["ENGINE"] = "minoots_project.greensqlite"
 elif _gevent_patched():
     # A gevent web worker (gunicorn_conf): a bounded pool per process shared by the greenlets,
     # lent per request (CONN_MAX_AGE 0 gives the connection back); see greendb/base.py.
