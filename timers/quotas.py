@@ -102,6 +102,17 @@ return out
 """
 
 
+_SCRIPT: list[Any] = []  # the registered script; redis-py's Script takes the client per call
+
+
+def _incr_existing_script(client: Any) -> Any:
+    """_INCR_EXISTING registered once per process (Django makes a client per call, over pools
+    it keeps: the script is called with each call's client)."""
+    if not _SCRIPT:
+        _SCRIPT.append(client.register_script(_INCR_EXISTING))
+    return _SCRIPT[0]
+
+
 def _count_both(keys: list[str], count: int) -> list[int | None] | None:
     """Increment each of ``keys`` that exists by ``count`` in one Redis round trip: the new
     values (None where missing), or None when the cache is not Redis or did not answer."""
@@ -111,7 +122,11 @@ def _count_both(keys: list[str], count: int) -> list[int | None] | None:
     try:
         made = [backend.make_and_validate_key(k) for k in keys]
         client = backend._cache.get_client(made[0], write=True)
-        values = client.eval(_INCR_EXISTING, len(made), *made, count)
+        # EVALSHA, not EVAL: the script's text is not sent with every create (redis-py loads it
+        # again by itself after a Redis restart). Atomic, so a counter is never counted twice
+        # nor half. A timeout after Redis ran it is counted again by the fallback below, like a
+        # plain INCR retried: it can over-count (refuse early), never under-count.
+        values = _incr_existing_script(client)(keys=made, args=[count], client=client)
     except Exception:
         log.warning("quota counter cache unavailable", exc_info=True)
         return None
