@@ -6,44 +6,37 @@ address that was checked, so a DNS answer that changes between check and connect
 rebinding) cannot redirect it. Redirects are never followed, the response is read up to
 64 KiB, and proxies from the environment are ignored.
 
-``timeoutMs`` is a deadline for the whole attempt: requests' timeout bounds each socket
-operation only, so a receiver sending its status line, headers or body a byte at a time would
-hold an attempt for as long as it likes. Every socket an attempt uses is registered (when it
-connects, or when a kept-alive one is reused) with the attempt's ``_Deadline``, and one watchdog
-thread shuts those sockets down when the deadline passes; the attempt is then a timeout.
+``timeoutMs`` is a deadline for the whole attempt (lookup, connect, TLS, request, status line,
+headers, body), whatever the receiver does. The network part runs on the process's event loop
+(``webhook_transport``: aiohttp, connections pooled per host and kept alive), so many attempts
+are in flight at once: a batch of first attempts hands all its webhooks over together
+(``deliver_async``), a single attempt waits for its own (``attempt``).
 """
 
 from __future__ import annotations
 
-import heapq
-import http.client
+import asyncio
 import ipaddress
-import itertools
 import json
-import os
 import re
 import socket
-import threading
+import ssl
 import time
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
+import aiohttp
 from django.conf import settings
-from requests.adapters import HTTPAdapter
-from requests.structures import CaseInsensitiveDict
 from standardwebhooks import Webhook
-from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.connection import HTTPConnection, HTTPSConnection
 
 from actions.errors import ActionError, ParameterError
 from actions.runners.base import ActionContext, ActionResult, Runner, is_utf8
+from actions.runners.webhook_transport import TRANSPORT, send
 from actions.secrets import webhook_secrets_in_force
 
 METHODS = ("POST", "PUT", "PATCH", "GET", "DELETE")
@@ -53,7 +46,6 @@ BODY_METHODS = ("POST", "PUT", "PATCH")
 MAX_TIMEOUT_MS = 60_000
 RESPONSE_CAP = 64 * 1024
 MAX_HEADERS = 50
-MAX_INTERIM_RESPONSES = 20  # 1xx responses skipped before the final one
 MAX_BODY_BYTES = 1024 * 1024
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
 # Headers MINOOTS sets itself; a caller may not override them.
@@ -73,7 +65,7 @@ RESERVED_HEADERS = frozenset(
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
 _LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain")
 
-# Certificate authorities used to verify HTTPS targets: True means requests' bundle (certifi).
+# Certificate authorities used to verify HTTPS targets: True means certifi's bundle.
 # Tests point this at their own CA.
 CA_BUNDLE: bool | str = True
 
@@ -124,15 +116,6 @@ def address_refusal(ip: IPAddress) -> str | None:
 _LOOKUPS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="webhook-dns")
 
 
-def resolve_within(host: str, port: int, seconds: float) -> list[IPAddress]:
-    """``resolve`` that gives up after ``seconds``: TimeoutError then."""
-    try:
-        return [ipaddress.ip_address(host)]
-    except ValueError:
-        pass
-    return _LOOKUPS.submit(resolve, host, port).result(timeout=max(seconds, 0.0))
-
-
 def resolve(host: str, port: int) -> list[IPAddress]:
     """Every address ``host`` resolves to (an IP literal resolves to itself)."""
     try:
@@ -159,217 +142,6 @@ def refused_addresses(addresses: list[IPAddress]) -> str | None:
     return None
 
 
-_local = threading.local()  # per worker thread: its sessions, and the running attempt's deadline
-
-
-def _cut(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed: nothing left to interrupt
-
-
-class _Deadline:
-    """One attempt's deadline and the sockets it uses, shut down when the deadline passes.
-
-    Each socket is held through a duplicate of its descriptor: shutting that down ends every
-    read and write on the connection (also once TLS has taken over the original socket
-    object), and since the duplicate is ours, its number can never meanwhile belong to another
-    file. ``close`` (the attempt is over) closes the duplicates, not the connections.
-    """
-
-    def __init__(self, at: float) -> None:
-        self.at = at
-        self.expired = False
-        self._handles: list[socket.socket] = []
-        self._closed = False
-        self._lock = threading.Lock()
-
-    def watch(self, sock: socket.socket) -> None:
-        try:
-            handle = socket.fromfd(sock.fileno(), sock.family, sock.type)
-        except (OSError, ValueError):
-            return  # already closed
-        with self._lock:
-            if self._closed:
-                handle.close()
-                return
-            self._handles.append(handle)
-            if self.expired:
-                _cut(handle)
-
-    def expire(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self.expired = True
-            for handle in self._handles:
-                _cut(handle)
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            for handle in self._handles:
-                handle.close()
-            self._handles.clear()
-
-
-class _Watchdog:
-    """One daemon thread per process expiring deadlines in order (started on first use, and
-    again in a forked child, which inherits no threads)."""
-
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._heap: list[tuple[float, int, _Deadline]] = []
-        self._order = itertools.count()
-        self._pid = 0
-        self._thread: threading.Thread | None = None
-
-    def add(self, deadline: _Deadline) -> None:
-        with self._condition:
-            if self._pid != os.getpid() or self._thread is None or not self._thread.is_alive():
-                self._pid = os.getpid()
-                self._heap = []  # a parent's deadlines are not this process's to expire
-                self._thread = threading.Thread(target=self._run, name="webhook-deadlines", daemon=True)
-                self._thread.start()
-            heapq.heappush(self._heap, (deadline.at, next(self._order), deadline))
-            if self._heap[0][2] is deadline:
-                self._condition.notify()
-
-    def _run(self) -> None:
-        with self._condition:
-            while True:
-                now = time.monotonic()
-                while self._heap and self._heap[0][0] <= now:
-                    heapq.heappop(self._heap)[2].expire()
-                self._condition.wait(self._heap[0][0] - now if self._heap else None)
-
-
-_WATCHDOG = _Watchdog()
-
-
-def _watch(sock: socket.socket | None) -> None:
-    """Register ``sock`` with the deadline of the attempt running in this thread, if any."""
-    deadline: _Deadline | None = getattr(_local, "deadline", None)
-    if deadline is not None and sock is not None:
-        deadline.watch(sock)
-
-
-class _FinalResponse(http.client.HTTPResponse):
-    """Skips every interim (1xx) response to reach the final one.
-
-    http.client skips only ``100 Continue``: a ``102 Processing`` or ``103 Early Hints`` would
-    be taken as the final status (with an empty body), leaving the real response in the
-    kept-alive connection to be read as the answer to the next request. ``101 Switching
-    Protocols`` is refused (never asked for: what follows is not HTTP)."""
-
-    def _read_status(self) -> tuple[str, int, str]:
-        for _ in range(MAX_INTERIM_RESPONSES + 1):
-            version, status, reason = super()._read_status()  # type: ignore[misc]
-            if status == 101:
-                raise http.client.HTTPException("101 Switching Protocols, which was not asked for")
-            if not 100 <= status < 200:
-                return version, status, reason
-            http.client._read_headers(self.fp)  # type: ignore[attr-defined]
-        raise http.client.HTTPException(f"more than {MAX_INTERIM_RESPONSES} interim (1xx) responses")
-
-
-class _DeadlineHTTPConnection(HTTPConnection):
-    response_class = _FinalResponse
-
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _watch(sock)
-        return sock
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _watch(self.sock)  # a kept-alive connection, connected during an earlier attempt
-        super().request(*args, **kwargs)
-
-
-class _DeadlineHTTPSConnection(HTTPSConnection):
-    response_class = _FinalResponse
-
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _watch(sock)  # before the TLS handshake, which a receiver could drip too
-        return sock
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _watch(self.sock)
-        super().request(*args, **kwargs)
-
-
-class _DeadlineHTTPConnectionPool(HTTPConnectionPool):
-    ConnectionCls = _DeadlineHTTPConnection
-
-
-class _DeadlineHTTPSConnectionPool(HTTPSConnectionPool):
-    ConnectionCls = _DeadlineHTTPSConnection
-
-
-class PinnedAddressAdapter(HTTPAdapter):
-    """Connects to one pre-checked IP address whatever the URL's host resolves to now.
-
-    The URL keeps its hostname, so the Host header is right; for HTTPS the hostname is
-    passed as TLS SNI and as the name the certificate must match. Its connections register
-    their sockets with the running attempt's deadline.
-    """
-
-    def __init__(self, address: IPAddress) -> None:
-        self._address = str(address)
-        super().__init__(max_retries=0)
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": _DeadlineHTTPConnectionPool,
-            "https": _DeadlineHTTPSConnectionPool,
-        }
-
-    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
-        # The pool's host is the IP; without this, http.client would send it as the Host.
-        request.headers.setdefault("Host", urlsplit(request.url or "").netloc.rpartition("@")[2])
-        return super().send(request, *args, **kwargs)
-
-    def get_connection_with_tls_context(
-        self, request: requests.PreparedRequest, verify: Any, proxies: Any = None, cert: Any = None
-    ) -> HTTPConnectionPool:
-        host_params, pool_kwargs = self.build_connection_pool_key_attributes(request, verify, cert)
-        hostname = host_params["host"]
-        if host_params["scheme"] == "https":
-            pool_kwargs["server_hostname"] = hostname  # type: ignore[typeddict-unknown-key]
-            pool_kwargs["assert_hostname"] = hostname  # type: ignore[typeddict-unknown-key]
-        host_params["host"] = self._address
-        pool: HTTPConnectionPool = self.poolmanager.connection_from_host(**host_params, pool_kwargs=pool_kwargs)
-        return pool
-
-
-SESSIONS_PER_THREAD = 64
-
-
-def _session_for(address: IPAddress) -> requests.Session:
-    """A session pinned to ``address``, kept per worker thread so connections are reused
-    (keep-alive) across attempts to the same target. It stores no cookies: a cookie set by
-    one tenant's receiver must never travel with another tenant's webhook."""
-    sessions: OrderedDict[str, requests.Session] | None = getattr(_local, "sessions", None)
-    if sessions is None:
-        sessions = _local.sessions = OrderedDict()
-    key = str(address)
-    session = sessions.pop(key, None)
-    if session is None:
-        session = requests.Session()
-        session.trust_env = False  # no proxies or netrc from the worker's environment
-        session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-        adapter = PinnedAddressAdapter(address)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        if len(sessions) >= SESSIONS_PER_THREAD:
-            sessions.popitem(last=False)[1].close()
-    sessions[key] = session
-    return session
-
-
 def _retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header (delta-seconds or HTTP-date), or None."""
     if not value:
@@ -384,34 +156,6 @@ def _retry_after(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-def _read_capped(response: requests.Response, deadline: _Deadline) -> tuple[bytes, bool]:
-    """Up to RESPONSE_CAP bytes of the body; True if there was more (or the read failed).
-
-    The caller checks ``deadline`` afterwards: a body the watchdog cut short may look complete
-    (with ``Connection: close`` it ends at EOF)."""
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        for chunk in response.iter_content(chunk_size=8192):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > RESPONSE_CAP or time.monotonic() > deadline.at:
-                return b"".join(chunks)[:RESPONSE_CAP], True
-    except (requests.RequestException, OSError):
-        return b"".join(chunks)[:RESPONSE_CAP], True
-    return b"".join(chunks), False
-
-
-def _request_failure(exc: requests.RequestException, *, host: str, timed_out: ActionError) -> ActionError:
-    if isinstance(exc, requests.exceptions.SSLError):
-        return ActionError(f"TLS error talking to {host}: {exc}", permanent=True)
-    if isinstance(exc, requests.Timeout):
-        return timed_out
-    if isinstance(exc, requests.ConnectionError):
-        return ActionError(f"connection to {host} failed: {exc}", permanent=False)
-    return ActionError(f"request failed: {exc}", permanent=True)
 
 
 @dataclass(frozen=True)
@@ -528,28 +272,16 @@ class WebhookRunner(Runner[WebhookParams]):
         if refusal is not None:
             raise ParameterError("url", f"host '{host}' {refusal}")
 
-    def attempt(self, params: WebhookParams, context: ActionContext) -> ActionResult:
-        url, host, port, method = params.url, params.host, params.port, params.method
-        deadline = _Deadline(time.monotonic() + params.timeout_ms / 1000)
-        try:
-            addresses = resolve_within(host, port, deadline.at - time.monotonic())
-        except TimeoutError as exc:
-            raise ActionError(f"timed out after {params.timeout_ms} ms (resolving '{host}')", permanent=False) from exc
-        except OSError as exc:
-            raise ActionError(f"cannot resolve '{host}': {exc}", permanent=False) from exc
-        if not addresses:
-            raise ActionError(f"'{host}' resolves to no address", permanent=False)
-        if not settings.MINOOTS_WEBHOOK_ALLOW_PRIVATE:
-            refusal = refused_addresses(addresses)
-            if refusal is not None:
-                raise ActionError(f"host '{host}' {refusal}", permanent=True)
-
-        headers = CaseInsensitiveDict({"User-Agent": "MINOOTS-Webhook/1"})
-        headers.update(params.headers)
+    def prepare(self, params: WebhookParams, context: ActionContext) -> Delivery:
+        """The request of one attempt, signed, with its deadline (which starts now)."""
+        deadline = time.monotonic() + params.timeout_ms / 1000
+        headers = {"User-Agent": "MINOOTS-Webhook/1"}
+        lowered = {name.lower() for name in params.headers}
+        headers = {k: v for k, v in headers.items() if k.lower() not in lowered} | params.headers
         body: Any
         if params.body is not None:
             body = params.body
-        elif method in BODY_METHODS:
+        elif params.method in BODY_METHODS:
             body = {"event": "timer.fired", "timer": context.timer}
         else:
             body = None
@@ -557,10 +289,12 @@ class WebhookRunner(Runner[WebhookParams]):
             payload = ""
         elif isinstance(body, str):
             payload = body
-            headers.setdefault("Content-Type", "text/plain; charset=utf-8")
+            if "content-type" not in lowered:
+                headers["Content-Type"] = "text/plain; charset=utf-8"
         else:
             payload = json.dumps(body, separators=(",", ":"), default=str)
-            headers.setdefault("Content-Type", "application/json")
+            if "content-type" not in lowered:
+                headers["Content-Type"] = "application/json"
         now = datetime.now(UTC)
         secrets = webhook_secrets_in_force(tenant_id=context.tenant_id)
         headers.update(
@@ -574,58 +308,109 @@ class WebhookRunner(Runner[WebhookParams]):
                 "x-minoots-tenant-id": context.tenant_id,
             }
         )
-        timed_out = ActionError(f"timed out after {params.timeout_ms} ms", permanent=False)
-        timeout = deadline.at - time.monotonic()  # per socket operation; the deadline bounds their sum
-        if timeout <= 0:
-            raise timed_out
-        session = _session_for(addresses[0])
-        _local.deadline = deadline
-        _WATCHDOG.add(deadline)
-        try:
-            with session.request(
-                method,
-                url,
-                data=payload.encode() if payload else None,
-                headers=headers,
-                timeout=(timeout, timeout),
-                allow_redirects=False,
-                stream=True,
-                verify=CA_BUNDLE,
-            ) as response:
-                raw, truncated = _read_capped(response, deadline)
-                status = response.status_code
-                retry_after = _retry_after(response.headers.get("Retry-After"))
-                location = response.headers.get("Location", "")
-            if deadline.expired or time.monotonic() > deadline.at:
-                raise timed_out
-        except ActionError:
-            raise
-        except Exception as exc:
-            if deadline.expired:  # whatever the cut made of it (EOF, reset, TLS error): a timeout
-                raise timed_out from exc
-            if not isinstance(exc, requests.RequestException):
-                raise
-            raise _request_failure(exc, host=host, timed_out=timed_out) from exc
-        finally:
-            _local.deadline = None
-            deadline.close()
+        return Delivery(
+            params=params, headers=headers, payload=payload.encode() if payload else None, deadline=deadline
+        )
 
-        # surrogateescape keeps bytes that are not UTF-8; the recording boundary stores them as \xNN.
-        output = raw.decode("utf-8", errors="surrogateescape") + ("\n[truncated]" if truncated else "")
-        if 200 <= status < 300:
-            return ActionResult(summary=f"HTTP {status}", http_status=status, output=output)
-        if 300 <= status < 400:
-            raise ActionError(
-                f"HTTP {status}: redirect to '{location[:200]}' not followed",
-                permanent=True,
-                http_status=status,
-                output=output,
-            )
-        transient = status in TRANSIENT_STATUSES or status >= 500
+    def attempt(self, params: WebhookParams, context: ActionContext) -> ActionResult:
+        delivery = self.prepare(params, context)
+        future = TRANSPORT.submit(deliver_async(delivery))
+        try:
+            # The coroutine ends itself at the deadline; the margin only guards against a loop
+            # that stopped running.
+            return future.result(timeout=max(0.0, delivery.deadline - time.monotonic()) + 5.0)
+        except FutureTimeout as exc:
+            future.cancel()
+            raise delivery.timed_out() from exc
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One attempt ready to go: the signed request and the monotonic instant it must end by."""
+
+    params: WebhookParams
+    headers: dict[str, str]
+    payload: bytes | None
+    deadline: float
+
+    def timed_out(self, suffix: str = "") -> ActionError:
+        return ActionError(f"timed out after {self.params.timeout_ms} ms{suffix}", permanent=False)
+
+
+async def deliver_async(delivery: Delivery) -> ActionResult:
+    """Send one attempt (on the transport's loop) and judge the answer; ActionError on failure."""
+    params = delivery.params
+    host, port = params.host, params.port
+    remaining = delivery.deadline - time.monotonic()
+    if remaining <= 0:
+        raise delivery.timed_out()
+    resolved = False
+    try:
+        async with asyncio.timeout(remaining):
+            addresses = await _lookup(host, port)
+            resolved = True
+            answer = await _send(delivery, addresses)
+    except TimeoutError as exc:
+        raise delivery.timed_out("" if resolved else f" (resolving '{host}')") from exc
+    # surrogateescape keeps bytes that are not UTF-8; the recording boundary stores them as \xNN.
+    output = answer.body.decode("utf-8", errors="surrogateescape") + ("\n[truncated]" if answer.truncated else "")
+    status = answer.status
+    if 200 <= status < 300:
+        return ActionResult(summary=f"HTTP {status}", http_status=status, output=output)
+    if 300 <= status < 400:
         raise ActionError(
-            f"HTTP {status}",
-            permanent=not transient,
-            retry_after=retry_after if transient else None,
+            f"HTTP {status}: redirect to '{answer.location[:200]}' not followed",
+            permanent=True,
             http_status=status,
             output=output,
         )
+    transient = status in TRANSIENT_STATUSES or status >= 500
+    raise ActionError(
+        f"HTTP {status}",
+        permanent=not transient,
+        retry_after=_retry_after(answer.retry_after) if transient else None,
+        http_status=status,
+        output=output,
+    )
+
+
+async def _lookup(host: str, port: int) -> list[IPAddress]:
+    """The host's addresses, every one of them checked (unless private targets are allowed)."""
+    try:
+        addresses = [ipaddress.ip_address(host)]
+    except ValueError:
+        try:
+            addresses = await asyncio.get_running_loop().run_in_executor(_LOOKUPS, resolve, host, port)
+        except TimeoutError:
+            raise
+        except OSError as exc:
+            raise ActionError(f"cannot resolve '{host}': {exc}", permanent=False) from exc
+    if not addresses:
+        raise ActionError(f"'{host}' resolves to no address", permanent=False)
+    if not settings.MINOOTS_WEBHOOK_ALLOW_PRIVATE:
+        refusal = refused_addresses(addresses)
+        if refusal is not None:
+            raise ActionError(f"host '{host}' {refusal}", permanent=True)
+    return addresses
+
+
+async def _send(delivery: Delivery, addresses: list[IPAddress]) -> Any:
+    params = delivery.params
+    try:
+        return await send(
+            method=params.method,
+            url=params.url,
+            host=params.host,
+            port=params.port,
+            addresses=[str(addresses[0])],
+            headers=delivery.headers,
+            payload=delivery.payload,
+            ssl_context=TRANSPORT.tls_context(CA_BUNDLE) if params.url.lower().startswith("https:") else None,
+            cap=RESPONSE_CAP,
+        )
+    except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
+        raise ActionError(f"TLS error talking to {params.host}: {exc}", permanent=True) from exc
+    except TimeoutError:
+        raise
+    except (aiohttp.ClientError, OSError) as exc:
+        raise ActionError(f"connection to {params.host} failed: {exc}", permanent=False) from exc

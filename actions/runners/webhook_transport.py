@@ -1,0 +1,208 @@
+"""How webhook attempts reach the network: aiohttp on one event loop per worker process.
+
+Every attempt of the process goes through one ``aiohttp.ClientSession`` on one event loop,
+run by a daemon thread (started on first use, and again in a forked child). Connections are
+pooled per host and kept alive between attempts, and many attempts are in flight at once
+without a thread each: a batch of first attempts (``actions.batch``) hands all its webhooks to
+the loop together, a single attempt waits for its own (``deliver``).
+
+The safety rules hold per attempt, whatever the concurrency:
+
+- *Pinned addresses.* The attempt resolves the host itself and checks every address
+  (``webhook.refused_addresses``) before anything is sent. The session's resolver then answers
+  the connector with exactly those checked addresses, never with a lookup of its own, so a DNS
+  answer that changes between the check and the connect (DNS rebinding) cannot redirect the
+  request. A kept-alive connection was made to an address checked when it was opened.
+- *A hard deadline.* ``timeoutMs`` bounds the whole attempt (lookup, connect, TLS handshake,
+  request, status line, headers, body) as one ``asyncio.timeout``: a receiver dripping any of
+  them is hung up on when it passes, and the connection is closed, not reused.
+- *Bounded answers.* At most RESPONSE_CAP bytes of the body are read (the connection is then
+  closed); status line and header lines are bounded by the parser's limits.
+- *Nothing from the environment or from earlier receivers.* No proxies (``trust_env`` off), no
+  cookies (a cookie one tenant's receiver sets never travels with another's webhook), no
+  redirects followed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import socket
+import ssl
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiohttp
+import certifi
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+T = TypeVar("T")
+
+# Connections of the process's session: in all, and to one host (scheme, host, port).
+CONNECTIONS = int(os.environ.get("MINOOTS_WEBHOOK_CONNECTIONS", "512"))
+CONNECTIONS_PER_HOST = int(os.environ.get("MINOOTS_WEBHOOK_CONNECTIONS_PER_HOST", "128"))
+# Longest status line or header line read from a receiver.
+MAX_LINE = 8190
+
+
+class PinnedResolver(AbstractResolver):
+    """Answers the connector with the addresses the attempt checked for (host, port).
+
+    ``pin`` is called by the attempt after its own lookup and check, just before the request;
+    the connector asks only when it opens a new connection. A host nobody pinned resolves to
+    nothing (the connection fails) rather than to a lookup of the resolver's own."""
+
+    def __init__(self) -> None:
+        self._pinned: dict[tuple[str, int], list[str]] = {}
+
+    def pin(self, host: str, port: int, addresses: list[str]) -> None:
+        self._pinned[(host, port)] = addresses
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        addresses = self._pinned.get((host, port))
+        if not addresses:
+            raise OSError(f"no checked address for {host}:{port}")
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in addresses
+        ]
+
+    async def close(self) -> None:
+        self._pinned.clear()
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes  # at most the cap
+    truncated: bool  # there was more (not read)
+    retry_after: str | None
+    location: str
+
+
+class Transport:
+    """The event loop thread and its session (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self.resolver = PinnedResolver()
+        self._contexts: dict[bool | str, ssl.SSLContext] = {}
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid():
+                # A forked child inherits no threads: a parent's loop is not this process's.
+                self._pid = os.getpid()
+                self._session = None
+                self.resolver = PinnedResolver()
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="webhook-loop", daemon=True).start()
+                self._loop = loop
+            return self._loop
+
+    def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Run ``coroutine`` on the loop; its result (or exception) through the future."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop())
+
+    def session(self) -> aiohttp.ClientSession:
+        """The session (call on the loop)."""
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=CONNECTIONS,
+                limit_per_host=CONNECTIONS_PER_HOST,
+                resolver=self.resolver,
+                use_dns_cache=False,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=False,
+                timeout=aiohttp.ClientTimeout(total=None),
+                max_line_size=MAX_LINE,
+                max_field_size=MAX_LINE,
+            )
+        return self._session
+
+    def tls_context(self, ca_bundle: bool | str) -> ssl.SSLContext:
+        """Certificates verified against ``ca_bundle`` (True: certifi's, as requests uses)."""
+        context = self._contexts.get(ca_bundle)
+        if context is None:
+            context = ssl.create_default_context(cafile=certifi.where() if ca_bundle is True else str(ca_bundle))
+            self._contexts[ca_bundle] = context
+        return context
+
+
+TRANSPORT = Transport()
+
+
+async def send(
+    *,
+    method: str,
+    url: str,
+    host: str,
+    port: int,
+    addresses: list[str],
+    headers: dict[str, str],
+    payload: bytes | None,
+    ssl_context: ssl.SSLContext | None,
+    cap: int,
+) -> Answer:
+    """One request to the checked ``addresses`` of ``host``: its status and at most ``cap``
+    bytes of its body. The caller bounds it with the attempt's deadline."""
+    TRANSPORT.resolver.pin(host, port, addresses)
+    session = TRANSPORT.session()
+    response = await session.request(
+        method,
+        url,
+        data=payload,
+        headers=headers,
+        allow_redirects=False,
+        ssl=ssl_context if ssl_context is not None else True,
+    )
+    try:
+        if response.status == 101:
+            raise aiohttp.ClientResponseError(
+                response.request_info, (), status=101, message="101 Switching Protocols, which was not asked for"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        truncated = False
+        while True:
+            chunk = await response.content.read(cap + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > cap:
+                truncated = True
+                break
+        body = b"".join(chunks)
+    except BaseException:
+        response.close()  # a half-read reply must never be taken for the next request's
+        raise
+    if truncated:
+        response.close()
+    else:
+        response.release()
+    return Answer(
+        status=response.status,
+        body=body[:cap],
+        truncated=truncated,
+        retry_after=response.headers.get("Retry-After"),
+        location=response.headers.get("Location", ""),
+    )
