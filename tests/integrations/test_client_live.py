@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from minoots_agent_tools import (
     AuthError,
@@ -17,6 +19,7 @@ from minoots_agent_tools import (
 
 from tests.integrations.conftest import Live
 from tests.integrations.lossy_proxy import LossyProxy
+from timers.models import Timer
 
 pytestmark = pytest.mark.e2e
 
@@ -206,3 +209,80 @@ def test_the_original_ecosystem_field_is_accepted(live: Live) -> None:
         )
         assert timer["ecosystem"] == {"parserator": {"datasetId": "contacts-v3"}}
         assert timer["metadata"]["ecosystem"] == {"parserator": {"datasetId": "contacts-v3"}}
+
+
+def _counting_client() -> tuple[httpx.Client, list[httpx.Request]]:
+    sent: list[httpx.Request] = []
+    return httpx.Client(timeout=60, event_hooks={"request": [sent.append]}), sent
+
+
+def test_2500_timers_in_one_call_are_three_batch_requests_and_the_same_call_again_creates_none(live: Live) -> None:
+    run = uuid.uuid4().hex[:8]
+    timers = [{"name": f"bulk-{i}", "duration": "1h", "idempotency_key": f"{run}-{i}"} for i in range(2500)]
+    http, sent = _counting_client()
+    with http, live.client(sync_client=http, default_region="us-east") as client:
+        first = client.schedule_timers(timers)
+
+        assert [(r.method, r.url.path) for r in sent] == [("POST", "/api/timers/batch")] * 3
+        assert [r.status for r in first] == [201] * 2500 and [r.index for r in first] == list(range(2500))
+        assert [r.timer["name"] for r in first if r.timer] == [f"bulk-{i}" for i in range(2500)]
+        assert first[2499].timer is not None and first[2499].timer["labels"] == {"minoots.io/region": "us-east"}
+        assert Timer.objects.filter(tenant_id=live.tenant_id).count() == 2500
+
+        again = client.schedule_timers(timers)
+
+        assert len(sent) == 6
+        assert [r.status for r in again] == [200] * 2500
+        assert [r.timer["id"] for r in again if r.timer] == [r.timer["id"] for r in first if r.timer]
+        assert Timer.objects.filter(tenant_id=live.tenant_id).count() == 2500
+
+
+def test_schedule_timers_answers_each_invalid_timer_with_its_typed_error(live: Live) -> None:
+    tomorrow = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    with live.client() as client:
+        used = client.schedule_timer(name="taken", duration="1h", idempotency_key="taken-key")
+        results = client.schedule_timers(
+            [
+                {"name": "ok", "duration": "1h", "region": "eu-west"},
+                {"name": "bad", "duration": "soon"},
+                {"name": "other body", "duration": "2h", "idempotency_key": "taken-key"},
+                {"name": "ok too", "fire_at": tomorrow},
+            ]
+        )
+    ok, bad, conflict, later = results
+    assert ok.created and ok.timer is not None and ok.timer["labels"] == {"minoots.io/region": "eu-west"}
+    assert later.created and later.timer is not None and datetime.fromisoformat(later.timer["fireAt"]) == tomorrow
+    assert bad.status == 400 and type(bad.error) is ValidationError and bad.timer is None
+    assert bad.error.message.startswith("duration:") and "duration" in bad.error.details
+    assert conflict.status == 409 and type(conflict.error) is ConflictError
+    assert conflict.error.details["timerId"] == used["id"]
+    assert sorted(Timer.objects.filter(tenant_id=live.tenant_id).values_list("name", flat=True)) == [
+        "ok",
+        "ok too",
+        "taken",
+    ]
+
+
+def test_a_batch_whose_answer_is_lost_is_sent_again_and_makes_each_timer_once(live: Live) -> None:
+    proxy = LossyProxy(upstream=live.base_url.removesuffix("/api"), lose=1)
+    try:
+        with MinootsClient(
+            base_url=f"{proxy.url}/api", api_key=live.api_key, tenant_id=live.tenant_id, timeout=60
+        ) as client:
+            results = client.schedule_timers([{"name": f"lost-{i}", "duration": "1h"} for i in range(1500)])
+    finally:
+        proxy.close()
+
+    assert proxy.lost == 1 and len(proxy.heads) == 3  # the first chunk twice, then the second
+    assert [r.status for r in results] == [200] * 1000 + [201] * 500  # the first try's timers, replayed
+    assert Timer.objects.filter(tenant_id=live.tenant_id).count() == 1500
+
+
+def test_schedule_timers_async_against_the_server(live: Live) -> None:
+    async def scenario() -> list[int]:
+        async with live.client() as client:
+            timers = [{"name": f"async-bulk-{i}", "duration": "1h"} for i in range(5)]
+            return [r.status for r in await client.schedule_timers_async(timers, chunk_size=2)]
+
+    assert asyncio.run(scenario()) == [201] * 5
+    assert Timer.objects.filter(tenant_id=live.tenant_id).count() == 5

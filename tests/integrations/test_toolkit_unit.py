@@ -333,3 +333,203 @@ def test_the_toolkit_imports_nothing_of_the_server() -> None:
             for name in names:
                 assert name.split(".")[0] not in forbidden, f"{path.name} imports {name}"
     assert (TOOLKIT_SRC / "minoots_agent_tools" / "py.typed").exists()
+
+
+class FakeBatchServer:
+    """``POST /api/timers/batch`` as MINOOTS answers it: per-timer results, a key stored once."""
+
+    def __init__(self) -> None:
+        self.sent: list[httpx.Request] = []
+        self.stored: dict[str, dict] = {}
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(request)
+        results = []
+        for index, body in enumerate(json.loads(request.content)["timers"]):
+            key = body["idempotencyKey"]
+            if body.get("duration") == "soon":
+                error = {"message": "duration: 'soon' is not a duration", "details": {"duration": ["not a duration"]}}
+                results.append({"index": index, "status": 400, "error": error})
+            elif key in self.stored:
+                results.append({"index": index, "status": 200, "timer": self.stored[key]})
+            else:
+                self.stored[key] = {
+                    "id": f"t{len(self.stored)}",
+                    "name": body.get("name"),
+                    "labels": body.get("labels"),
+                }
+                results.append({"index": index, "status": 201, "timer": self.stored[key]})
+        return httpx.Response(200, json={"results": results})
+
+    def bodies(self) -> list[list[dict]]:
+        return [json.loads(r.content)["timers"] for r in self.sent]
+
+
+def test_schedule_timers_sends_chunks_of_at_most_a_thousand_and_answers_in_input_order() -> None:
+    server = FakeBatchServer()
+    timers = [{"name": f"n{i}", "duration": "5m"} for i in range(2500)]
+    timers[7] = {"name": "n7", "duration": "5m", "region": "us-east", "idempotency_key": "deploy-7"}
+
+    results = client_with(server, default_region="eu-west").schedule_timers(timers)
+
+    assert [str(r.url) for r in server.sent] == ["http://minoots.test/api/timers/batch"] * 3
+    assert [len(chunk) for chunk in server.bodies()] == [1000, 1000, 500]
+    assert [r.index for r in results] == list(range(2500))
+    assert [r.timer["name"] for r in results if r.timer] == [f"n{i}" for i in range(2500)]
+    assert all(r.ok and r.created and r.status == 201 and r.error is None for r in results)
+    sent = [body for chunk in server.bodies() for body in chunk]
+    assert sent[0] == {
+        "tenantId": "acme",
+        "requestedBy": "agent:minoots",
+        "name": "n0",
+        "duration": "5m",
+        "metadata": {},
+        "labels": {"minoots.io/region": "eu-west"},
+        "idempotencyKey": sent[0]["idempotencyKey"],
+    }
+    assert sent[7]["labels"] == {"minoots.io/region": "us-east"} and sent[7]["idempotencyKey"] == "deploy-7"
+    assert len({body["idempotencyKey"] for body in sent}) == 2500  # a new UUID for each timer without one
+
+
+def test_an_invalid_timer_comes_back_as_its_own_typed_error_and_the_others_are_created() -> None:
+    limit = {"message": "Tenant 'acme' created 5 timers today (UTC), its daily limit", "details": None}
+    answer = {
+        "results": [
+            {"index": 0, "status": 201, "timer": TIMER},
+            {
+                "index": 1,
+                "status": 400,
+                "error": {"message": "duration: must be positive", "details": {"duration": ["must be positive"]}},
+            },
+            {
+                "index": 2,
+                "status": 409,
+                "error": {"message": "Idempotency-Key was already used", "details": {"timerId": "t9"}},
+            },
+            {"index": 3, "status": 429, "error": {**limit, "limitType": "daily"}},
+            {"index": 4, "status": 200, "timer": TIMER},
+        ]
+    }
+    _, handler = recorder(httpx.Response(200, json=answer))
+    timers = [{"name": "x", "duration": d} for d in ("1m", "-1m", "1m", "1m", "1m")]
+
+    ok, invalid, conflict, over, replayed = client_with(handler).schedule_timers(timers)
+
+    assert ok.created and ok.timer == TIMER
+    assert replayed.ok and not replayed.created and replayed.status == 200 and replayed.timer == TIMER
+    assert not invalid.ok and invalid.timer is None and type(invalid.error) is ValidationError
+    assert (invalid.status, invalid.error.status, invalid.error.message, invalid.error.details) == (
+        400,
+        400,
+        "duration: must be positive",
+        {"duration": ["must be positive"]},
+    )
+    assert type(conflict.error) is ConflictError and conflict.error.details == {"timerId": "t9"}
+    assert type(over.error) is RateLimited and over.error.limit_type == "daily" and over.error.status == 429
+
+
+def test_a_chunk_whose_answer_is_lost_is_sent_again_with_the_same_keys_and_creates_nothing_twice(_no_sleep) -> None:
+    server = FakeBatchServer()
+    lost = {"count": 0}
+
+    def lossy(request: httpx.Request) -> httpx.Response:
+        answer = server(request)
+        if lost["count"] == 0:  # stored, but the answer never arrives
+            lost["count"] += 1
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        return answer
+
+    results = client_with(lossy).schedule_timers([{"name": f"n{i}", "duration": "5m"} for i in range(3)])
+
+    assert len(server.sent) == 2 and server.sent[0].content == server.sent[1].content
+    assert len(server.stored) == 3
+    assert [r.status for r in results] == [200, 200, 200]  # the first try's timers, replayed
+    assert [r.timer["id"] for r in results if r.timer] == ["t0", "t1", "t2"]
+
+
+def test_the_same_call_again_with_idempotency_keys_creates_nothing_again() -> None:
+    server = FakeBatchServer()
+    client = client_with(server)
+    timers = [{"name": f"n{i}", "duration": "5m", "idempotency_key": f"run-1-{i}"} for i in range(5)]
+    timers.append({"name": "bad", "duration": "soon", "idempotency_key": "run-1-bad"})
+
+    first = client.schedule_timers(timers, chunk_size=2)
+    again = client.schedule_timers(timers, chunk_size=2)
+
+    assert [r.status for r in first] == [201] * 5 + [400]
+    assert [r.status for r in again] == [200] * 5 + [400]
+    assert [r.timer for r in again] == [r.timer for r in first]
+    assert len(server.stored) == 5 and len(server.sent) == 6
+
+
+def test_a_failure_of_a_whole_batch_request_raises_the_typed_error(_no_sleep) -> None:
+    sent, handler = recorder(httpx.Response(401, json={"message": "Invalid API key", "details": None}))
+    with pytest.raises(AuthError) as denied:
+        client_with(handler).schedule_timers([{"name": "x", "duration": "1m"}])
+    assert denied.value.status == 401 and len(sent) == 1
+
+    sent, handler = recorder(httpx.Response(503, json={"message": "Database unavailable", "details": None}))
+    with pytest.raises(Unavailable) as down:
+        client_with(handler, max_retries=2).schedule_timers([{"name": "x", "duration": "1m"}])
+    assert down.value.status == 503 and len(sent) == 3 and len({r.content for r in sent}) == 1
+
+    server = FakeBatchServer()
+    sent, handler = recorder(
+        httpx.Response(429, headers={"Retry-After": "2"}, json={"message": "slow down", "details": None}),
+        httpx.Response(200, json={"results": [{"index": 0, "status": 201, "timer": TIMER}]}),
+    )
+    assert [r.status for r in client_with(handler).schedule_timers([{"name": "x", "duration": "1m"}])] == [201]
+    assert len(sent) == 2 and 2 <= _no_sleep[-1] <= 2.3
+
+    answers = iter([None, httpx.Response(413, json={"message": "Request body too large", "details": None})])
+
+    def second_chunk_refused(request: httpx.Request) -> httpx.Response:
+        answer = next(answers)
+        return server(request) if answer is None else answer
+
+    with pytest.raises(ValidationError) as too_large:
+        client_with(second_chunk_refused).schedule_timers([{"name": "x", "duration": "1m"}] * 3, chunk_size=2)
+    assert too_large.value.status == 413 and len(server.stored) == 2  # the first chunk is stored
+
+
+def test_a_timer_refused_locally_raises_before_anything_is_sent() -> None:
+    server = FakeBatchServer()
+    client = client_with(server)
+    fine = {"name": "x", "duration": "1m"}
+    with pytest.raises(ValueError, match=r"timers\[1\]: give exactly one of duration or fire_at"):
+        client.schedule_timers([fine, {"name": "y", "duration": "1m", "fire_at": "2030-01-01T00:00:00Z"}])
+    with pytest.raises(ValueError, match=r"timers\[2\]: fire_at must be an aware datetime"):
+        client.schedule_timers([fine, fine, {"fire_at": datetime(2030, 1, 1)}])
+    with pytest.raises(TypeError, match=r"timers\[0\]: unknown argument\(s\) when"):
+        client.schedule_timers([{"name": "x", "when": "1m"}])
+    with pytest.raises(ValueError, match="chunk_size must be from 1 to 1000"):
+        client.schedule_timers([fine], chunk_size=1001)
+    assert server.sent == []
+    assert client.schedule_timers([]) == [] and server.sent == []
+
+
+def test_a_batch_answer_that_does_not_match_the_timers_sent_is_an_error() -> None:
+    _, handler = recorder(httpx.Response(200, json={"results": [{"index": 0, "status": 201, "timer": TIMER}]}))
+    with pytest.raises(MinootsError, match="1 results for 2 timers"):
+        client_with(handler).schedule_timers([{"name": "x", "duration": "1m"}] * 2)
+
+
+def test_schedule_timers_async_does_the_same() -> None:
+    import asyncio
+
+    server = FakeBatchServer()
+    client = MinootsClient(
+        base_url="http://minoots.test/api",
+        api_key="mk_test",
+        tenant_id="acme",
+        async_client=httpx.AsyncClient(transport=httpx.MockTransport(server)),
+    )
+    timers = [{"name": f"n{i}", "duration": "5m", "region": "ap-south"} for i in range(5)]
+    timers[3] = {"name": "n3", "duration": "soon"}
+
+    results = asyncio.run(client.schedule_timers_async(timers, chunk_size=2))
+
+    assert [len(chunk) for chunk in server.bodies()] == [2, 2, 1]
+    assert [r.status for r in results] == [201, 201, 201, 400, 201] and [r.index for r in results] == list(range(5))
+    assert type(results[3].error) is ValidationError and results[3].error.message.startswith("duration:")
+    assert results[4].timer is not None and results[4].timer["labels"] == {"minoots.io/region": "ap-south"}

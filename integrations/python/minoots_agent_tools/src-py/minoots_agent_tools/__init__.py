@@ -5,6 +5,7 @@
     client = MinootsClient.from_env()  # MINOOTS_API_URL, MINOOTS_API_KEY, MINOOTS_TENANT_ID
     timer = client.schedule_timer(name="deploy-check", duration="5m")
     done = client.wait_for_timer(timer["id"], timeout=600)
+    results = client.schedule_timers([{"name": "a", "duration": "5m"}, {"name": "b", "duration": "1h"}])
 
 Extras: ``minoots_agent_tools.langchain.AtoTimerTool`` (``[langchain]``),
 ``minoots_agent_tools.llamaindex.create_timer_tool`` (``[llamaindex]``) and the MCP server
@@ -14,6 +15,7 @@ Extras: ``minoots_agent_tools.langchain.AtoTimerTool`` (``[langchain]``),
 from __future__ import annotations
 
 from minoots_agent_tools._http import StreamEvent
+from minoots_agent_tools.batch import BatchResult, TimerRequest
 from minoots_agent_tools.client import REGION_LABEL, TERMINAL_STATUSES, MinootsClient, Timer
 from minoots_agent_tools.errors import (
     AuthError,
@@ -26,12 +28,13 @@ from minoots_agent_tools.errors import (
     ValidationError,
 )
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "REGION_LABEL",
     "TERMINAL_STATUSES",
     "AuthError",
+    "BatchResult",
     "ConflictError",
     "MinootsClient",
     "MinootsError",
@@ -39,6 +42,7 @@ __all__ = [
     "RateLimited",
     "StreamEvent",
     "Timer",
+    "TimerRequest",
     "TimerWaitTimeout",
     "Unavailable",
     "ValidationError",

@@ -28,6 +28,7 @@ from minoots_agent_tools._http import (
     retry_delay_after_error,
     retry_delay_after_response,
 )
+from minoots_agent_tools.batch import BATCH_MAX, TIMER_REQUEST_FIELDS, BatchResult, TimerRequest, batch_results
 from minoots_agent_tools.errors import MinootsError, TimerWaitTimeout, Unavailable, error_for
 
 Timer = dict[str, Any]
@@ -152,7 +153,7 @@ class MinootsClient:
     def _url(self, *parts: str) -> str:
         return "/".join([self.base_url, *(quote(p, safe="") for p in parts)])
 
-    def _create_call(
+    def _create_body(
         self,
         *,
         name: str | None,
@@ -165,8 +166,8 @@ class MinootsClient:
         agent_binding: Mapping[str, Any] | None,
         region: str | None,
         ecosystem: Mapping[str, Any] | None,
-        idempotency_key: str | None,
-    ) -> Call:
+    ) -> dict[str, Any]:
+        """The create body of one timer (``POST /timers``, or one of ``/timers/batch``)."""
         if (duration is None) == (fire_at is None):
             raise ValueError("give exactly one of duration or fire_at")
         body: dict[str, Any] = {"tenantId": self.tenant_id, "requestedBy": requested_by or self.default_requested_by}
@@ -192,10 +193,53 @@ class MinootsClient:
             body["agentBinding"] = dict(agent_binding)
         if ecosystem is not None:
             body["ecosystem"] = dict(ecosystem)
+        return body
+
+    def _create_call(self, body: dict[str, Any], idempotency_key: str | None) -> Call:
         extra = {"idempotency-key": idempotency_key or str(uuid.uuid4())}
-        if REGION_LABEL in merged_labels:
-            extra[REGION_HEADER] = merged_labels[REGION_LABEL]
+        region = body.get("labels", {}).get(REGION_LABEL)
+        if region is not None:
+            extra[REGION_HEADER] = region
         return Call("POST", self._url("timers"), self._headers(extra), body=body)
+
+    def _batch_calls(self, timers: Iterable[TimerRequest | Mapping[str, Any]], chunk_size: int) -> list[Call]:
+        """One ``POST /timers/batch`` per ``chunk_size`` timers, every timer with its
+        ``idempotencyKey`` (the caller's, or a new UUID), so a chunk sent again creates nothing
+        twice. A timer ``schedule_timer`` would refuse locally is refused before anything is sent."""
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or not 1 <= chunk_size <= BATCH_MAX:
+            raise ValueError(f"chunk_size must be from 1 to {BATCH_MAX}")
+        bodies: list[dict[str, Any]] = []
+        for index, timer in enumerate(timers):
+            if not isinstance(timer, Mapping):
+                raise TypeError(f"timers[{index}] must be a mapping of schedule_timer's arguments")
+            unknown = sorted(set(timer) - TIMER_REQUEST_FIELDS)
+            if unknown:
+                raise TypeError(
+                    f"timers[{index}]: unknown argument(s) {', '.join(unknown)}; "
+                    f"schedule_timer takes {', '.join(sorted(TIMER_REQUEST_FIELDS))}"
+                )
+            try:
+                body = self._create_body(
+                    name=timer.get("name"),
+                    requested_by=timer.get("requested_by"),
+                    duration=timer.get("duration"),
+                    fire_at=timer.get("fire_at"),
+                    metadata=timer.get("metadata"),
+                    labels=timer.get("labels"),
+                    action_bundle=timer.get("action_bundle"),
+                    agent_binding=timer.get("agent_binding"),
+                    region=timer.get("region"),
+                    ecosystem=timer.get("ecosystem"),
+                )
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"timers[{index}]: {exc}") from exc
+            body["idempotencyKey"] = timer.get("idempotency_key") or str(uuid.uuid4())
+            bodies.append(body)
+        url = self._url("timers", "batch")
+        return [
+            Call("POST", url, self._headers(), body={"timers": bodies[start : start + chunk_size]})
+            for start in range(0, len(bodies), chunk_size)
+        ]
 
     def _list_params(
         self,
@@ -339,7 +383,7 @@ class MinootsClient:
         milliseconds, a ``timedelta``) or ``fire_at`` (RFC 3339 with an offset, or an aware
         ``datetime``). ``region`` becomes label ``minoots.io/region`` (and header
         ``x-minoots-region``). Returns the timer as the API shows it."""
-        call = self._create_call(
+        body = self._create_body(
             name=name,
             requested_by=requested_by,
             duration=duration,
@@ -350,8 +394,8 @@ class MinootsClient:
             agent_binding=agent_binding,
             region=region,
             ecosystem=ecosystem,
-            idempotency_key=idempotency_key,
         )
+        call = self._create_call(body, idempotency_key)
         result: Timer = self._call(call)
         return result
 
@@ -371,7 +415,7 @@ class MinootsClient:
         idempotency_key: str | None = None,
     ) -> Timer:
         """``schedule_timer``, async."""
-        call = self._create_call(
+        body = self._create_body(
             name=name,
             requested_by=requested_by,
             duration=duration,
@@ -382,10 +426,45 @@ class MinootsClient:
             agent_binding=agent_binding,
             region=region,
             ecosystem=ecosystem,
-            idempotency_key=idempotency_key,
         )
+        call = self._create_call(body, idempotency_key)
         result: Timer = await self._call_async(call)
         return result
+
+    def schedule_timers(
+        self, timers: Iterable[TimerRequest | Mapping[str, Any]], *, chunk_size: int = BATCH_MAX
+    ) -> list[BatchResult]:
+        """Create many timers through ``POST /timers/batch``, ``chunk_size`` (at most 1,000) per
+        request, one request after the other. Each timer is a mapping of ``schedule_timer``'s
+        keyword arguments (``{"name": "a", "duration": "5m", "region": "eu-west"}``).
+
+        Returns one ``BatchResult`` per timer, in input order: its ``timer`` (201 created, 200 an
+        ``idempotency_key`` replay) or its typed ``error`` (400, 403, 409, 429), returned, not
+        raised: one invalid timer refuses only itself. Every timer carries an idempotency key
+        (its ``idempotency_key``, else a new UUID), so a chunk retried after a lost answer
+        creates nothing twice. A failure of a whole request (401, 403, a 429 or 503 that its
+        retries did not outlast, the server unreachable) raises the typed error; the chunks
+        before it are stored: give each timer its own ``idempotency_key`` and the same call made
+        again gets those back (200) and creates only the rest. A timer ``schedule_timer`` would
+        refuse locally (neither or both of ``duration`` and ``fire_at``, a naive datetime, an
+        unknown argument) raises ValueError or TypeError naming its index, before anything is sent.
+        """
+        results: list[BatchResult] = []
+        for call in self._batch_calls(timers, chunk_size):
+            count = len(call.body["timers"])
+            results += batch_results(self._call(call), offset=len(results), count=count)
+        return results
+
+    async def schedule_timers_async(
+        self, timers: Iterable[TimerRequest | Mapping[str, Any]], *, chunk_size: int = BATCH_MAX
+    ) -> list[BatchResult]:
+        """``schedule_timers``, async (the chunks still one after the other: a tenant's quota
+        admits the first timers)."""
+        results: list[BatchResult] = []
+        for call in self._batch_calls(timers, chunk_size):
+            count = len(call.body["timers"])
+            results += batch_results(await self._call_async(call), offset=len(results), count=count)
+        return results
 
     def get_timer(self, timer_id: str) -> Timer:
         """The timer with its action runs (``actionRuns``) and their attempts; ``NotFound`` if
