@@ -4,18 +4,24 @@ When 10,000 timers fire in the same second, their runs are published in chunks o
 MINOOTS_ACTION_BATCH; each chunk is one ``actions.run_actions`` message. A batch claims its
 runs with the same claim as single runs (``transitions.runs_claim``: duplicates stay
 harmless; runs it holds back for their tenant's action concurrency cap are re-published for a
-moment later, together, while other tenants' runs of the batch proceed), runs each attempt
-(the I/O) one after the other — the worker's threads and processes give the parallelism, and
-a batch holds one worker slot — and concludes through the same ``execution.runs_conclude``:
-failures at once (so retries are scheduled on time), successes together, but at least every
-FLUSH_SECONDS, so a slow attempt never leaves earlier successes unrecorded for long (a crash
-then would repeat them after their lease).
+moment later, together, while other tenants' runs of the batch proceed), and concludes through
+the same ``execution.runs_conclude``.
 
-Before each later run the batch takes the slot for it (``transitions.run_start``) and, should
-its tenant now hold more slots than its cap while another tenant waits, gives that run and
-the rest back instead (``transitions.runs_release``, re-published together about a second
-later): a tenant that filled every worker while alone frees slots within one attempt once
-another tenant's run is due, instead of after its whole backlog.
+*Together*: the attempts of kinds that can have many in flight (``Runner.concurrent``: the
+webhook's, on the worker process's event loop) start at once, each bounded by its own
+deadline; the batch waits for them and records what ended at least every FLUSH_SECONDS, so a
+slow receiver never leaves the others unrecorded for long (a crash then would repeat them after
+their lease). A batch of 20 webhooks takes about as long as its slowest attempt, not the sum.
+The tenant's allow-list is read once per tenant and kind for the batch, not per attempt.
+
+*One by one*: the other kinds' attempts (commands, files, Slack) run after them in the
+batch's thread, failures recorded at once (so retries are scheduled on time), successes
+together at least every FLUSH_SECONDS. Before each of them the batch takes the slot for it
+(``transitions.run_start``) and, should its tenant now hold more slots than its cap while
+another tenant waits, gives that run and the rest back instead (``transitions.runs_release``,
+re-published together about a second later): a tenant that filled every worker while alone
+frees slots within one attempt once another tenant's run is due, instead of after its whole
+backlog. Either way a batch holds one worker slot: its thread.
 """
 
 from __future__ import annotations
@@ -23,11 +29,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, wait
+from typing import Any
 from uuid import UUID
 
 from actions import execution, transitions
+from actions.errors import ActionError, ParameterError
+from actions.runners import ActionResult, get_runner
+from actions.runners.webhook import MAX_TIMEOUT_MS
 from actions.services import runs_forget_published
-from actions.transitions import Claim, Finished
+from actions.transitions import Claim, Finished, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +65,87 @@ def runs_execute_batch(*, run_ids: Sequence[str | UUID]) -> int:
 
 def _run_claimed(claims: Sequence[Claim]) -> int:
     runs_forget_published([c.run.pk for c in claims])
-    successes: list[Finished] = []
     rendered = execution.timers_json([c.run.timer for c in claims])
+    together: list[tuple[Claim, dict[str, Any]]] = []
+    one_by_one: list[tuple[Claim, dict[str, Any]]] = []
+    for claim, timer_json in zip(claims, rendered, strict=True):
+        (together if _concurrent(claim) else one_by_one).append((claim, timer_json))
+    ran = _run_together(together) if together else 0
+    return ran + _run_one_by_one(one_by_one, slot_taken=bool(together))
+
+
+def _concurrent(claim: Claim) -> bool:
+    if claim.attempt_id is None:
+        return False  # a lost last attempt: nothing to run, concluded one by one
+    try:
+        return get_runner(claim.run.kind).concurrent
+    except ParameterError:
+        return False  # an unknown kind: its attempt fails one by one, saying so
+
+
+def _run_together(pairs: Sequence[tuple[Claim, dict[str, Any]]]) -> int:
+    """Start every attempt of ``pairs`` at once, then record them as they end (see above)."""
+    refusals: dict[tuple[str, str], str | None] = {}
+    started_at = time.monotonic()
+    ended: dict[Future[ActionResult], float] = {}
+    pending: dict[Future[ActionResult], Claim] = {}
+    for claim, timer_json in pairs:
+        future = _begin(claim, timer_json, refusals)
+        future.add_done_callback(lambda f: ended.setdefault(f, time.monotonic()))
+        pending[future] = claim
+    # Each attempt ends itself at its deadline; this only guards against a stopped event loop.
+    give_up_at = time.monotonic() + MAX_TIMEOUT_MS / 1000 + 5.0
+    last_flush = time.monotonic()
+    finished: list[Finished] = []
+    while pending:
+        timeout = max(0.0, min(last_flush + FLUSH_SECONDS, give_up_at) - time.monotonic())
+        done, _ = wait(list(pending), timeout=timeout)
+        for future in done:
+            claim = pending.pop(future)
+            outcome = execution.outcome_of(future.result, claim=claim)
+            finished.append(
+                Finished(claim=claim, outcome=outcome, seconds=ended.get(future, time.monotonic()) - started_at)
+            )
+        if pending and time.monotonic() >= give_up_at:
+            for future, claim in pending.items():
+                future.cancel()
+                lost = Outcome(succeeded=False, error="the attempt did not end by its deadline")
+                finished.append(Finished(claim=claim, outcome=lost, seconds=time.monotonic() - started_at))
+            pending.clear()
+        if finished and (not pending or time.monotonic() - last_flush >= FLUSH_SECONDS):
+            execution.runs_conclude(finished)
+            finished, last_flush = [], time.monotonic()
+    return len(pairs)
+
+
+def _begin(
+    claim: Claim, timer_json: dict[str, Any], refusals: dict[tuple[str, str], str | None]
+) -> Future[ActionResult]:
+    """The attempt in flight; a future already failed when it could not start (parameters that
+    no longer parse, a kind taken off the allow-list, a tenant gone)."""
+    runner = get_runner(claim.run.kind)
+    context = execution.attempt_context(claim, timer_json=timer_json)
+    try:
+        params = runner.checked(dict(claim.run.parameters), context, refusals=refusals)
+        future = runner.begin(params, context)
+        if future is None:
+            raise ActionError(f"the {runner.kind} runner cannot start attempts together", permanent=True)
+    except Exception as exc:
+        future = Future()
+        future.set_exception(exc)
+    return future
+
+
+def _run_one_by_one(pairs: Sequence[tuple[Claim, dict[str, Any]]], *, slot_taken: bool) -> int:
+    """Run the attempts of ``pairs`` in turn (see above); ``slot_taken``: attempts of this batch
+    ran before, so the first of these starts like a later one."""
+    successes: list[Finished] = []
     last_flush = time.monotonic()
     ran = 0
     unmarked: list[Claim] = []  # successes not recorded yet that still count as the slot
-    for index, (claim, timer_json) in enumerate(zip(claims, rendered, strict=True)):
-        if index:
+    claims = [claim for claim, _ in pairs]
+    for index, (claim, timer_json) in enumerate(pairs):
+        if index or slot_taken:
             tenant_id = claim.run.timer.tenant_id
             tenants = {tenant_id, *(c.run.timer.tenant_id for c in unmarked)}
             counted = any(transitions.tenant_contended(t) for t in tenants)

@@ -46,7 +46,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -65,7 +65,7 @@ from actions.bundle import RetryPolicy
 from actions.errors import ActionError, ParameterError
 from actions.models import ActionRun, RunStatus
 from actions.recording import storable_outcome
-from actions.runners import ActionContext, get_runner
+from actions.runners import ActionContext, ActionResult, get_runner
 from actions.services import _marker as run_marker  # the publish marker's one spelling
 from actions.services import runs_forget_published, runs_publish
 from actions.transitions import WORKER_LOST, Claim, Finished, Outcome
@@ -161,20 +161,28 @@ def timers_json(timers: list[Timer]) -> list[dict[str, Any]]:
     return rendered
 
 
-def attempt_run(claim: Claim, *, timer_json: dict[str, Any] | None = None) -> Outcome:
-    """Run one attempt of a claimed run (or report the lost one it stands for)."""
-    if claim.attempt_id is None:
-        return Outcome(succeeded=False, error=WORKER_LOST)
+def attempt_context(claim: Claim, *, timer_json: dict[str, Any] | None = None) -> ActionContext:
     run = claim.run
-    context = ActionContext(
+    return ActionContext(
         run_id=str(run.pk),
         timer_id=str(run.timer_id),
         tenant_id=run.timer.tenant_id,
         timer=timer_json if timer_json is not None else timers_json([run.timer])[0],
     )
+
+
+def attempt_run(claim: Claim, *, timer_json: dict[str, Any] | None = None) -> Outcome:
+    """Run one attempt of a claimed run (or report the lost one it stands for)."""
+    if claim.attempt_id is None:
+        return Outcome(succeeded=False, error=WORKER_LOST)
+    context = attempt_context(claim, timer_json=timer_json)
+    return outcome_of(lambda: get_runner(claim.run.kind).run(dict(claim.run.parameters), context), claim=claim)
+
+
+def outcome_of(attempt: Callable[[], ActionResult], *, claim: Claim) -> Outcome:
+    """What ``attempt()`` did, as an Outcome: its result, or the failure it raised."""
     try:
-        runner = get_runner(run.kind)
-        result = runner.run(dict(run.parameters), context)
+        result = attempt()
     except ParameterError as exc:
         return Outcome(succeeded=False, permanent=True, error=str(exc))
     except ActionError as exc:
@@ -191,6 +199,7 @@ def attempt_run(claim: Claim, *, timer_json: dict[str, Any] | None = None) -> Ou
         if isinstance(exc, SoftTimeLimitExceeded):
             return Outcome(succeeded=False, error="the worker's time limit interrupted the attempt")
         # A bug or an unforeseen condition: retrying blindly would repeat it.
+        run = claim.run
         log.exception("action runner crashed", extra={"run_id": str(run.pk), "kind": run.kind})
         return Outcome(succeeded=False, permanent=True, error=f"internal error: {type(exc).__name__}: {exc}")
     return Outcome(

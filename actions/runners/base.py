@@ -7,6 +7,7 @@ runs one attempt with that object; the raw dict goes no further than ``parse``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, final
 
@@ -56,6 +57,9 @@ class Runner(ABC, Generic[P]):
     """Parse parameters into ``P`` (at creation time and again at every attempt), run one attempt."""
 
     kind: ClassVar[str]
+    # Whether ``begin`` starts attempts that many can have in flight at once (a batch starts
+    # them together); False: the batch runs ``attempt`` one at a time.
+    concurrent: ClassVar[bool] = False
 
     @abstractmethod
     def parse(self, parameters: dict[str, Any], *, tenant_id: str) -> P:
@@ -78,14 +82,38 @@ class Runner(ABC, Generic[P]):
         return self.parse_at_create(parameters, tenant_id=tenant_id).to_json()
 
     @final
-    def run(self, parameters: dict[str, Any], context: ActionContext) -> ActionResult:
-        """Parse, then attempt. Parameters that no longer parse, or a kind the tenant's
-        allow-list no longer names, fail the attempt for good."""
-        refusal = attempt_refusal(tenant_id=context.tenant_id, kind=self.kind)
+    def checked(
+        self,
+        parameters: dict[str, Any],
+        context: ActionContext,
+        *,
+        refusals: dict[tuple[str, str], str | None] | None = None,
+    ) -> P:
+        """The attempt's parameters, or ActionError (permanent) when they no longer parse or the
+        tenant's allow-list no longer names the kind. ``refusals`` memoises the allow-list
+        answer per (tenant, kind) across one batch's attempts (one read per tenant, not per run)."""
+        key = (context.tenant_id, self.kind)
+        if refusals is not None and key in refusals:
+            refusal = refusals[key]
+        else:
+            refusal = attempt_refusal(tenant_id=context.tenant_id, kind=self.kind)
+            if refusals is not None:
+                refusals[key] = refusal
         if refusal is not None:
             raise ActionError(f"kind: {refusal}", permanent=True)
         try:
-            params = self.parse(parameters, tenant_id=context.tenant_id)
+            return self.parse(parameters, tenant_id=context.tenant_id)
         except ParameterError as exc:
             raise ActionError(str(exc), permanent=True) from exc
-        return self.attempt(params, context)
+
+    @final
+    def run(self, parameters: dict[str, Any], context: ActionContext) -> ActionResult:
+        """Parse, then attempt. Parameters that no longer parse, or a kind the tenant's
+        allow-list no longer names, fail the attempt for good."""
+        return self.attempt(self.checked(parameters, context), context)
+
+    def begin(self, params: P, context: ActionContext) -> Future[ActionResult] | None:
+        """Start the attempt without waiting for it, for kinds whose attempts many can have in
+        flight at once (the webhook's, on the process's event loop): its future. None (the
+        default): the caller runs ``attempt`` itself, one at a time."""
+        return None

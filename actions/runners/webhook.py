@@ -22,7 +22,7 @@ import re
 import socket
 import ssl
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -182,6 +182,7 @@ class WebhookParams:
 
 class WebhookRunner(Runner[WebhookParams]):
     kind = "webhook"
+    concurrent = True
 
     def parse(self, parameters: dict[str, Any], *, tenant_id: str) -> WebhookParams:
         """Host names are not resolved here (nor at create, inside a web request): an attempt
@@ -311,6 +312,10 @@ class WebhookRunner(Runner[WebhookParams]):
         return Delivery(
             params=params, headers=headers, payload=payload.encode() if payload else None, deadline=deadline
         )
+
+    def begin(self, params: WebhookParams, context: ActionContext) -> Future[ActionResult]:
+        """The attempt on the transport's loop; it ends by itself at its deadline."""
+        return TRANSPORT.submit(deliver_async(self.prepare(params, context)))
 
     def attempt(self, params: WebhookParams, context: ActionContext) -> ActionResult:
         delivery = self.prepare(params, context)

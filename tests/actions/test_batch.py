@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -12,6 +14,7 @@ from django.utils import timezone
 from actions.batch import runs_execute_batch
 from actions.execution import run_execute
 from actions.models import ActionAttempt, ActionRun, AttemptOutcome, RunStatus
+from actions.runners.webhook import WebhookRunner
 from tests.actions.support import Receiver, Reply, webhook
 from tests.broker import queued_tasks
 from tests.factories import make_timer
@@ -160,6 +163,7 @@ def test_a_run_taken_over_while_the_batch_ran_earlier_attempts_is_not_run_again_
         return real_attempt(claim, **kwargs)
 
     monkeypatch.setattr(execution, "attempt_run", slow_first_attempt)
+    monkeypatch.setattr(WebhookRunner, "concurrent", False)  # the one-by-one path (commands, files)
 
     ran = runs_execute_batch(run_ids=[run_a.pk, run_b.pk])
 
@@ -167,3 +171,38 @@ def test_a_run_taken_over_while_the_batch_ran_earlier_attempts_is_not_run_again_
     assert [r.path for r in receiver.requests] == ["/first"]
     run_b.refresh_from_db()
     assert run_b.status == RunStatus.RUNNING and run_b.attempts == 2  # the new owner's attempt, untouched
+
+
+def test_a_batchs_webhooks_are_in_flight_together_and_each_is_recorded(
+    tenant: Tenant, receiver: Receiver, allow_private: None
+) -> None:
+    # Every receiver holds its answer until all ten requests have arrived: one at a time, the
+    # first would hold the rest back until its deadline.
+    count = 10
+    for i in range(count):
+        receiver.script(f"/t{i}", Reply(hang=True))
+    timers = [armed_due(tenant, [webhook("hook", f"{receiver.url}/t{i}", timeoutMs=5000)]) for i in range(count)]
+    services.timers_fire(limit=100)
+    all_arrived = threading.Event()
+
+    def release_once_all_arrived() -> None:
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline and len(receiver.requests) < count:
+            time.sleep(0.01)
+        if len(receiver.requests) == count:
+            all_arrived.set()
+        receiver.release.set()
+
+    watcher = threading.Thread(target=release_once_all_arrived)
+    watcher.start()
+    ran = runs_execute_batch(run_ids=pending_run_ids(timers))
+    watcher.join()
+
+    assert all_arrived.is_set(), f"only {len(receiver.requests)} of {count} requests were in flight together"
+    assert ran == count
+    assert len({r.headers["webhook-id"] for r in receiver.requests}) == count
+    for timer in timers:
+        timer.refresh_from_db()
+        assert timer.status == TimerStatus.SETTLED
+        attempt = ActionAttempt.objects.get(run__timer=timer)
+        assert (attempt.outcome, attempt.http_status) == (AttemptOutcome.SUCCEEDED, 200)
