@@ -23,7 +23,7 @@ from actions.runners.agent_prompt import binding_problem
 from timers.durations import DurationError, parse_duration
 from timers.ecosystem import EcosystemError, apply_ecosystem, ecosystem_schema, parse_ecosystem
 from timers.limits import oversized_fields
-from timers.services import EXACTLY_ONE_WHEN, TimerSpec
+from timers.services import EXACTLY_ONE_WHEN, BatchItem, TimerSpec, request_fingerprint
 
 MAX_NAME = 200
 MAX_LABELS = 64
@@ -373,6 +373,17 @@ class TimerBatchItemInput(TimerCreateInput):
         if problem:
             raise serializers.ValidationError(problem)
         return value
+
+    @classmethod
+    def batch_item_from(cls, data: dict[str, Any], body: dict[str, Any], *, requested_by: str) -> BatchItem:
+        """The ``BatchItem`` of one validated timer (``data``, of ``body`` as sent). Its key's
+        fingerprint is of the body without the key, as a single create's is of its body without
+        the header: the same timer sent either way (API, batch, ``minoots timers import``) is
+        the same request."""
+        key = data.get("idempotencyKey")
+        fingerprint = request_fingerprint({k: v for k, v in body.items() if k != "idempotencyKey"}) if key else ""
+        spec = cls.spec_from(data, requested_by=requested_by)
+        return BatchItem(spec=spec, idempotency_key=key, fingerprint=fingerprint)
 
 
 @extend_schema_field(TimerBatchItemInput(many=True))

@@ -530,22 +530,14 @@ class TimerBatchCreateApi(ApiView):
                 # The batch's tenant: the credential's, or the one a staff session names.
                 if data.get("tenantId") not in (None, tenant.id):
                     raise exceptions.PermissionDenied("tenantId does not match the credential's tenant")
-                spec = TimerBatchItemInput.spec_from(
-                    data, requested_by=_requested_by(principal, data.get("requestedBy"))
-                )
+                requested_by = _requested_by(principal, data.get("requestedBy"))
             except exceptions.ValidationError as exc:
                 results[index] = {"index": index, "status": 400, "error": validation_error_body(exc.detail)}
                 continue
             except exceptions.PermissionDenied as exc:
                 results[index] = {"index": index, "status": 403, "error": error_body(str(exc.detail))}
                 continue
-            key = data.get("idempotencyKey")
-            # The item without its key, as a single create's body is without its header: the
-            # same timer sent either way is the same request. Only a key is compared with it.
-            fingerprint = (
-                services.request_fingerprint({k: v for k, v in body.items() if k != "idempotencyKey"}) if key else ""
-            )
-            items.append(services.BatchItem(spec=spec, idempotency_key=key, fingerprint=fingerprint))
+            items.append(TimerBatchItemInput.batch_item_from(data, body, requested_by=requested_by))
             positions.append(index)
         outcomes = services.timers_create_batch(tenant=tenant, items=items, refuse_past=True)
         for index, outcome in zip(positions, outcomes, strict=True):

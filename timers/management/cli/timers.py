@@ -1,7 +1,8 @@
-"""``minoots timers create|list|show|cancel|reschedule|fire-now``.
+"""``minoots timers create|list|show|cancel|reschedule|fire-now|import``.
 
 Create and reschedule go through the API's own input serializers, so a timer made here obeys
-exactly the rules (grammar, sizes, labels, action parameters) of ``POST /api/timers``.
+exactly the rules (grammar, sizes, labels, action parameters) of ``POST /api/timers``; import
+(many timers from JSON Lines, ``timers.management.cli.bulk``) those of ``POST /api/timers/batch``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from actions.serializers import ActionRunOutput
 from timers import selectors, services
 from timers.api.serializers import TimerCreateInput, TimerRescheduleInput
 from timers.api.views import TimerListInput
+from timers.management.cli import bulk
 from timers.management.cli.keys import tenant_existing
 from timers.management.cli.output import Verb, fields, option_message, table, utc, validation_error, write_json
 from timers.models import Timer, TimerStatus
@@ -332,8 +334,10 @@ def fire_now(verb: Verb, opts: dict[str, Any]) -> None:
 
 
 def register(nouns: Any, leaf: Any) -> None:
-    noun = nouns.add_parser("timers", help="timers: create, list, show, cancel, reschedule, fire-now")
-    verbs = noun.add_subparsers(dest="verb", required=True, metavar="{create,list,show,cancel,reschedule,fire-now}")
+    noun = nouns.add_parser("timers", help="timers: create, list, show, cancel, reschedule, fire-now, import")
+    verbs = noun.add_subparsers(
+        dest="verb", required=True, metavar="{create,list,show,cancel,reschedule,fire-now,import}"
+    )
 
     p = leaf(verbs, "create", create, "create a timer with the API's rules; prints its id")
     p.add_argument("--tenant", required=True, help="an existing tenant")
@@ -386,3 +390,5 @@ def register(nouns: Any, leaf: Any) -> None:
         p.add_argument("--if-version", type=int, metavar="N", help="only if the timer is still at state version N")
         p.add_argument("--by", default=DEFAULT_BY)
         p.add_argument("--tenant", help="refuse a timer of another tenant")
+
+    bulk.register(verbs, leaf)
