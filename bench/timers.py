@@ -4,11 +4,16 @@ Usage (from the repository root, after `make test` or `make bench` created .venv
 
     .venv/bin/python bench/timers.py                  # every case, full size (~10 min)
     .venv/bin/python bench/timers.py --quick          # smaller sizes, to try it out
-    .venv/bin/python bench/timers.py --cases burst,webhook --plot lateness.png
+    .venv/bin/python bench/timers.py --cases burst,webhook --plots /tmp/plots
 
 It uses the local Postgres (database ``minoots_bench``, re-created each run) and Redis
 (db 10 for MINOOTS, db 11 for the plain Celery baseline), starts and stops its own web
-(gunicorn), worker and beat processes, and prints one table. The workers are those of
+(gunicorn), worker and beat processes. It prints a table per case, then ends with one
+Markdown summary table (bench/report.py): a row per figure of issue 14, MINOOTS beside its
+baseline and its goal, met or not, lost and double-fired; figures not measured (or cases not
+chosen) say so. It writes that table to <--plots>/summary.md with the PNG plots: lateness
+distribution (histogram and CDF) and lateness over time per case and system, and the webhook
+case's delivery rate over time (default directory bench/out, gitignored). The workers are those of
 ``make run`` and compose: one firing worker (``-Q timers``, ``--firing-concurrency`` threads)
 plus ``--workers`` action workers (``-Q actions``, ``--concurrency`` threads each). Cases:
 
@@ -19,8 +24,9 @@ plus ``--workers`` action workers (``-Q actions``, ``--concurrency`` threads eac
 - create:  POST /api/timers from 16 keep-alive clients for 20 s against MINOOTS and against a bare
            Django + DRF insert endpoint (bench/bare_drf), both served as make run serves MINOOTS ->
            creates/s, response p50/p99, the ratio; then 200 creates/s paced -> response p99
-- scale:   1,000 then 1,000,000 timers pending beyond the horizon -> worker RSS, Redis memory,
-           reconcile duration p99
+- scale:   1,000 then 1,000,000 timers pending beyond the horizon (--scale-counts) -> worker RSS,
+           Redis memory, reconcile duration p99; then GET /api/timers, the admin dashboard and
+           the admin timer list p99 (20 requests each)
 - webhook: 10,000 timers with the same fireAt, one webhook each to a local receiver ->
            arrival lateness (arrival minus fireAt), attempts per second
 - slowclients: 200 slowloris connections and 50 open event streams against one web server
@@ -313,7 +319,7 @@ def steady_minoots(api: str, key: str, rate: int, seconds: int, *, via: str) -> 
         wait_until(
             lambda: pending(cur, prefix) == 0 or datetime.now(UTC) > last_fire + timedelta(seconds=15), timeout=120
         )
-        lat, unfired, double, _ = lateness_of(cur, prefix)
+        lat, unfired, double, fired = lateness_of(cur, prefix)
     refused = len(codes) - created
     note = f"{rate}/s for {seconds}s via {'POST /api/timers' if via == 'http' else 'timer_create()'}"
     if refused:
@@ -329,6 +335,7 @@ def steady_minoots(api: str, key: str, rate: int, seconds: int, *, via: str) -> 
             "lost": unfired,
             "double": double,
             "note": note,
+            "samples": {"lateness_ms": lat, "at": fired},
         },
         lat,
     )
@@ -360,7 +367,7 @@ def steady_celery(rate: int, seconds: int) -> tuple[Row, list[float]]:
         ids.append(tid)
         publish_probe(conn, tid, fire_at)
     wait_until(lambda: r.hlen("baseline:count") >= len(ids) or time.time() > last_fire + 15, timeout=120)
-    lat, counts, _ = baseline_results(r)
+    lat, counts, ran = baseline_results(r)
     values = [lat[i] for i in ids if i in lat]
     return (
         {
@@ -373,6 +380,7 @@ def steady_celery(rate: int, seconds: int) -> tuple[Row, list[float]]:
             "lost": sum(1 for i in ids if i not in counts),
             "double": sum(1 for i in ids if counts.get(i, 0) > 1),
             "note": "apply_async(eta=...)",
+            "samples": {"lateness_ms": values, "at": [ran.get(i, lat[i] / 1000) for i in ids if i in lat]},
         },
         values,
     )
@@ -397,6 +405,7 @@ def burst_minoots(count: int, lead: int) -> tuple[Row, list[float]]:
             "lost": unfired,
             "double": double,
             "note": f"last fired {last:.2f} s after fireAt",
+            "samples": {"lateness_ms": lat, "at": fired_epochs, "t0": fire_at.timestamp()},
         },
         lat,
     )
@@ -427,6 +436,7 @@ def burst_celery(count: int, lead: int) -> tuple[Row, list[float]]:
             "lost": sum(1 for i in ids if i not in counts),
             "double": sum(1 for i in ids if counts.get(i, 0) > 1),
             "note": f"last ran {last:.2f} s after eta",
+            "samples": {"lateness_ms": values, "at": [ran.get(i, fire_at) for i in ids if i in lat], "t0": fire_at},
         },
         values,
     )
@@ -457,7 +467,54 @@ def reconcile_p99(passes: int) -> float:
     return pct(durations, 99)
 
 
-def scale_case(workers: list[subprocess.Popen[bytes]], counts: list[int], settle: int) -> list[Row]:
+def page_p99s(api: str, key: str, renders: int) -> dict[str, float]:
+    """After a first (cold) request each: p99 of ``renders`` GET /api/timers over HTTP (the
+    bench's web) and of the admin dashboard and timer list rendered in this process by Django's
+    test client as a superuser (as bench/dashboard.py does), in ms."""
+    setup_django()
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    user_model = get_user_model()
+    user = user_model.objects.filter(username="bench-admin").first() or user_model.objects.create_superuser(
+        "bench-admin", "bench@example.com", "unused-password"
+    )
+    client = Client(HTTP_HOST="localhost")
+    client.force_login(user)
+    session = requests.Session()
+
+    def api_list() -> None:
+        response = session.get(f"{api}/api/timers", headers={"X-API-Key": key}, timeout=30)
+        assert response.status_code == 200, response.status_code
+
+    def admin(url: str) -> Callable[[], None]:
+        def render() -> None:
+            response = client.get(url)
+            assert response.status_code == 200, (url, response.status_code)
+
+        return render
+
+    out = {}
+    for name, call in (
+        ("list_p99", api_list),
+        ("dashboard_p99", admin("/admin/")),
+        ("admin_list_p99", admin("/admin/timers/timer/")),
+    ):
+        call()
+        times = []
+        for _ in range(renders):
+            t0 = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - t0) * 1000)
+        out[name] = pct(times, 99)
+    return out
+
+
+def scale_case(
+    workers: list[subprocess.Popen[bytes]], counts: list[int], settle: int, *, api: str, key: str, renders: int = 20
+) -> list[Row]:
+    """Worker RSS, Redis memory and reconcile p99 with each count pending; then (measured after
+    those, so they do not change them) the p99 of the API list and the admin pages."""
     rows = []
     r = redis.Redis.from_url(BROKER)
     inserted = 0
@@ -482,6 +539,7 @@ def scale_case(workers: list[subprocess.Popen[bytes]], counts: list[int], settle
                 "reconcile_p99": reconcile_p99(40),
             }
         )
+        rows[-1].update(page_p99s(api, key, renders))
     return rows
 
 
@@ -560,7 +618,7 @@ def batch_case(
     with db() as cur:
         deadline = datetime.now(UTC) + timedelta(seconds=lead + 10 + 20)
         wait_until(lambda: pending(cur, prefix) == 0 or datetime.now(UTC) > deadline, timeout=lead + 120)
-        lat, unfired, double, _ = lateness_of(cur, prefix)
+        lat, unfired, double, fired = lateness_of(cur, prefix)
     note = (
         f"{rate:,.0f} timers/s created ({created:,} in {wall:.2f} s; {per_request} per request, {clients} clients; "
         f"request p50 {pct(request_ms, 50):.0f} ms, p99 {pct(request_ms, 99):.0f} ms); lateness of them all"
@@ -580,6 +638,9 @@ def batch_case(
             "double": double,
             "note": note,
             "timers_per_s": rate,
+            "request_p50": pct(request_ms, 50),
+            "request_p99": pct(request_ms, 99),
+            "samples": {"lateness_ms": lat, "at": fired},
         },
         lat,
     )
@@ -817,6 +878,8 @@ def webhook_case(count: int, lead: int) -> tuple[Row, list[float]]:
             "lost": count - len(Receiver.arrivals),
             "double": "",
             "note": f"arrival - fireAt; {attempts} attempts at {rate:.0f}/s",
+            "attempts_per_s": rate,
+            "samples": {"lateness_ms": lat, "at": list(Receiver.arrivals.values()), "t0": fire_at.timestamp()},
         },
         lat,
     )
@@ -886,7 +949,7 @@ def starvation_case(system: str, *, hooks: int, plain: int, lead: int, timeout_m
             )
             wait_until(lambda: pending(cur, plain_prefix) == 0, timeout=lead + spread + 120)
             hung = len(receiver.connections)
-            lat, unfired, double, _ = lateness_of(cur, plain_prefix)
+            lat, unfired, double, fired = lateness_of(cur, plain_prefix)
 
             def hooks_done() -> bool:
                 cur.execute(
@@ -912,6 +975,7 @@ def starvation_case(system: str, *, hooks: int, plain: int, lead: int, timeout_m
             f"timers without actions, due over {spread:g}s beside {hooks} webhooks that never answer "
             f"(timeoutMs {timeout_ms}; {hung} attempts hung by then); target p99 <= 50 ms"
         ),
+        "samples": {"lateness_ms": lat, "at": fired},
     }
 
 
@@ -1003,21 +1067,21 @@ def print_table(rows: list[Row]) -> None:
             print(f"| {r['case']} | {fmt(r['worker_rss_mb'])} | {fmt(r['redis_mb'])} | {fmt(r['reconcile_p99'], 2)} |")
 
 
-def plot(path: str, series: dict[str, list[float]]) -> None:
-    import matplotlib
+def report(rows: list[Row], *, cases: set[str], header: str, plots: Path | None) -> None:
+    """The summary table (bench/report.py), last, also written to <plots>/summary.md; the PNGs."""
+    from bench.report import markdown, summary, write_plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(series), figsize=(5 * len(series), 4), squeeze=False)
-    for ax, (title, values) in zip(axes[0], series.items(), strict=True):
-        ax.hist(values, bins=60)
-        ax.set_title(title)
-        ax.set_xlabel("lateness (ms)")
-        ax.set_ylabel("timers")
-    fig.tight_layout()
-    fig.savefig(path)
-    print(f"plot written to {path}")
+    table = markdown(summary(rows, ran=cases))
+    if plots is not None:
+        try:
+            written = write_plots(rows, plots)
+        except ImportError as exc:  # matplotlib is in requirements-dev.txt
+            print(f"\nno plots: {exc}")
+        else:
+            (plots / "summary.md").write_text(f"{header}\n\n{table}\n")
+            print(f"\nplots and summary.md written to {plots}/: " + ", ".join(p.name for p in written))
+    print(f"\nSummary: {header}\n")
+    print(table)
 
 
 def main() -> None:
@@ -1028,13 +1092,23 @@ def main() -> None:
     parser.add_argument("--cases", default="steady,burst,batch,create,scale,webhook,starvation,slowclients")
     parser.add_argument("--quick", action="store_true", help="small sizes: a minute instead of ten")
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain Celery comparison")
-    parser.add_argument("--plot", metavar="FILE.png")
+    parser.add_argument(
+        "--plots",
+        metavar="DIR",
+        type=Path,
+        default=ROOT / "bench" / "out",
+        help="directory for the PNG plots and summary.md (default bench/out, gitignored)",
+    )
+    parser.add_argument("--no-plots", action="store_true", help="print the tables only")
     parser.add_argument("--steady-via", default="service", help="service, http or service,http")
     parser.add_argument("--rate", type=int, help="steady: timers per second (default 200)")
     parser.add_argument("--seconds", type=int, help="steady: duration (default 60)")
     parser.add_argument("--batch-total", type=int, help="batch: timers to create (default 100,000)")
     parser.add_argument("--batch-clients", type=int, default=4, help="batch: concurrent clients (default 4)")
     parser.add_argument("--create-seconds", type=float, help="create: seconds per run (default 20)")
+    parser.add_argument(
+        "--scale-counts", help="scale: pending counts, ascending (default 1000,1000000; --quick 1000,20000)"
+    )
     parser.add_argument("--concurrency", type=int, default=16, help="threads per action worker process")
     parser.add_argument("--workers", type=int, default=2, help="action worker processes (one per core is a good start)")
     parser.add_argument(
@@ -1052,6 +1126,8 @@ def main() -> None:
     seconds = args.seconds or seconds
     burst = 1000 if args.quick else 10_000
     scale_counts = [1_000, 20_000] if args.quick else [1_000, 1_000_000]
+    if args.scale_counts:
+        scale_counts = sorted(int(n) for n in args.scale_counts.split(","))
 
     recreate_database()
     key = (
@@ -1071,7 +1147,6 @@ def main() -> None:
 
     group = Group()
     rows: list[Row] = []
-    series: dict[str, list[float]] = {}
     try:
         port = free_port()
         group.start(
@@ -1111,8 +1186,11 @@ def main() -> None:
         api = f"http://127.0.0.1:{port}"
 
         def record(label: str, result: tuple[Row, list[float]]) -> None:
-            rows.append(result[0])
-            series[label] = result[1]
+            """A case's row; its lateness samples for the plots (the row's own, with when each
+            fired, or else the list beside it)."""
+            row, lateness = result
+            row.setdefault("samples", {"lateness_ms": lateness})
+            rows.append(row)
 
         if "steady" in cases:
             for via in args.steady_via.split(","):
@@ -1159,7 +1237,7 @@ def main() -> None:
                 )
             )
         if "scale" in cases:
-            rows.extend(scale_case(workers, scale_counts, settle=12))
+            rows.extend(scale_case(workers, scale_counts, settle=12, api=api, key=key))
         if "slowclients" in cases:
             rows.extend(run_slowclients(group, free_port, baseline=not args.no_baseline))
 
@@ -1180,14 +1258,14 @@ def main() -> None:
         group.stop_all()
 
     rows.sort(key=lambda r: (r["case"], r["system"] != "minoots"))
-    print(
-        f"\nMINOOTS benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M}Z, {os.cpu_count()} cores, "
+    header = (
+        f"MINOOTS benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M}Z, {os.cpu_count()} cores, "
         f"1 firing worker (-Q timers, {args.firing_concurrency} threads) + {args.workers} action worker "
         f"process(es) (-Q actions, --pool threads --concurrency {args.concurrency}){' (quick)' if args.quick else ''}"
     )
+    print(f"\nPer case: {header}")
     print_table(rows)
-    if args.plot:
-        plot(args.plot, series)
+    report(rows, cases=cases, header=header, plots=None if args.no_plots else args.plots)
 
 
 if __name__ == "__main__":
