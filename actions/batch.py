@@ -28,15 +28,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import Future, wait
 from typing import Any
 from uuid import UUID
 
+from django.conf import settings
+
 from actions import execution, transitions
-from actions.errors import ActionError, ParameterError
+from actions.errors import ParameterError
 from actions.runners import ActionResult, get_runner
 from actions.runners.webhook import MAX_TIMEOUT_MS
+from actions.runners.webhook_transport import TRANSPORT
 from actions.services import runs_forget_published
 from actions.transitions import Claim, Finished, Outcome
 
@@ -78,9 +81,10 @@ def _concurrent(claim: Claim) -> bool:
     if claim.attempt_id is None:
         return False  # a lost last attempt: nothing to run, concluded one by one
     try:
-        return get_runner(claim.run.kind).concurrent
+        concurrent = get_runner(claim.run.kind).concurrent
     except ParameterError:
         return False  # an unknown kind: its attempt fails one by one, saying so
+    return concurrent and settings.MINOOTS_WEBHOOKS_TOGETHER
 
 
 def _run_together(pairs: Sequence[tuple[Claim, dict[str, Any]]]) -> int:
@@ -89,8 +93,11 @@ def _run_together(pairs: Sequence[tuple[Claim, dict[str, Any]]]) -> int:
     started_at = time.monotonic()
     ended: dict[Future[ActionResult], float] = {}
     pending: dict[Future[ActionResult], Claim] = {}
-    for claim, timer_json in pairs:
-        future = _begin(claim, timer_json, refusals)
+    started = [_begin(claim, timer_json, refusals) for claim, timer_json in pairs]
+    coroutines = [c for c in started if not isinstance(c, Future)]
+    in_flight = iter(TRANSPORT.submit_many(coroutines))
+    for (claim, _), begun in zip(pairs, started, strict=True):
+        future = begun if isinstance(begun, Future) else next(in_flight)
         future.add_done_callback(lambda f: ended.setdefault(f, time.monotonic()))
         pending[future] = claim
     # Each attempt ends itself at its deadline; this only guards against a stopped event loop.
@@ -120,20 +127,18 @@ def _run_together(pairs: Sequence[tuple[Claim, dict[str, Any]]]) -> int:
 
 def _begin(
     claim: Claim, timer_json: dict[str, Any], refusals: dict[tuple[str, str], str | None]
-) -> Future[ActionResult]:
-    """The attempt in flight; a future already failed when it could not start (parameters that
-    no longer parse, a kind taken off the allow-list, a tenant gone)."""
+) -> Coroutine[Any, Any, ActionResult] | Future[ActionResult]:
+    """The attempt's coroutine, ready for the loop; a future already failed when it could not
+    start (parameters that no longer parse, a kind taken off the allow-list, a tenant gone)."""
     runner = get_runner(claim.run.kind)
     context = execution.attempt_context(claim, timer_json=timer_json)
     try:
         params = runner.checked(dict(claim.run.parameters), context, refusals=refusals)
-        future = runner.begin(params, context)
-        if future is None:
-            raise ActionError(f"the {runner.kind} runner cannot start attempts together", permanent=True)
+        return runner.attempt_async(params, context)
     except Exception as exc:
-        future = Future()
-        future.set_exception(exc)
-    return future
+        failed: Future[ActionResult] = Future()
+        failed.set_exception(exc)
+        return failed
 
 
 def _run_one_by_one(pairs: Sequence[tuple[Claim, dict[str, Any]]], *, slot_taken: bool) -> int:

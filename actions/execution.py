@@ -71,7 +71,7 @@ from actions.services import runs_forget_published, runs_publish
 from actions.transitions import WORKER_LOST, Claim, Finished, Outcome
 from timers.models import Timer, TimerStatus
 from timers.publishing import RUN_ACTIONS, publish
-from timers.serializers import timers_wire
+from timers.serializers import timer_json as timer_wire
 from timers.services import timer_append_event, timer_fail, timers_settle
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ def timers_json(timers: list[Timer]) -> list[dict[str, Any]]:
     ``actionBundle`` is left out: its parameters may carry another action's credentials
     (an Authorization header, a command's env) that a third-party receiver must not see.
     """
-    rendered = timers_wire(timers)
+    rendered = [timer_wire(timer) for timer in timers]
     for timer in rendered:
         timer.pop("actionBundle", None)
     return rendered

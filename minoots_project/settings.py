@@ -268,6 +268,9 @@ MINOOTS_FILE_ROOT: str = env.str("MINOOTS_FILE_ROOT", default="")
 MINOOTS_WEBHOOK_ALLOW_PRIVATE: bool = env.bool("MINOOTS_WEBHOOK_ALLOW_PRIVATE", default=False)
 # Runs published together when timers fire (one message per chunk; see actions/batch.py).
 MINOOTS_ACTION_BATCH: int = env.int("MINOOTS_ACTION_BATCH", default=20)
+# A batch's webhooks in flight together on the worker's event loop (actions/batch.py); off,
+# a batch sends them one after another, like its other kinds.
+MINOOTS_WEBHOOKS_TOGETHER: bool = env.bool("MINOOTS_WEBHOOKS_TOGETHER", default=True)
 MINOOTS_STREAM_MAX_SECONDS: float = env.float("MINOOTS_STREAM_MAX_SECONDS", default=300.0)
 # Open event streams per web process (each a greenlet polling the database); more get a 503.
 MINOOTS_STREAMS_PER_PROCESS: int = env.int("MINOOTS_STREAMS_PER_PROCESS", default=200)

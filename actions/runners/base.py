@@ -7,7 +7,7 @@ runs one attempt with that object; the raw dict goes no further than ``parse``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from concurrent.futures import Future
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, final
 
@@ -57,7 +57,7 @@ class Runner(ABC, Generic[P]):
     """Parse parameters into ``P`` (at creation time and again at every attempt), run one attempt."""
 
     kind: ClassVar[str]
-    # Whether ``begin`` starts attempts that many can have in flight at once (a batch starts
+    # Whether ``attempt_async`` gives attempts that many can have in flight at once (a batch starts
     # them together); False: the batch runs ``attempt`` one at a time.
     concurrent: ClassVar[bool] = False
 
@@ -112,8 +112,9 @@ class Runner(ABC, Generic[P]):
         allow-list no longer names, fail the attempt for good."""
         return self.attempt(self.checked(parameters, context), context)
 
-    def begin(self, params: P, context: ActionContext) -> Future[ActionResult] | None:
-        """Start the attempt without waiting for it, for kinds whose attempts many can have in
-        flight at once (the webhook's, on the process's event loop): its future. None (the
-        default): the caller runs ``attempt`` itself, one at a time."""
-        return None
+    def attempt_async(self, params: P, context: ActionContext) -> Coroutine[Any, Any, ActionResult]:
+        """The attempt as a coroutine for the process's event loop (``webhook_transport``), for
+        kinds that declare ``concurrent``: many are in flight at once. Work that may touch the
+        database (secrets, signing) happens here, in the caller's thread, before the coroutine
+        is returned; the coroutine itself only talks to the network."""
+        raise NotImplementedError(f"{self.kind} attempts run one at a time")

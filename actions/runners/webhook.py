@@ -16,13 +16,15 @@ are in flight at once: a batch of first attempts hands all its webhooks over tog
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import re
 import socket
 import ssl
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -303,7 +305,7 @@ class WebhookRunner(Runner[WebhookParams]):
                 "webhook-id": context.run_id,
                 "webhook-timestamp": str(int(now.timestamp())),
                 "webhook-signature": " ".join(
-                    Webhook(secret).sign(msg_id=context.run_id, timestamp=now, data=payload) for secret in secrets.all()
+                    _signer(secret).sign(msg_id=context.run_id, timestamp=now, data=payload) for secret in secrets.all()
                 ),
                 "x-minoots-timer-id": context.timer_id,
                 "x-minoots-tenant-id": context.tenant_id,
@@ -313,9 +315,9 @@ class WebhookRunner(Runner[WebhookParams]):
             params=params, headers=headers, payload=payload.encode() if payload else None, deadline=deadline
         )
 
-    def begin(self, params: WebhookParams, context: ActionContext) -> Future[ActionResult]:
-        """The attempt on the transport's loop; it ends by itself at its deadline."""
-        return TRANSPORT.submit(deliver_async(self.prepare(params, context)))
+    def attempt_async(self, params: WebhookParams, context: ActionContext) -> Coroutine[Any, Any, ActionResult]:
+        """The attempt for the transport's loop; it ends by itself at its deadline."""
+        return deliver_async(self.prepare(params, context))
 
     def attempt(self, params: WebhookParams, context: ActionContext) -> ActionResult:
         delivery = self.prepare(params, context)
@@ -327,6 +329,12 @@ class WebhookRunner(Runner[WebhookParams]):
         except FutureTimeout as exc:
             future.cancel()
             raise delivery.timed_out() from exc
+
+
+@functools.lru_cache(maxsize=1024)
+def _signer(secret: str) -> Webhook:
+    """A signer per secret (decoding the secret is most of a signature's cost)."""
+    return Webhook(secret)
 
 
 @dataclass(frozen=True)

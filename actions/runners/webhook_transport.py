@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import os
 import socket
 import ssl
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -43,7 +44,7 @@ T = TypeVar("T")
 
 # Connections of the process's session: in all, and to one host (scheme, host, port).
 CONNECTIONS = int(os.environ.get("MINOOTS_WEBHOOK_CONNECTIONS", "512"))
-CONNECTIONS_PER_HOST = int(os.environ.get("MINOOTS_WEBHOOK_CONNECTIONS_PER_HOST", "128"))
+CONNECTIONS_PER_HOST = int(os.environ.get("MINOOTS_WEBHOOK_CONNECTIONS_PER_HOST", "256"))
 # Longest status line or header line read from a receiver.
 MAX_LINE = 8190
 
@@ -119,6 +120,20 @@ class Transport:
         """Run ``coroutine`` on the loop; its result (or exception) through the future."""
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop())
 
+    def submit_many(self, coroutines: Sequence[Coroutine[Any, Any, T]]) -> list[concurrent.futures.Future[T]]:
+        """Run every coroutine on the loop, started together by one call into it (not one per
+        coroutine); a future each. Cancelling a future does not stop its coroutine (each ends
+        itself at its deadline); its result is then dropped."""
+        futures: list[concurrent.futures.Future[T]] = [concurrent.futures.Future() for _ in coroutines]
+        loop = self.loop()
+
+        def start() -> None:
+            for coroutine, future in zip(coroutines, futures, strict=True):
+                loop.create_task(coroutine).add_done_callback(functools.partial(_settle, future))
+
+        loop.call_soon_threadsafe(start)
+        return futures
+
     def session(self) -> aiohttp.ClientSession:
         """The session (call on the loop)."""
         if self._session is None or self._session.closed:
@@ -145,6 +160,17 @@ class Transport:
             context = ssl.create_default_context(cafile=certifi.where() if ca_bundle is True else str(ca_bundle))
             self._contexts[ca_bundle] = context
         return context
+
+
+def _settle(future: concurrent.futures.Future[T], task: asyncio.Task[T]) -> None:
+    if not future.set_running_or_notify_cancel():
+        return  # cancelled by the waiting side: nobody wants the result
+    if task.cancelled():
+        future.set_exception(TimeoutError("the attempt was cancelled"))
+    elif task.exception() is not None:
+        future.set_exception(task.exception())
+    else:
+        future.set_result(task.result())
 
 
 TRANSPORT = Transport()
