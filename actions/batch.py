@@ -38,7 +38,7 @@ from django.conf import settings
 from actions import execution, transitions
 from actions.errors import ParameterError
 from actions.runners import ActionResult, get_runner
-from actions.runners.webhook import MAX_TIMEOUT_MS
+from actions.runners.webhook import longest_attempt_seconds
 from actions.runners.webhook_transport import TRANSPORT
 from actions.services import runs_forget_published
 from actions.transitions import Claim, Finished, Outcome
@@ -100,8 +100,9 @@ def _run_together(pairs: Sequence[tuple[Claim, dict[str, Any]]]) -> int:
         future = begun if isinstance(begun, Future) else next(in_flight)
         future.add_done_callback(lambda f: ended.setdefault(f, time.monotonic()))
         pending[future] = claim
-    # Each attempt ends itself at its deadline; this only guards against a stopped event loop.
-    give_up_at = time.monotonic() + MAX_TIMEOUT_MS / 1000 + 5.0
+    # Each attempt ends itself (a slot wait, then its deadline); this only guards against a
+    # stopped event loop.
+    give_up_at = time.monotonic() + longest_attempt_seconds()
     last_flush = time.monotonic()
     finished: list[Finished] = []
     while pending:

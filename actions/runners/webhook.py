@@ -22,7 +22,6 @@ import json
 import re
 import socket
 import ssl
-import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -47,6 +46,8 @@ BODY_METHODS = ("POST", "PUT", "PATCH")
 # MINOOTS_ACTION_LEASE.
 MAX_TIMEOUT_MS = 60_000
 RESPONSE_CAP = 64 * 1024
+# Longest an attempt waits for one of its worker's connection slots before its deadline starts.
+SLOT_WAIT_SECONDS = 60.0
 MAX_HEADERS = 50
 MAX_BODY_BYTES = 1024 * 1024
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
@@ -276,8 +277,7 @@ class WebhookRunner(Runner[WebhookParams]):
             raise ParameterError("url", f"host '{host}' {refusal}")
 
     def prepare(self, params: WebhookParams, context: ActionContext) -> Delivery:
-        """The request of one attempt, signed, with its deadline (which starts now)."""
-        deadline = time.monotonic() + params.timeout_ms / 1000
+        """The request of one attempt, signed."""
         headers = {"User-Agent": "MINOOTS-Webhook/1"}
         lowered = {name.lower() for name in params.headers}
         headers = {k: v for k, v in headers.items() if k.lower() not in lowered} | params.headers
@@ -312,7 +312,7 @@ class WebhookRunner(Runner[WebhookParams]):
             }
         )
         return Delivery(
-            params=params, headers=headers, payload=payload.encode() if payload else None, deadline=deadline
+            params=params, headers=headers, payload=payload.encode() if payload else None
         )
 
     def attempt_async(self, params: WebhookParams, context: ActionContext) -> Coroutine[Any, Any, ActionResult]:
@@ -323,9 +323,9 @@ class WebhookRunner(Runner[WebhookParams]):
         delivery = self.prepare(params, context)
         future = TRANSPORT.submit(deliver_async(delivery))
         try:
-            # The coroutine ends itself at the deadline; the margin only guards against a loop
-            # that stopped running.
-            return future.result(timeout=max(0.0, delivery.deadline - time.monotonic()) + 5.0)
+            # The coroutine ends itself (slot wait plus deadline); the margin only guards against
+            # a loop that stopped running.
+            return future.result(timeout=longest_attempt_seconds(params.timeout_ms))
         except FutureTimeout as exc:
             future.cancel()
             raise delivery.timed_out() from exc
@@ -339,32 +339,49 @@ def _signer(secret: str) -> Webhook:
 
 @dataclass(frozen=True)
 class Delivery:
-    """One attempt ready to go: the signed request and the monotonic instant it must end by."""
+    """One attempt ready to go: the signed request."""
 
     params: WebhookParams
     headers: dict[str, str]
     payload: bytes | None
-    deadline: float
 
     def timed_out(self, suffix: str = "") -> ActionError:
         return ActionError(f"timed out after {self.params.timeout_ms} ms{suffix}", permanent=False)
 
 
+def longest_attempt_seconds(timeout_ms: int = MAX_TIMEOUT_MS) -> float:
+    """The longest an attempt can take from its hand-over to the loop: waiting for one of the
+    process's connection slots, then its deadline, plus a margin."""
+    return SLOT_WAIT_SECONDS + timeout_ms / 1000 + 5.0
+
+
 async def deliver_async(delivery: Delivery) -> ActionResult:
-    """Send one attempt (on the transport's loop) and judge the answer; ActionError on failure."""
+    """Send one attempt (on the transport's loop) and judge the answer; ActionError on failure.
+
+    The attempt first takes one of the process's MINOOTS_WEBHOOK_CONNECTIONS slots: a burst
+    waits here, in the worker, and ``timeoutMs`` starts once it has one, so a deadline measures
+    the receiver, never the worker's own queue. A slot not free within SLOT_WAIT_SECONDS is a
+    transient failure before anything was sent (retried, no duplicate)."""
     params = delivery.params
     host, port = params.host, params.port
-    remaining = delivery.deadline - time.monotonic()
-    if remaining <= 0:
-        raise delivery.timed_out()
+    try:
+        async with asyncio.timeout(SLOT_WAIT_SECONDS):
+            await TRANSPORT.slots().acquire()
+    except TimeoutError as exc:
+        raise ActionError(
+            f"no connection slot of this worker free within {SLOT_WAIT_SECONDS:g} s (MINOOTS_WEBHOOK_CONNECTIONS)",
+            permanent=False,
+        ) from exc
     resolved = False
     try:
-        async with asyncio.timeout(remaining):
+        async with asyncio.timeout(params.timeout_ms / 1000):
             addresses = await _lookup(host, port)
             resolved = True
             answer = await _send(delivery, addresses)
     except TimeoutError as exc:
         raise delivery.timed_out("" if resolved else f" (resolving '{host}')") from exc
+    finally:
+        TRANSPORT.slots().release()
     # surrogateescape keeps bytes that are not UTF-8; the recording boundary stores them as \xNN.
     output = answer.body.decode("utf-8", errors="surrogateescape") + ("\n[truncated]" if answer.truncated else "")
     status = answer.status

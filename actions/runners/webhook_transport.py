@@ -101,6 +101,7 @@ class Transport:
         self._pid = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._slots: asyncio.Semaphore | None = None
         self.resolver = PinnedResolver()
         self._contexts: dict[bool | str, ssl.SSLContext] = {}
 
@@ -110,6 +111,7 @@ class Transport:
                 # A forked child inherits no threads: a parent's loop is not this process's.
                 self._pid = os.getpid()
                 self._session = None
+                self._slots = None
                 self.resolver = PinnedResolver()
                 loop = asyncio.new_event_loop()
                 threading.Thread(target=loop.run_forever, name="webhook-loop", daemon=True).start()
@@ -133,6 +135,12 @@ class Transport:
 
         loop.call_soon_threadsafe(start)
         return futures
+
+    def slots(self) -> asyncio.Semaphore:
+        """Attempts in flight in this process at most (call on the loop)."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(CONNECTIONS)
+        return self._slots
 
     def session(self) -> aiohttp.ClientSession:
         """The session (call on the loop)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from datetime import timedelta
@@ -15,6 +16,7 @@ from actions.batch import runs_execute_batch
 from actions.execution import run_execute
 from actions.models import ActionAttempt, ActionRun, AttemptOutcome, RunStatus
 from actions.runners.webhook import WebhookRunner
+from actions.runners.webhook_transport import TRANSPORT
 from tests.actions.support import Receiver, Reply, webhook
 from tests.broker import queued_tasks
 from tests.factories import make_timer
@@ -206,3 +208,21 @@ def test_a_batchs_webhooks_are_in_flight_together_and_each_is_recorded(
         assert timer.status == TimerStatus.SETTLED
         attempt = ActionAttempt.objects.get(run__timer=timer)
         assert (attempt.outcome, attempt.http_status) == (AttemptOutcome.SUCCEEDED, 200)
+
+
+def test_a_webhook_waiting_for_one_of_its_workers_connection_slots_is_not_timed_out_by_that_wait(
+    tenant: Tenant, receiver: Receiver, allow_private: None, monkeypatch: Any
+) -> None:
+    # Two slots, four attempts of 1,000 ms each to a receiver answering after 0.6 s: the last
+    # two wait 0.6 s for a slot, then get their whole 1,000 ms.
+    monkeypatch.setattr(TRANSPORT, "_slots", asyncio.Semaphore(2))
+    slow = Reply(raw=[b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", b"ok"], interval=0.6)
+    for i in range(4):
+        receiver.script(f"/s{i}", slow)
+    timers = [armed_due(tenant, [webhook("hook", f"{receiver.url}/s{i}", timeoutMs=1000)]) for i in range(4)]
+    services.timers_fire(limit=100)
+
+    assert runs_execute_batch(run_ids=pending_run_ids(timers)) == 4
+
+    outcomes = sorted(ActionAttempt.objects.filter(run__timer__in=timers).values_list("outcome", flat=True))
+    assert outcomes == [AttemptOutcome.SUCCEEDED] * 4
