@@ -58,12 +58,12 @@ LATERAL (SELECT
 
 INSERT_RUNS = """
 INSERT INTO actions_actionrun (id, timer_id, action_id, kind, parameters, position, escalation_level, status,
-    attempts, retry_base, next_attempt_at, last_error, result_summary, created_at, finished_at)
+    attempts, retry_base, next_attempt_at, last_error, result_summary, created_at, finished_at, worker)
 SELECT gen_random_uuid(), t.id, 'hook', 'webhook', '{}', 0, 0,
     CASE WHEN t.status = 'failed' THEN 'failed' ELSE 'pending' END,
     CASE WHEN t.status = 'failed' THEN 3 ELSE 1 END, 0,
     CASE WHEN t.status = 'failed' THEN NULL ELSE now() + interval '30 s' END,
-    'HTTP 503 from the receiver', '', t.fired_at, CASE WHEN t.status = 'failed' THEN t.settled_at END
+    'HTTP 503 from the receiver', '', t.fired_at, CASE WHEN t.status = 'failed' THEN t.settled_at END, ''
 FROM (
     (SELECT id, status, fired_at, settled_at FROM timers_timer WHERE status = 'failed' LIMIT 10000)
     UNION ALL

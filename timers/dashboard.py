@@ -1,14 +1,17 @@
 """Reads for the operator dashboard (the admin's front page), every one bounded.
 
-A million timers in the table must not slow the page, so no read here visits the whole
-table: counts stop at ``COUNT_CAP`` (the page shows "100,000+"); a status holding more than
-``EXACT_STATUS_COUNT`` timers is shown as Postgres' planner estimate ("≈ 452,000", from the
-statistics ANALYZE keeps), since counting 400,000 index entries exactly costs ~40 ms a
-status. Pending timers are read through the partial index on ``fire_at``, statuses and
-overdue timers through ``timer_status_fire_at``, fires through ``timer_fired_window``
-(fired_at, lateness_ms, tenant: the percentiles come from the index alone). The cost follows what is due, fired or overdue in the window, never the
-number of timers kept. Percentiles are computed by Postgres (``percentile_disc``); on SQLite,
-the embedded mode, from the window's values in Python (the plain twin).
+Ten million timers in the table must not slow the page, so no read here visits the whole
+table. On Postgres a count is the planner's estimate first (``bounded_count``): beyond
+``EXACT_STATUS_COUNT`` rows it is shown as that estimate ("≈ 452,000", from the statistics
+ANALYZE keeps), below it counted exactly, reading at most that many index entries (counting
+400,000 entries costs ~40 ms, more when the visibility map lags a bulk load). On SQLite counts
+stop at ``COUNT_CAP`` (the page shows "100,000+"). Pending timers are read through the partial
+indexes on ``fire_at`` (``timer_tenant_pending_fire_at`` for one tenant), statuses through
+``timer_status_created`` / ``timer_tenant_status_created``, fires through
+``timer_fired_window`` (fired_at, lateness_ms, tenant: the percentiles come from the index
+alone). The cost follows what is fired in the window, never the number of timers kept.
+Percentiles are computed by Postgres (``percentile_disc``); on SQLite, the embedded mode, from
+the window's values in Python (the plain twin).
 """
 
 from __future__ import annotations
@@ -82,53 +85,67 @@ def _timers(tenant_id: str | None) -> QuerySet[Timer]:
     return qs if tenant_id is None else qs.filter(tenant_id=tenant_id)
 
 
-_STATUS_ESTIMATE_SQL = """
-EXPLAIN (FORMAT JSON) SELECT 1 FROM timers_timer
-WHERE status = %(status)s AND (%(tenant)s::text IS NULL OR tenant_id = %(tenant)s)
-"""
-
-
-def _status_estimate(status: str, tenant_id: str | None) -> int:
+def estimated_rows(qs: QuerySet[Any]) -> int | None:
+    """Postgres' planner estimate of the rows ``qs`` returns (from the statistics ANALYZE and
+    autovacuum keep: no row is read); None on SQLite, which has none."""
+    if connection.vendor != "postgresql":
+        return None
+    sql, params = qs.order_by().query.sql_with_params()
     with connection.cursor() as cur:
-        cur.execute(_STATUS_ESTIMATE_SQL, {"status": status, "tenant": tenant_id})
+        cur.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
         (plan,) = cur.fetchone()
     if isinstance(plan, str):  # psycopg2 parses json, but a driver may hand back the text
         plan = json.loads(plan)
     return int(plan[0]["Plan"]["Plan Rows"])
 
 
+def bounded_count(qs: QuerySet[Any]) -> Count:
+    """How many rows ``qs`` has, read in bounded time whatever the table holds.
+
+    Postgres: the planner's estimate first (no row read); if it says more than
+    EXACT_STATUS_COUNT, that estimate, shown as one ("≈"); otherwise the exact count, which
+    reads at most EXACT_STATUS_COUNT + 1 index entries (if there are more after all, the
+    estimate, never below what was counted). SQLite, without estimates: the count stopped at
+    COUNT_CAP. An estimate lags the table by what changed since the last ANALYZE.
+    """
+    estimate = estimated_rows(qs)
+    if estimate is None:
+        return capped_count(qs)
+    if estimate > EXACT_STATUS_COUNT:
+        return Count(estimate, estimated=True)
+    count = capped_count(qs, cap=EXACT_STATUS_COUNT)
+    if count.capped:
+        return Count(max(EXACT_STATUS_COUNT + 1, estimate), estimated=True)
+    return count
+
+
 def status_counts(*, tenant_id: str | None) -> dict[str, Count]:
-    """Timers by status: exact up to EXACT_STATUS_COUNT, then Postgres' estimate (never
-    below what was counted), or on SQLite the count stopped at the cap."""
+    """Timers by status (``bounded_count``: exact up to EXACT_STATUS_COUNT on Postgres)."""
     qs = _timers(tenant_id)
-    counts = {}
-    for status in TimerStatus:
-        count = capped_count(qs.filter(status=status), cap=EXACT_STATUS_COUNT)
-        if count.capped and connection.vendor == "postgresql":
-            count = Count(max(count.value + 1, _status_estimate(status.value, tenant_id)), estimated=True)
-        counts[status.value] = count
-    return counts
+    return {status.value: bounded_count(qs.filter(status=status)) for status in TimerStatus}
 
 
 def due_count(*, tenant_id: str | None, now: datetime, within: timedelta) -> Count:
     """Pending timers due from now to ``now + within``."""
     qs = _timers(tenant_id).filter(status__in=PENDING_STATUSES, fire_at__gte=now, fire_at__lt=now + within)
-    return capped_count(qs)
+    return bounded_count(qs)
 
 
 def fired_count(*, tenant_id: str | None, since: datetime) -> Count:
-    return capped_count(_timers(tenant_id).filter(fired_at__isnull=False, fired_at__gte=since))
+    return bounded_count(_timers(tenant_id).filter(fired_at__isnull=False, fired_at__gte=since))
 
 
 def overdue(*, tenant_id: str | None, now: datetime) -> list[Overdue]:
-    """Armed and scheduled timers overdue by more than MINOOTS_REPAIR_GRACE, with the oldest."""
+    """Armed and scheduled timers overdue by more than MINOOTS_REPAIR_GRACE, with the oldest
+    (none overdue is always an exact 0: the oldest is looked up first)."""
     before = now - settings.MINOOTS_REPAIR_GRACE
     found = []
     for status in (TimerStatus.ARMED, TimerStatus.SCHEDULED):
         qs = _timers(tenant_id).filter(status=status, fire_at__lt=before)
         oldest = qs.order_by("fire_at").select_related("tenant").first()
         late = None if oldest is None else (now - oldest.fire_at) // timedelta(milliseconds=1)
-        found.append(Overdue(status=status, count=capped_count(qs), oldest=oldest, oldest_late_ms=late))
+        count = Count(0) if oldest is None else bounded_count(qs)
+        found.append(Overdue(status=status, count=count, oldest=oldest, oldest_late_ms=late))
     return found
 
 

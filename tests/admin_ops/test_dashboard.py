@@ -6,7 +6,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from actions.models import RunStatus
@@ -234,10 +236,77 @@ def test_a_status_beyond_the_exact_count_shows_the_planners_estimate(
     from timers import dashboard
 
     monkeypatch.setattr(dashboard, "EXACT_STATUS_COUNT", 2)
+    with connection.cursor() as cur:
+        cur.execute("ANALYZE timers_timer")  # the statistics autovacuum keeps in production
     counts = dashboard.status_counts(tenant_id=None)
     assert counts["settled"].estimated and counts["settled"].value >= 3
     assert str(counts["settled"]).startswith("≈ ")
     assert not counts["failed"].estimated and counts["failed"].value == 1
+
+
+@pytest.mark.postgres_only("the planner's estimate")
+def test_a_status_the_planner_puts_beyond_the_exact_count_is_not_counted(
+    known_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from timers import dashboard
+
+    monkeypatch.setattr(dashboard, "EXACT_STATUS_COUNT", 2)
+    with connection.cursor() as cur:
+        cur.execute("ANALYZE timers_timer")
+    with CaptureQueriesContext(connection) as queries:
+        counts = dashboard.status_counts(tenant_id=None)
+    counted = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT COUNT(*)")]
+    assert counts["settled"].estimated
+    assert not any("'settled'" in sql for sql in counted), counted  # only EXPLAINed
+    assert any("'failed'" in sql for sql in counted)  # small: counted exactly
+
+
+def test_no_overdue_timer_is_an_exact_zero_whatever_the_estimates(
+    known_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from timers import dashboard
+
+    monkeypatch.setattr(dashboard, "estimated_rows", lambda qs: 10**9)
+    armed, scheduled = dashboard.overdue(tenant_id=None, now=timezone.now())
+    assert (scheduled.count.value, scheduled.count.estimated, scheduled.oldest) == (0, False, None)
+    assert armed.oldest == known_data["overdue"] and armed.count.estimated  # the estimate, labelled
+    assert str(dashboard.status_counts(tenant_id="acme")["armed"]) == "≈ 1,000,000,000"
+
+
+@pytest.mark.postgres_only("Postgres plans")
+@pytest.mark.parametrize(
+    ("where", "indexes"),
+    [
+        # GET /api/timers?status=… of one tenant, and the admin's status filter over every tenant:
+        # the page in index order, no sort of every timer of the status.
+        (
+            "tenant_id = 'acme' AND status = 'settled' ORDER BY created_at DESC, id DESC",
+            ("timer_tenant_status_created",),
+        ),
+        ("status = 'failed' ORDER BY created_at DESC, id DESC", ("timer_status_created",)),
+        # The dashboard's overdue timers of one tenant: a pending index in fire_at order (the
+        # global one when the tenant holds most of the table), not every armed timer of the tenant.
+        (
+            "tenant_id = 'acme' AND status = 'armed' AND fire_at < now() ORDER BY fire_at",
+            ("timer_tenant_pending_fire_at", "timer_pending_fire_at"),
+        ),
+        # The reconciler's arm step.
+        ("status = 'scheduled' AND fire_at <= now() ORDER BY fire_at", ("timer_pending_fire_at",)),
+    ],
+)
+def test_list_dashboard_and_reconcile_reads_have_an_index_in_their_order(
+    known_data: dict[str, Any], where: str, indexes: tuple[str, ...]
+) -> None:
+    with connection.cursor() as cur:
+        cur.execute("ANALYZE timers_timer")
+        # A handful of rows: a scan and a sort would win anyway; what is left is the index
+        # that has the rows in the order asked.
+        for plan_kind in ("seqscan", "bitmapscan", "sort"):
+            cur.execute(f"SET LOCAL enable_{plan_kind} = off")
+        cur.execute(f"EXPLAIN (FORMAT JSON) SELECT id FROM timers_timer WHERE {where} LIMIT 51")
+        (plan,) = cur.fetchone()
+    top = plan[0]["Plan"]["Plans"][0]  # under the Limit
+    assert top["Node Type"] in ("Index Scan", "Index Only Scan") and top["Index Name"] in indexes, top
 
 
 def test_counts_stop_at_the_cap(known_data: dict[str, Any]) -> None:
