@@ -137,6 +137,8 @@ class Timer(models.Model):
             # also the dashboard's counts per status.
             models.Index(fields=["tenant", "status", "-created_at", "-id"], name="timer_tenant_status_created"),
             models.Index(fields=["status", "-created_at", "-id"], name="timer_status_created"),
+            # The list's exact name filter (``?name=``), in the list's order.
+            models.Index(fields=["tenant", "name", "-created_at", "-id"], name="timer_tenant_name"),
             # The reconciler and the claim only ever look at pending timers by fire_at: this
             # keeps their cost proportional to what is due, not to the whole table. The
             # dashboard reads overdue and due-soon timers through it too, and one tenant's

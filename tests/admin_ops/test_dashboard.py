@@ -287,6 +287,8 @@ def test_no_overdue_timer_is_an_exact_zero_whatever_the_estimates(
             ("timer_tenant_status_created",),
         ),
         ("status = 'failed' ORDER BY created_at DESC, id DESC", ("timer_status_created",)),
+        # GET /api/timers?name=…
+        ("tenant_id = 'acme' AND name = 'soon' ORDER BY created_at DESC, id DESC", ("timer_tenant_name",)),
         # The dashboard's overdue timers of one tenant: a pending index in fire_at order (the
         # global one when the tenant holds most of the table), not every armed timer of the tenant.
         (

@@ -19,51 +19,16 @@ from __future__ import annotations
 from typing import Any
 
 import django.db.models.deletion
-from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndexConcurrently
 from django.db import migrations, models
 
-
-def _postgres(schema_editor: Any) -> bool:
-    return bool(schema_editor.connection.vendor == "postgresql")
-
-
-class AddIndexSafely(AddIndexConcurrently):
-    """CREATE INDEX CONCURRENTLY on Postgres, a plain CREATE INDEX elsewhere."""
-
-    def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
-        if _postgres(schema_editor):
-            super().database_forwards(app_label, schema_editor, from_state, to_state)
-        else:
-            migrations.AddIndex.database_forwards(self, app_label, schema_editor, from_state, to_state)
-
-    def database_backwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
-        if _postgres(schema_editor):
-            super().database_backwards(app_label, schema_editor, from_state, to_state)
-        else:
-            migrations.AddIndex.database_backwards(self, app_label, schema_editor, from_state, to_state)
-
-
-class RemoveIndexSafely(RemoveIndexConcurrently):
-    """DROP INDEX CONCURRENTLY on Postgres, a plain DROP INDEX elsewhere."""
-
-    def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
-        if _postgres(schema_editor):
-            super().database_forwards(app_label, schema_editor, from_state, to_state)
-        else:
-            migrations.RemoveIndex.database_forwards(self, app_label, schema_editor, from_state, to_state)
-
-    def database_backwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
-        if _postgres(schema_editor):
-            super().database_backwards(app_label, schema_editor, from_state, to_state)
-        else:
-            migrations.RemoveIndex.database_backwards(self, app_label, schema_editor, from_state, to_state)
+from timers.migrations._operations import AddIndexSafely, RemoveIndexSafely, is_postgres
 
 
 def drop_tenant_fk_indexes(apps: Any, schema_editor: Any) -> None:
     timer = apps.get_model("timers", "Timer")
     with schema_editor.connection.cursor():
         names = schema_editor._constraint_names(timer, ["tenant_id"], index=True)
-    how = "CONCURRENTLY IF EXISTS" if _postgres(schema_editor) else "IF EXISTS"
+    how = "CONCURRENTLY IF EXISTS" if is_postgres(schema_editor) else "IF EXISTS"
     for name in names:
         schema_editor.execute(f"DROP INDEX {how} {schema_editor.quote_name(name)}")
 
@@ -72,7 +37,7 @@ def create_tenant_fk_indexes(apps: Any, schema_editor: Any) -> None:
     timer = apps.get_model("timers", "Timer")
     field = timer._meta.get_field("tenant")
     schema_editor.execute(schema_editor._create_index_sql(timer, fields=[field]))
-    if _postgres(schema_editor):
+    if is_postgres(schema_editor):
         like = schema_editor._create_like_index_sql(timer, field)
         if like is not None:
             schema_editor.execute(like)
