@@ -267,7 +267,7 @@ MINOOTS_COMMAND_ALLOWLIST: list[str] = [p for p in env.list("MINOOTS_COMMAND_ALL
 MINOOTS_FILE_ROOT: str = env.str("MINOOTS_FILE_ROOT", default="")
 MINOOTS_WEBHOOK_ALLOW_PRIVATE: bool = env.bool("MINOOTS_WEBHOOK_ALLOW_PRIVATE", default=False)
 # Runs published together when timers fire (one message per chunk; see actions/batch.py).
-MINOOTS_ACTION_BATCH: int = env.int("MINOOTS_ACTION_BATCH", default=20)
+MINOOTS_ACTION_BATCH: int = env.int("MINOOTS_ACTION_BATCH", default=100)
 # A batch's webhooks in flight together on the worker's event loop (actions/batch.py); off,
 # a batch sends them one after another, like its other kinds.
 MINOOTS_WEBHOOKS_TOGETHER: bool = env.bool("MINOOTS_WEBHOOKS_TOGETHER", default=True)

@@ -324,7 +324,9 @@ def test_tenant_b_is_not_starved_by_tenant_a_flooding_the_action_workers_with_th
     # A's queued batches, and B's attempt starts only once the first batches have run all their
     # 20 attempts (240 of A's 360 started by then). With the default cap (8) A gives slots back
     # at the next attempt boundary and its queued batches are held back, so B's starts early.
-    processes.env.update({"MINOOTS_WEBHOOK_ALLOW_PRIVATE": "true", "MINOOTS_WEBHOOKS_TOGETHER": "false"})
+    processes.env.update(
+        {"MINOOTS_WEBHOOK_ALLOW_PRIVATE": "true", "MINOOTS_WEBHOOKS_TOGETHER": "false", "MINOOTS_ACTION_BATCH": "20"}
+    )
     processes.worker("actions", queues="actions", concurrency=12)
     a, b = make_tenant(id="flood"), make_tenant(id="quiet")
     slow = Reply(raw=[b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", b"ok"], interval=SLOW)
