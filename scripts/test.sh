@@ -5,6 +5,9 @@
 # the embedded default's database, then on Postgres. The SQLite test database is a file under
 # MINOOTS_DATA_DIR, so the worker, beat and web processes of the end-to-end tests open the
 # database the test writes (tests/conftest.py); tests marked `postgres_only` are deselected there.
+# Tests that do not depend on the database run once: `once_on_postgres` ones are deselected from
+# the SQLite run, `once_on_sqlite` ones (e.g. the browser test, `make run`'s own embedded stack)
+# from the Postgres run (markers in pyproject.toml).
 #
 # With arguments, pytest runs once with them, on MINOOTS_TEST_DATABASE_URL (default: the local
 # Postgres), e.g.
@@ -31,8 +34,9 @@ run_pytest() {
 if [ "$#" -eq 0 ]; then
   mkdir -p "$MINOOTS_DATA_DIR"
   echo "== Full suite on SQLite (embedded default) and Redis, without the postgres_only tests =="
-  DATABASE_URL="sqlite:///$MINOOTS_DATA_DIR/sqlite-test.db" run_pytest -q -m "not postgres_only" || exit $?
-  echo "== Full suite on Postgres and Redis =="
+  DATABASE_URL="sqlite:///$MINOOTS_DATA_DIR/sqlite-test.db" run_pytest -q -m "not postgres_only and not once_on_postgres" || exit $?
+  echo "== Full suite on Postgres and Redis, without the once_on_sqlite tests =="
+  set -- -m "not once_on_sqlite"
 fi
 export DATABASE_URL=${MINOOTS_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/minoots}
 run_pytest "$@"

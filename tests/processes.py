@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from django.conf import settings
 from django.db import connection
 
@@ -62,6 +63,7 @@ class Proc:
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path
+    ready: str | None = None  # the line its log shows once it is ready
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -122,23 +124,35 @@ class Processes:
         ready: str | None = None,
         timeout: float = 30,
         env: dict[str, str] | None = None,
+        wait: bool = True,
     ) -> Proc:
+        """Start ``argv`` in a session of its own; with ``ready``, wait (unless ``wait`` is
+        False: then ``wait_ready`` does) until its log shows that line."""
         log_path = self.workdir / f"{name}-{len(self.started)}.log"
         with open(log_path, "wb") as out:
             popen = subprocess.Popen(
                 argv, cwd=ROOT, env=env or self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
-        proc = Proc(name, popen, log_path)
+        proc = Proc(name, popen, log_path, ready)
         self.started.append(proc)
-        if ready:
-
-            def is_ready() -> bool:
-                if not proc.alive():
-                    raise AssertionError(f"{name} exited early:\n{proc.log()[-3000:]}")
-                return ready in proc.log()
-
-            wait_for(is_ready, timeout=timeout, what=f"{name} to be ready")
+        if ready and wait:
+            self.wait_ready(proc, timeout=timeout)
         return proc
+
+    @staticmethod
+    def wait_ready(*procs: Proc, timeout: float = 30) -> None:
+        """Wait until each of ``procs`` shows its ready line; fail at once if one exits. Processes
+        started together with ``wait=False`` boot side by side (the imports of one while another
+        waits for Redis or the database) instead of one after the other."""
+
+        def all_ready() -> bool:
+            for proc in procs:
+                if not proc.alive():
+                    raise AssertionError(f"{proc.name} exited early:\n{proc.log()[-3000:]}")
+            return all(proc.ready is None or proc.ready in proc.log() for proc in procs)
+
+        names = ", ".join(proc.name for proc in procs)
+        wait_for(all_ready, timeout=timeout, what=f"{names} to be ready")
 
     def worker(
         self,
@@ -148,6 +162,7 @@ class Processes:
         concurrency: int = 8,
         pool: str = "threads",
         extra: list[str] | None = None,
+        wait: bool = True,
     ) -> Proc:
         return self.start(
             name,
@@ -172,17 +187,19 @@ class Processes:
                 *(extra or []),
             ],
             ready=" ready.",
+            wait=wait,
         )
 
-    def beat(self, name: str = "beat") -> Proc:
+    def beat(self, name: str = "beat", *, wait: bool = True) -> Proc:
         schedule = self.workdir / f"{name}-{len(self.started)}-schedule"
         return self.start(
             name,
             [CELERY, "-A", "minoots_project", "beat", "--loglevel", "INFO", "--schedule", str(schedule)],
             ready="beat: Starting",
+            wait=wait,
         )
 
-    def web(self, name: str = "web") -> tuple[Proc, str]:
+    def web(self, name: str = "web", *, wait: bool = True) -> tuple[Proc, str]:
         """gunicorn as ``make run`` starts it (its configuration file: gevent workers), two
         processes, on a free port."""
         port = free_port()
@@ -191,15 +208,31 @@ class Processes:
             [PYTHON, "-m", "gunicorn", "-c", "minoots_project/gunicorn.conf.py", "minoots_project.wsgi"],
             ready="Booting worker",
             env={**self.env, "PORT": str(port), "BIND_HOST": "127.0.0.1", "WEB_CONCURRENCY": "2"},
+            wait=wait,
         )
         return proc, f"http://127.0.0.1:{port}"
+
+    @staticmethod
+    def wait_answering(web: Proc, base: str, *, timeout: float = 30) -> None:
+        """Wait until the web at ``base`` answers /healthz: "Booting worker" comes before its
+        workers have loaded the application, which the first request would otherwise wait for."""
+
+        def answering() -> bool:
+            if not web.alive():
+                raise AssertionError(f"{web.name} exited early:\n{web.log()[-3000:]}")
+            try:
+                return requests.get(f"{base}/healthz", timeout=5).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_for(answering, timeout=timeout, interval=0.2, what=f"{web.name} to answer /healthz")
 
     def stack(self, tenant: Tenant) -> tuple[str, dict[str, str]]:
         """Web, a worker and beat, plus an API key of ``tenant``: (base URL, request headers)."""
         raw_key = make_api_key(tenant=tenant, name="e2e")
-        _, base = self.web()
-        self.worker()
-        self.beat()
+        web, base = self.web(wait=False)
+        self.wait_ready(web, self.worker(wait=False), self.beat(wait=False))
+        self.wait_answering(web, base)
         return base, {"X-API-Key": raw_key}
 
     def stop_all(self) -> None:

@@ -90,8 +90,8 @@ def test_run_of_a_worker_killed_mid_action_completes_after_restart(
     # checks refuse (minoots.E002); here it only makes the dead worker's run recoverable quickly.
     processes.env.update({"MINOOTS_ACTION_LEASE": "3s", "CELERY_SKIP_CHECKS": "1"})
     receiver.script("/slow", Reply(hang=True))  # the first attempt never gets an answer
-    doomed = processes.worker("doomed")
-    processes.beat()
+    doomed = processes.worker("doomed", wait=False)
+    processes.wait_ready(doomed, processes.beat(wait=False))
     timer = schedule_timer(
         tenant=tenant,
         name="kill",

@@ -32,7 +32,11 @@ from tests.factories import make_tenant, make_timer, schedule_timer
 from tests.processes import PYTHON, ROOT, Processes
 from timers.models import TimerStatus
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.e2e,
+    pytest.mark.once_on_sqlite(reason="the pages a browser renders are the same on either database"),
+]
 
 CHROMIUM = os.environ.get("MINOOTS_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]

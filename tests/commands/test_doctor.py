@@ -139,8 +139,7 @@ def test_manage_py_doctor_exits_1_with_the_broker_down(tmp_path: Any) -> None:
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_doctor_passes_with_workers_and_beat_running(processes: Processes, broker: Any) -> None:
-    processes.worker(queues="timers,actions")
-    processes.beat()
+    processes.wait_ready(processes.worker(queues="timers,actions", wait=False), processes.beat(wait=False))
     env = processes.env
 
     def doctor() -> subprocess.CompletedProcess[str]:

@@ -3,7 +3,8 @@
 ``live_stack`` is module-scoped: one gunicorn web, one worker (both queues) and one beat serve
 every test of a module, and are killed when its last test ends, before the next module runs (so
 they never consume the tasks of another module's processes, which may run with other settings). Each test gets its own
-tenant and API key (``live``), committed, since the tests are transactional.
+tenant and API key (``live``), committed, since the tests are transactional. A module's
+``LIVE_STACK_ENV`` (a dict), if it has one, is added to the processes' environment.
 """
 
 from __future__ import annotations
@@ -45,13 +46,17 @@ class Live:
 
 
 @pytest.fixture(scope="module")
-def live_stack(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Processes, str]]:
+def live_stack(
+    django_db_setup: None, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[tuple[Processes, str]]:
     workdir = tmp_path_factory.mktemp("toolkit-stack")
-    procs = Processes(workdir=workdir, env=service_env(workdir / "data"))
+    procs = Processes(
+        workdir=workdir, env=service_env(workdir / "data", **getattr(request.module, "LIVE_STACK_ENV", {}))
+    )
     try:
-        _, base = procs.web()
-        procs.worker()
-        procs.beat()
+        web, base = procs.web(wait=False)
+        procs.wait_ready(web, procs.worker(wait=False), procs.beat(wait=False))
+        procs.wait_answering(web, base)
         yield procs, base
     finally:
         procs.stop_all()

@@ -116,6 +116,7 @@ def test_the_mcp_server_over_stdio_schedules_lists_waits_and_cancels(live: Live)
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.once_on_sqlite(reason="what is tested is the package's install; the server side is the same on both")
 def test_the_package_installs_into_a_fresh_venv_and_waits_for_a_settled_timer(live: Live, tmp_path: Path) -> None:
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)

@@ -1,6 +1,6 @@
 """The GitHub Action (integrations/github-action) run as a runner runs it: ``node index.js`` with
 its inputs in INPUT_* variables (GitHub's names: upper case, hyphens kept) and GITHUB_OUTPUT,
-against a live web, worker and beat."""
+against a live web, worker and beat (one stack for the module: ``live``)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,15 @@ from typing import Any
 import pytest
 import requests
 
+from tests.integrations.conftest import Live
 from tests.net import free_port
-from tests.processes import ROOT, Processes, wait_for
-from timers.models import Tenant, Timer
+from tests.processes import ROOT, wait_for
+from timers.models import Timer
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
+
+# A webhook to a closed port on 127.0.0.1 is a failed delivery, not a refused private address.
+LIVE_STACK_ENV = {"MINOOTS_WEBHOOK_ALLOW_PRIVATE": "true"}
 
 NODE = "/usr/bin/node" if Path("/usr/bin/node").exists() else "node"
 ENTRY = str(ROOT / "integrations" / "github-action" / "index.js")
@@ -77,12 +81,17 @@ def stack_key(headers: dict[str, str]) -> str:
     return headers["X-API-Key"]
 
 
+def stack(live: Live) -> tuple[str, dict[str, str]]:
+    """(the server's root URL, the request headers of the test's tenant)."""
+    return live.base_url.removesuffix("/api"), {"X-API-Key": live.api_key}
+
+
 def test_action_schedules_a_timer_waits_for_it_and_a_rerun_of_the_step_makes_no_second_timer(
-    tenant: Tenant, processes: Processes, tmp_path: Path
+    live: Live, tmp_path: Path
 ) -> None:
-    base, headers = processes.stack(tenant)
+    base, headers = stack(live)
     inputs = {
-        "tenant_id": "acme",
+        "tenant_id": live.tenant_id,
         "name": "ci-deploy",
         "duration": "1s",
         "region": "eu-west",
@@ -97,7 +106,7 @@ def test_action_schedules_a_timer_waits_for_it_and_a_rerun_of_the_step_makes_no_
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines()[0] == f"::add-mask::{stack_key(headers)}"
     assert stack_key(headers) not in done.stdout.split("\n", 1)[1]  # only in the mask command
-    timer = Timer.objects.get(tenant=tenant)
+    timer = Timer.objects.get(tenant_id=live.tenant_id)
     assert outputs["timer-id"] == str(timer.id)
     assert outputs["region"] == "eu-west"
     assert outputs["status"] == "settled"
@@ -116,7 +125,7 @@ def test_action_schedules_a_timer_waits_for_it_and_a_rerun_of_the_step_makes_no_
     assert again.returncode == 0, again.stdout + again.stderr
     assert outputs_again["timer-id"] == str(timer.id)
     assert outputs_again["status"] == "settled"
-    assert Timer.objects.filter(tenant=tenant).count() == 1
+    assert Timer.objects.filter(tenant_id=live.tenant_id).count() == 1
 
     # Another step of the same job is another timer.
     other = action_env(tmp_path, "schedule-2", base, stack_key(headers), **{**inputs, "wait": "false"})
@@ -127,11 +136,8 @@ def test_action_schedules_a_timer_waits_for_it_and_a_rerun_of_the_step_makes_no_
     assert "fired-at" not in outputs_other
 
 
-def test_action_with_wait_fails_the_step_when_its_timer_fails_or_is_cancelled(
-    tenant: Tenant, processes: Processes, tmp_path: Path
-) -> None:
-    processes.env["MINOOTS_WEBHOOK_ALLOW_PRIVATE"] = "true"
-    base, headers = processes.stack(tenant)
+def test_action_with_wait_fails_the_step_when_its_timer_fails_or_is_cancelled(live: Live, tmp_path: Path) -> None:
+    base, headers = stack(live)
     failing_bundle = {
         "actions": [{"id": "hook", "kind": "webhook", "parameters": {"url": f"http://127.0.0.1:{free_port()}/"}}],
         "retryPolicy": {"maxAttempts": 1},
@@ -149,7 +155,11 @@ def test_action_with_wait_fails_the_step_when_its_timer_fails_or_is_cancelled(
     cancelled_step = subprocess.Popen([NODE, ENTRY], env=waiting, stdout=subprocess.PIPE, text=True)
     try:
         done, outputs = run_action(failing)
-        long_timer = wait_for(lambda: Timer.objects.filter(name="long").first(), timeout=20, what="the long timer")
+        long_timer = wait_for(
+            lambda: Timer.objects.filter(tenant_id=live.tenant_id, name="long").first(),
+            timeout=20,
+            what="the long timer",
+        )
         cancel = requests.post(
             f"{base}/api/timers/{long_timer.id}/cancel", json={"reason": "build failed"}, headers=headers, timeout=10
         )

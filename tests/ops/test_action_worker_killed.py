@@ -34,11 +34,14 @@ ANSWER_AFTER = 2.0  # seconds the receiver takes: long enough to kill the worker
 
 
 class SlowReceiver:
-    """Answers every webhook 200 after ANSWER_AFTER s; records each delivery's webhook-id."""
+    """Answers every webhook 200 after ANSWER_AFTER s, or at once after ``quick`` is set (the
+    slowness is only there to have deliveries in flight when the worker dies; the survivor's
+    need not wait it out); records each delivery's webhook-id."""
 
     def __init__(self) -> None:
         self.ids: list[str] = []
         self.in_flight = 0
+        self.quick = threading.Event()
         lock = threading.Lock()
         outer = self
 
@@ -49,7 +52,7 @@ class SlowReceiver:
                     outer.ids.append(self.headers["webhook-id"])
                     outer.in_flight += 1
                 try:
-                    time.sleep(ANSWER_AFTER)
+                    outer.quick.wait(ANSWER_AFTER)
                     self.send_response(200)
                     self.send_header("Content-Length", "2")
                     self.end_headers()
@@ -83,9 +86,10 @@ def test_runs_of_a_killed_action_worker_are_recovered_in_seconds_and_only_in_fli
     are gone, and the worker recorded in the database (``ActionRun.worker``) is what tells."""
     processes.env["MINOOTS_WEBHOOK_ALLOW_PRIVATE"] = "true"
     argv = commands(python=sys.executable, data_dir=processes.workdir, log_level="INFO", concurrency=2)
-    processes.start("firing", argv["firing"], ready=" ready.")
-    doomed = processes.start("actions-doomed", argv["worker"], ready=" ready.")
-    processes.start("beat", [*argv["beat"][:-1], str(processes.workdir / "beat-schedule")], ready="beat: Starting")
+    firing = processes.start("firing", argv["firing"], ready=" ready.", wait=False)
+    doomed = processes.start("actions-doomed", argv["worker"], ready=" ready.", wait=False)
+    beat_argv = [*argv["beat"][:-1], str(processes.workdir / "beat-schedule")]
+    processes.wait_ready(firing, doomed, processes.start("beat", beat_argv, ready="beat: Starting", wait=False))
 
     # One timer per tick, so one run_actions message each: 2 run at once in the worker's two
     # threads, the next ones wait prefetched in it.
@@ -104,6 +108,7 @@ def test_runs_of_a_killed_action_worker_are_recovered_in_seconds_and_only_in_fli
     in_flight_ids = set(receiver.ids)
     doomed.signal_group(signal.SIGKILL)
     doomed.popen.wait(10)
+    receiver.quick.set()
     if redis_lost:
         broker.flushdb()
     killed_at = time.monotonic()

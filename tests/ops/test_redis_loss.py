@@ -35,9 +35,10 @@ def start_firing_worker_and_beat(processes: Processes, redis_url: str) -> tuple[
     """The firing worker and beat of ``make run`` (runall's command lines) on ``redis_url``."""
     processes.env.update({"CELERY_BROKER_URL": redis_url, "MINOOTS_ARM_HORIZON": "60s"})
     argv = commands(python=sys.executable, data_dir=processes.workdir, log_level="INFO", concurrency=4)
-    worker = processes.start("firing", argv["firing"], ready=" ready.")
+    worker = processes.start("firing", argv["firing"], ready=" ready.", wait=False)
     beat_argv = [*argv["beat"][:-1], str(processes.workdir / "beat-schedule")]
-    beat = processes.start("beat", beat_argv, ready="beat: Starting")
+    beat = processes.start("beat", beat_argv, ready="beat: Starting", wait=False)
+    processes.wait_ready(worker, beat)
     return worker, beat
 
 

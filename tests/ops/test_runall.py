@@ -28,6 +28,8 @@ from timers.models import Tenant
 
 pytestmark = pytest.mark.e2e
 
+ONCE = pytest.mark.once_on_sqlite(reason="never uses the test database (its own embedded SQLite, or none)")
+
 API_KEY = re.compile(r"mk_[0-9a-f]+_[A-Za-z0-9_\-]{8,}")
 
 
@@ -78,6 +80,7 @@ def stop_and_check_clean_exit(tree: Tree, sig: int) -> str:
     return output
 
 
+@ONCE
 def test_make_run_embedded_fires_a_timer_counts_it_and_logs_json_without_secrets(
     repo_copy: Path, supervised: Supervised
 ) -> None:
@@ -262,6 +265,7 @@ def exit_status(tree: Tree, *, within: float) -> int:
     return tree.popen.returncode
 
 
+@ONCE
 def test_a_requested_stop_terms_each_whole_group_kills_the_deaf_after_the_grace_and_exits_0(supervise: Any) -> None:
     tree = supervise({"web": "stubborn", "beat": "family"}, grace=1)
     wait_for(lambda: "grandchild up" in tree.output(), timeout=30, what="beat's grandchild")
@@ -280,6 +284,7 @@ def test_a_requested_stop_terms_each_whole_group_kills_the_deaf_after_the_grace_
     assert "SECRETsecretSECRET" not in output
 
 
+@ONCE
 def test_a_second_ctrl_c_kills_at_once_instead_of_waiting_for_the_grace(supervise: Any) -> None:
     tree = supervise({"worker": "stubborn"}, grace=600)
 
@@ -292,6 +297,7 @@ def test_a_second_ctrl_c_kills_at_once_instead_of_waiting_for_the_grace(supervis
     assert not [pid for pid in tree.known if alive(pid)]
 
 
+@ONCE
 def test_the_children_get_sigterm_when_the_supervisor_itself_is_killed(supervise: Any) -> None:
     tree = supervise({"web": "sleep", "beat": "sleep"}, grace=20)
     children = tree.remember()

@@ -25,7 +25,9 @@ from tests.ops.conftest import ROOT, Supervised, alive, clean_env, wait_http_ok
 from tests.ops.test_runall import create_timer, wait_settled
 from tests.processes import wait_for
 
-pytestmark = pytest.mark.e2e
+# runall over a copy of the repository with its own embedded SQLite, or over stand-in children:
+# the test database is never used, so the full suite runs these once.
+pytestmark = [pytest.mark.e2e, pytest.mark.once_on_sqlite(reason="never uses the test database")]
 
 
 @pytest.mark.parametrize("name", ["web", "firing", "worker", "beat"])

@@ -42,8 +42,9 @@ def test_ticks_held_by_a_killed_firing_worker_are_republished_and_each_timer_fir
 ) -> None:
     processes.env["MINOOTS_REPAIR_GRACE"] = REPAIR_GRACE
     argv = commands(python=sys.executable, data_dir=processes.workdir, log_level="INFO", concurrency=4)
-    doomed = processes.start("firing-doomed", argv["firing"], ready=" ready.")
-    processes.start("beat", [*argv["beat"][:-1], str(processes.workdir / "beat-schedule")], ready="beat: Starting")
+    doomed = processes.start("firing-doomed", argv["firing"], ready=" ready.", wait=False)
+    beat_argv = [*argv["beat"][:-1], str(processes.workdir / "beat-schedule")]
+    processes.wait_ready(doomed, processes.start("beat", beat_argv, ready="beat: Starting", wait=False))
 
     # Armed at creation, their ticks published here and taken by the only firing worker.
     first = timezone.now() + timedelta(seconds=5)
@@ -85,8 +86,9 @@ def test_a_live_firing_worker_holding_ticks_gets_no_duplicate_ticks_from_the_rec
     """The steady path stays one tick per bucket: the worker marks each tick it takes as held
     and keeps its heartbeat, so passes every second while it holds them re-publish nothing."""
     argv = commands(python=sys.executable, data_dir=processes.workdir, log_level="INFO", concurrency=4)
-    worker = processes.start("firing", argv["firing"], ready=" ready.")
-    processes.start("beat", [*argv["beat"][:-1], str(processes.workdir / "beat-schedule")], ready="beat: Starting")
+    worker = processes.start("firing", argv["firing"], ready=" ready.", wait=False)
+    beat_argv = [*argv["beat"][:-1], str(processes.workdir / "beat-schedule")]
+    processes.wait_ready(worker, processes.start("beat", beat_argv, ready="beat: Starting", wait=False))
     first = timezone.now() + timedelta(seconds=5)
     timers = [
         timer_create(tenant=tenant, spec=TimerSpec(name=f"s{i}", fire_at=first + timedelta(milliseconds=150 * i)))[0]

@@ -34,10 +34,14 @@ def slack_stack(processes: Processes, tenant: Tenant) -> Iterator[tuple[str, Fak
             "SLACK_API_URL": fake.api_url,
         }
     )
-    _, base = processes.web()
-    processes.worker("firing", queues="timers", concurrency=2)
-    processes.worker("actions", queues="actions", concurrency=4)
-    processes.beat()
+    web, base = processes.web(wait=False)
+    processes.wait_ready(
+        web,
+        processes.worker("firing", queues="timers", concurrency=2, wait=False),
+        processes.worker("actions", queues="actions", concurrency=4, wait=False),
+        processes.beat(wait=False),
+    )
+    processes.wait_answering(web, base)  # Slack's 3 s start with the application loaded
     try:
         yield base, fake
     finally:

@@ -51,8 +51,7 @@ def test_timers_fire_once_after_redis_loses_every_message(
     assert broker.llen("timers") >= 1
     broker.flushdb()  # messages and tick markers gone, as after a Redis restart without persistence
 
-    processes.worker()
-    processes.beat()
+    processes.wait_ready(processes.worker(wait=False), processes.beat(wait=False))
 
     assert_all_settle_firing_once(timers, timeout=40, what="every timer to settle after the flush")
 
@@ -67,8 +66,7 @@ def test_worker_killed_during_a_burst_loses_no_timer_and_fires_none_twice(
     worker.signal_group(signal.SIGKILL)
     worker.popen.wait(10)
 
-    processes.worker("survivor")
-    processes.beat()
+    processes.wait_ready(processes.worker("survivor", wait=False), processes.beat(wait=False))
     assert_all_settle_firing_once(timers, timeout=60, what="every timer to settle after the kill")
 
 
@@ -81,9 +79,9 @@ def test_two_beats_never_fire_a_timer_twice(
     timers = schedule_timers(tenant=tenant, count=40, in_=timedelta(seconds=5))
     assert Timer.objects.filter(status=TimerStatus.SCHEDULED).count() == 40  # left to the reconcilers
 
-    processes.worker()
-    processes.beat("beat-a")
-    processes.beat("beat-b")
+    processes.wait_ready(
+        processes.worker(wait=False), processes.beat("beat-a", wait=False), processes.beat("beat-b", wait=False)
+    )
 
     assert_all_settle_firing_once(timers, timeout=40, what="every timer to settle")
     armed = Counter(TimerEvent.objects.filter(kind="armed").values_list("timer_id", flat=True))
