@@ -106,19 +106,24 @@ def _run_together(pairs: Sequence[tuple[Claim, dict[str, Any]]]) -> int:
     last_flush = time.monotonic()
     finished: list[Finished] = []
     while pending:
-        timeout = max(0.0, min(last_flush + FLUSH_SECONDS, give_up_at) - time.monotonic())
-        done, _ = wait(list(pending), timeout=timeout)
+        # Wake for the next flush only with something to flush; otherwise when all have ended.
+        flush_at = last_flush + FLUSH_SECONDS if finished else give_up_at
+        done, _ = wait(list(pending), timeout=max(0.0, min(flush_at, give_up_at) - time.monotonic()))
         for future in done:
             claim = pending.pop(future)
             outcome = execution.outcome_of(future.result, claim=claim)
             finished.append(
                 Finished(claim=claim, outcome=outcome, seconds=ended.get(future, time.monotonic()) - started_at)
             )
+            if len(finished) == 1 and pending:
+                last_flush = time.monotonic()  # the flush window opens with the first to record
         if pending and time.monotonic() >= give_up_at:
             for future, claim in pending.items():
-                future.cancel()
-                lost = Outcome(succeeded=False, error="the attempt did not end by its deadline")
-                finished.append(Finished(claim=claim, outcome=lost, seconds=time.monotonic() - started_at))
+                if future.cancel():  # stops its coroutine too: it cannot send later
+                    outcome = Outcome(succeeded=False, error="the attempt did not end by its deadline")
+                else:  # it ended just now: its own outcome counts
+                    outcome = execution.outcome_of(future.result, claim=claim)
+                finished.append(Finished(claim=claim, outcome=outcome, seconds=time.monotonic() - started_at))
             pending.clear()
         if finished and (not pending or time.monotonic() - last_flush >= FLUSH_SECONDS):
             execution.runs_conclude(finished)

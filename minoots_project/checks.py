@@ -32,9 +32,6 @@ TAG = "minoots"
 VISIBILITY_MARGIN = 2
 # kombu's default when the Redis transport options name none (kombu/transport/redis.py).
 REDIS_DEFAULT_VISIBILITY_TIMEOUT = 3600
-# requests' timeout bounds each socket operation (connect, first byte, each read), not the
-# whole request, so one webhook attempt may take about three times its timeoutMs.
-WEBHOOK_TIMEOUT_FACTOR = 3
 # Kinds without a timeout of their own: a file action is one local write of at most 1 MiB.
 KINDS_WITHOUT_TIMEOUT = frozenset({"file"})
 
@@ -56,10 +53,10 @@ def attempt_bounds() -> list[AttemptBound]:
     return [
         AttemptBound(
             kind="webhook",
-            seconds=webhook.MAX_TIMEOUT_MS * WEBHOOK_TIMEOUT_FACTOR / 1000,
-            how=f"{WEBHOOK_TIMEOUT_FACTOR} x the largest timeoutMs, {webhook.MAX_TIMEOUT_MS} ms: requests' timeout "
-            "bounds each socket operation",
-            constant="MAX_TIMEOUT_MS in actions/runners/webhook.py",
+            seconds=webhook.longest_attempt_seconds(),
+            how=f"a wait of at most {webhook.SLOT_WAIT_SECONDS:g} s for a connection slot, then the largest "
+            f"timeoutMs, {webhook.MAX_TIMEOUT_MS} ms (a hard deadline), plus 5 s",
+            constant="MAX_TIMEOUT_MS and SLOT_WAIT_SECONDS in actions/runners/webhook.py",
         ),
         AttemptBound(
             kind="command",
@@ -69,8 +66,9 @@ def attempt_bounds() -> list[AttemptBound]:
         ),
         AttemptBound(
             kind="agent_prompt",
-            seconds=webhook.MAX_TIMEOUT_MS * WEBHOOK_TIMEOUT_FACTOR / 1000,
-            how=f"a webhook attempt: {WEBHOOK_TIMEOUT_FACTOR} x its largest timeoutMs, {webhook.MAX_TIMEOUT_MS} ms",
+            seconds=webhook.longest_attempt_seconds(),
+            how=f"a webhook attempt: a slot wait of at most {webhook.SLOT_WAIT_SECONDS:g} s, then its largest "
+            f"timeoutMs, {webhook.MAX_TIMEOUT_MS} ms, plus 5 s",
             constant="MAX_TIMEOUT_MS in actions/runners/webhook.py",
         ),
         AttemptBound(

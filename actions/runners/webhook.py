@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from django.conf import settings
 from standardwebhooks import Webhook
+from yarl import URL
 
 from actions.errors import ActionError, ParameterError
 from actions.runners.base import ActionContext, ActionResult, Runner, is_utf8
@@ -312,7 +313,7 @@ class WebhookRunner(Runner[WebhookParams]):
             }
         )
         return Delivery(
-            params=params, headers=headers, payload=payload.encode() if payload else None
+            params=params, headers=headers, payload=payload.encode() if payload else None, tenant_id=context.tenant_id
         )
 
     def attempt_async(self, params: WebhookParams, context: ActionContext) -> Coroutine[Any, Any, ActionResult]:
@@ -344,6 +345,7 @@ class Delivery:
     params: WebhookParams
     headers: dict[str, str]
     payload: bytes | None
+    tenant_id: str
 
     def timed_out(self, suffix: str = "") -> ActionError:
         return ActionError(f"timed out after {self.params.timeout_ms} ms{suffix}", permanent=False)
@@ -364,24 +366,31 @@ async def deliver_async(delivery: Delivery) -> ActionResult:
     transient failure before anything was sent (retried, no duplicate)."""
     params = delivery.params
     host, port = params.host, params.port
+    tenant_slots, slots = TRANSPORT.tenant_slots(delivery.tenant_id), TRANSPORT.slots()
+    held: list[asyncio.Semaphore] = []
     try:
-        async with asyncio.timeout(SLOT_WAIT_SECONDS):
-            await TRANSPORT.slots().acquire()
-    except TimeoutError as exc:
-        raise ActionError(
-            f"no connection slot of this worker free within {SLOT_WAIT_SECONDS:g} s (MINOOTS_WEBHOOK_CONNECTIONS)",
-            permanent=False,
-        ) from exc
-    resolved = False
-    try:
-        async with asyncio.timeout(params.timeout_ms / 1000):
-            addresses = await _lookup(host, port)
-            resolved = True
-            answer = await _send(delivery, addresses)
-    except TimeoutError as exc:
-        raise delivery.timed_out("" if resolved else f" (resolving '{host}')") from exc
+        try:
+            async with asyncio.timeout(SLOT_WAIT_SECONDS):
+                for semaphore in (tenant_slots, slots):
+                    await semaphore.acquire()
+                    held.append(semaphore)
+        except TimeoutError as exc:
+            raise ActionError(
+                f"no connection slot of this worker free within {SLOT_WAIT_SECONDS:g} s "
+                "(MINOOTS_WEBHOOK_CONNECTIONS, MINOOTS_WEBHOOK_CONNECTIONS_PER_TENANT)",
+                permanent=False,
+            ) from exc
+        resolved = False
+        try:
+            async with asyncio.timeout(params.timeout_ms / 1000):
+                addresses = await _lookup(host, port)
+                resolved = True
+                answer = await _send(delivery, addresses)
+        except TimeoutError as exc:
+            raise delivery.timed_out("" if resolved else f" (resolving '{host}')") from exc
     finally:
-        TRANSPORT.slots().release()
+        for semaphore in held:
+            semaphore.release()
     # surrogateescape keeps bytes that are not UTF-8; the recording boundary stores them as \xNN.
     output = answer.body.decode("utf-8", errors="surrogateescape") + ("\n[truncated]" if answer.truncated else "")
     status = answer.status
@@ -426,11 +435,21 @@ async def _lookup(host: str, port: int) -> list[IPAddress]:
 
 async def _send(delivery: Delivery, addresses: list[IPAddress]) -> Any:
     params = delivery.params
+    # The host as aiohttp will ask the resolver for it (IDNA-encoded: 'xn--bcher-kva.example').
+    connect_host = URL(params.url).raw_host or params.host
+    try:
+        literal: IPAddress | None = ipaddress.ip_address(connect_host)
+    except ValueError:
+        literal = None
+    if literal is not None and literal not in addresses:
+        # A host aiohttp reads as an IP literal (it connects to it without asking the resolver)
+        # that was not the address checked: never connect.
+        raise ActionError(f"host '{params.host}' is read as {literal}, which was not checked", permanent=True)
     try:
         return await send(
             method=params.method,
             url=params.url,
-            host=params.host,
+            host=connect_host,
             port=params.port,
             addresses=[str(addresses[0])],
             headers=delivery.headers,

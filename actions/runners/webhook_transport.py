@@ -44,6 +44,9 @@ T = TypeVar("T")
 
 # Connections of the process's session: in all, and to one host (scheme, host, port).
 CONNECTIONS = int(os.environ.get("MINOOTS_WEBHOOK_CONNECTIONS", "512"))
+# Of those, attempts of one tenant at most: a tenant flooding a receiver that never answers
+# cannot hold every slot of the process while another tenant's webhooks wait.
+CONNECTIONS_PER_TENANT = int(os.environ.get("MINOOTS_WEBHOOK_CONNECTIONS_PER_TENANT", "128"))
 CONNECTIONS_PER_HOST = int(os.environ.get("MINOOTS_WEBHOOK_CONNECTIONS_PER_HOST", "256"))
 # Longest status line or header line read from a receiver.
 MAX_LINE = 8190
@@ -60,6 +63,8 @@ class PinnedResolver(AbstractResolver):
         self._pinned: dict[tuple[str, int], list[str]] = {}
 
     def pin(self, host: str, port: int, addresses: list[str]) -> None:
+        if len(self._pinned) >= 10_000 and (host, port) not in self._pinned:
+            self._pinned.clear()  # only the attempts in flight need theirs; each pins again
         self._pinned[(host, port)] = addresses
 
     async def resolve(
@@ -84,6 +89,24 @@ class PinnedResolver(AbstractResolver):
         self._pinned.clear()
 
 
+class FreshConnector(aiohttp.TCPConnector):
+    """aiohttp's connector, lending a kept-alive connection only if nothing arrived on it while
+    it sat idle: bytes a receiver sends between requests (a stray second reply, a 408 on idle)
+    would otherwise be read as the next request's answer, one tenant's reply recorded for
+    another's webhook. Such a connection is closed instead (urllib3 dropped them the same way)."""
+
+    async def _get(self, key: Any, traces: list[Any]) -> Any:
+        conns = self._conns.get(key)
+        if conns:
+            stale = [entry for entry in conns if entry[0].should_close]
+            for entry in stale:
+                conns.remove(entry)
+                entry[0].close()
+            if not conns:
+                del self._conns[key]
+        return await super()._get(key, traces)
+
+
 @dataclass(frozen=True)
 class Answer:
     status: int
@@ -102,6 +125,7 @@ class Transport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._session: aiohttp.ClientSession | None = None
         self._slots: asyncio.Semaphore | None = None
+        self._tenant_slots: dict[str, asyncio.Semaphore] = {}
         self.resolver = PinnedResolver()
         self._contexts: dict[bool | str, ssl.SSLContext] = {}
 
@@ -112,6 +136,7 @@ class Transport:
                 self._pid = os.getpid()
                 self._session = None
                 self._slots = None
+                self._tenant_slots = {}
                 self.resolver = PinnedResolver()
                 loop = asyncio.new_event_loop()
                 threading.Thread(target=loop.run_forever, name="webhook-loop", daemon=True).start()
@@ -124,14 +149,16 @@ class Transport:
 
     def submit_many(self, coroutines: Sequence[Coroutine[Any, Any, T]]) -> list[concurrent.futures.Future[T]]:
         """Run every coroutine on the loop, started together by one call into it (not one per
-        coroutine); a future each. Cancelling a future does not stop its coroutine (each ends
-        itself at its deadline); its result is then dropped."""
+        coroutine); a future each. Cancelling a future cancels its coroutine."""
         futures: list[concurrent.futures.Future[T]] = [concurrent.futures.Future() for _ in coroutines]
         loop = self.loop()
 
         def start() -> None:
             for coroutine, future in zip(coroutines, futures, strict=True):
-                loop.create_task(coroutine).add_done_callback(functools.partial(_settle, future))
+                task = loop.create_task(coroutine)
+                task.add_done_callback(functools.partial(_settle, future))
+                # The waiting side giving up stops the attempt too: it must not send later.
+                future.add_done_callback(functools.partial(_cancel_if_cancelled, loop, task))
 
         loop.call_soon_threadsafe(start)
         return futures
@@ -142,10 +169,20 @@ class Transport:
             self._slots = asyncio.Semaphore(CONNECTIONS)
         return self._slots
 
+    def tenant_slots(self, tenant_id: str) -> asyncio.Semaphore:
+        """Attempts of ``tenant_id`` in flight in this process at most (call on the loop)."""
+        slots = self._tenant_slots.get(tenant_id)
+        if slots is None:
+            if len(self._tenant_slots) >= 10_000:
+                # Drop the idle ones (nobody holds or waits for them).
+                self._tenant_slots = {t: sem for t, sem in self._tenant_slots.items() if sem.locked()}
+            slots = self._tenant_slots[tenant_id] = asyncio.Semaphore(CONNECTIONS_PER_TENANT)
+        return slots
+
     def session(self) -> aiohttp.ClientSession:
         """The session (call on the loop)."""
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
+            connector = FreshConnector(
                 limit=CONNECTIONS,
                 limit_per_host=CONNECTIONS_PER_HOST,
                 resolver=self.resolver,
@@ -159,6 +196,9 @@ class Transport:
                 max_line_size=MAX_LINE,
                 max_field_size=MAX_LINE,
             )
+            # One request per attempt: aiohttp would otherwise send an idempotent method (PUT,
+            # DELETE, GET) a second time when a kept-alive connection turns out closed.
+            self._session._retry_connection = False
         return self._session
 
     def tls_context(self, ca_bundle: bool | str) -> ssl.SSLContext:
@@ -168,6 +208,13 @@ class Transport:
             context = ssl.create_default_context(cafile=certifi.where() if ca_bundle is True else str(ca_bundle))
             self._contexts[ca_bundle] = context
         return context
+
+
+def _cancel_if_cancelled(
+    loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any], future: concurrent.futures.Future[Any]
+) -> None:
+    if future.cancelled():
+        loop.call_soon_threadsafe(task.cancel)
 
 
 def _settle(future: concurrent.futures.Future[T], task: asyncio.Task[T]) -> None:
@@ -217,7 +264,13 @@ async def send(
         size = 0
         truncated = False
         while True:
-            chunk = await response.content.read(cap + 1 - size)
+            try:
+                chunk = await response.content.read(cap + 1 - size)
+            except aiohttp.ClientPayloadError:
+                # The status and headers came; the body was cut short (the receiver closed
+                # early, a broken chunk): the answer stands, marked truncated, as before.
+                truncated = True
+                break
             if not chunk:
                 break
             chunks.append(chunk)

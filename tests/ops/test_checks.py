@@ -84,14 +84,14 @@ def test_a_lease_shorter_than_a_runners_longest_attempt_is_an_error(settings: Se
     assert "MAX_TIMEOUT_MS in actions/runners/command.py" in (error.hint or "")
 
 
-def test_a_webhook_attempt_counts_three_times_its_timeout_against_the_lease(settings: Settings) -> None:
-    settings.MINOOTS_ACTION_LEASE = timedelta(seconds=150)
+def test_a_webhook_attempt_counts_its_slot_wait_and_its_timeout_against_the_lease(settings: Settings) -> None:
+    settings.MINOOTS_ACTION_LEASE = timedelta(seconds=120)
 
     messages = checks.check_attempts_end_within_the_lease(None)
 
     webhook = [m for m in messages if m.msg.startswith("A webhook attempt")]
-    assert len(webhook) == 1 and "can last 180 s" in webhook[0].msg
-    assert "MAX_TIMEOUT_MS in actions/runners/webhook.py" in (webhook[0].hint or "")
+    assert len(webhook) == 1 and "can last 125 s" in webhook[0].msg
+    assert "MAX_TIMEOUT_MS and SLOT_WAIT_SECONDS in actions/runners/webhook.py" in (webhook[0].hint or "")
 
 
 def test_a_task_time_limit_shorter_than_a_runners_longest_attempt_is_an_error(settings: Settings) -> None:
@@ -153,6 +153,6 @@ def test_worker_and_beat_refuse_to_start_with_a_failing_check(argv: list[str], t
 
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     assert "not starting" in done.stderr
-    assert "(minoots.E002) A webhook attempt can last 180 s" in done.stderr
+    assert "(minoots.E002) A webhook attempt can last 125 s" in done.stderr
     assert "MINOOTS_ACTION_LEASE (60 s)" in done.stderr
     assert "ready." not in done.stdout + done.stderr
