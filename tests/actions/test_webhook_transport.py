@@ -169,7 +169,7 @@ def test_a_batch_waiting_for_a_slow_receiver_sleeps_instead_of_polling(
     timer = make_timer(tenant=tenant, name="slow", actions=[webhook("h", f"{receiver.url}/slow")])
     services.timers_fire(limit=10)
     calls = []
-    real_wait = batch.wait
+    real_wait = batch.wait  # type: ignore[attr-defined]
 
     def counting_wait(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
