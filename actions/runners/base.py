@@ -61,6 +61,11 @@ class Runner(ABC, Generic[P]):
     # them together); False: the batch runs ``attempt`` one at a time.
     concurrent: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.concurrent and cls.attempt_async is Runner.attempt_async:
+            raise TypeError(f"{cls.__name__} is concurrent but has no attempt_async")
+
     @abstractmethod
     def parse(self, parameters: dict[str, Any], *, tenant_id: str) -> P:
         """The typed parameters, or ParameterError naming the offending parameter.
@@ -117,4 +122,4 @@ class Runner(ABC, Generic[P]):
         kinds that declare ``concurrent``: many are in flight at once. Work that may touch the
         database (secrets, signing) happens here, in the caller's thread, before the coroutine
         is returned; the coroutine itself only talks to the network."""
-        raise NotImplementedError(f"{self.kind} attempts run one at a time")
+        raise NotImplementedError(f"{self.kind} attempts run one at a time (concurrent is False)")

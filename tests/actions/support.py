@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import select
 import socket
+import socketserver
 import ssl
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -276,3 +279,17 @@ class NoParams:
 
     def to_json(self) -> dict[str, Any]:
         return {}
+
+
+@contextmanager
+def tcp_server(handler: type[socketserver.BaseRequestHandler]) -> Iterator[int]:
+    """A threaded TCP server on loopback speaking whatever ``handler`` writes (a receiver that
+    misbehaves below HTTP); yields its port, shut down afterwards."""
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -19,7 +19,7 @@ from actions.models import ActionRun, AttemptOutcome, RunStatus
 from actions.runners import get_runner
 from actions.runners.webhook import WebhookParams, address_refusal
 from tests.actions.conftest import FireTimer
-from tests.actions.support import Receiver, Reply, Sent, dripped, drive, execute_next, webhook, write_raw
+from tests.actions.support import Receiver, Reply, Sent, dripped, drive, execute_next, tcp_server, webhook, write_raw
 from timers.models import Tenant, TimerEvent, TimerStatus
 
 pytestmark = pytest.mark.django_db
@@ -530,15 +530,9 @@ def test_a_receiver_dripping_its_tls_handshake_is_hung_up_on_at_the_deadline(
             sent.append(write_raw(self.request, dribble))
             done.set()
 
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handshake)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"https://secure.example.com:{server.server_address[1]}/"
+    with tcp_server(Handshake) as port:
+        url = f"https://secure.example.com:{port}/"
         timer = drive(fire_timer(webhook("tls", url, timeoutMs=DEADLINE_MS), retry={"maxAttempts": 1}))
-    finally:
-        server.shutdown()
-        server.server_close()
 
     run = ActionRun.objects.get(timer=timer)
     assert attempts_of(run) == [(AttemptOutcome.TRANSIENT, None)]

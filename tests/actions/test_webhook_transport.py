@@ -20,7 +20,7 @@ from actions.models import ActionAttempt, ActionRun, AttemptOutcome, RunStatus
 from actions.runners import webhook_transport
 from actions.runners.webhook_transport import TRANSPORT
 from tests.actions.conftest import FireTimer
-from tests.actions.support import Receiver, Reply, drive, webhook
+from tests.actions.support import Receiver, Reply, drive, tcp_server, webhook
 from tests.factories import make_timer
 from timers import services
 from timers.models import Tenant, TimerStatus
@@ -68,15 +68,8 @@ def test_an_attempt_sends_its_request_once_even_when_the_connection_closes_unans
     method: str, allow_private: None, fire_timer: FireTimer
 ) -> None:
     ClosesAfterReading.requests = []
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), ClosesAfterReading)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/x"
-        timer = drive(fire_timer(webhook("x", url, method=method), retry={"maxAttempts": 1}))
-    finally:
-        server.shutdown()
-        server.server_close()
+    with tcp_server(ClosesAfterReading) as port:
+        timer = drive(fire_timer(webhook("x", f"http://127.0.0.1:{port}/x", method=method), retry={"maxAttempts": 1}))
 
     assert outcomes(timer) == [(AttemptOutcome.TRANSIENT, None)]
     assert len(ClosesAfterReading.requests) == 1, ClosesAfterReading.requests
@@ -94,14 +87,8 @@ class AnswersPartly(socketserver.BaseRequestHandler):
 def test_a_2xx_whose_body_is_cut_short_is_a_success_marked_truncated(
     allow_private: None, fire_timer: FireTimer
 ) -> None:
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), AnswersPartly)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        timer = drive(fire_timer(webhook("cut", f"http://127.0.0.1:{server.server_address[1]}/cut")))
-    finally:
-        server.shutdown()
-        server.server_close()
+    with tcp_server(AnswersPartly) as port:
+        timer = drive(fire_timer(webhook("cut", f"http://127.0.0.1:{port}/cut")))
 
     assert timer.status == TimerStatus.SETTLED
     assert outcomes(timer) == [(AttemptOutcome.SUCCEEDED, 200)]

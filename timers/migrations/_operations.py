@@ -14,33 +14,31 @@ def is_postgres(schema_editor: Any) -> bool:
     return bool(schema_editor.connection.vendor == "postgresql")
 
 
-class AddIndexSafely(AddIndexConcurrently):
+class _PlainOffPostgres:
+    """The CONCURRENTLY operation on Postgres; ``plain`` (the ordinary one) on other databases."""
+
+    plain: Any
+
+    def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
+        if is_postgres(schema_editor):
+            super().database_forwards(app_label, schema_editor, from_state, to_state)  # type: ignore[misc]
+        else:
+            self.plain.database_forwards(self, app_label, schema_editor, from_state, to_state)
+
+    def database_backwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
+        if is_postgres(schema_editor):
+            super().database_backwards(app_label, schema_editor, from_state, to_state)  # type: ignore[misc]
+        else:
+            self.plain.database_backwards(self, app_label, schema_editor, from_state, to_state)
+
+
+class AddIndexSafely(_PlainOffPostgres, AddIndexConcurrently):
     """CREATE INDEX CONCURRENTLY on Postgres, a plain CREATE INDEX elsewhere."""
 
-    def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
-        if is_postgres(schema_editor):
-            super().database_forwards(app_label, schema_editor, from_state, to_state)
-        else:
-            migrations.AddIndex.database_forwards(self, app_label, schema_editor, from_state, to_state)
-
-    def database_backwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
-        if is_postgres(schema_editor):
-            super().database_backwards(app_label, schema_editor, from_state, to_state)
-        else:
-            migrations.AddIndex.database_backwards(self, app_label, schema_editor, from_state, to_state)
+    plain = migrations.AddIndex
 
 
-class RemoveIndexSafely(RemoveIndexConcurrently):
+class RemoveIndexSafely(_PlainOffPostgres, RemoveIndexConcurrently):
     """DROP INDEX CONCURRENTLY on Postgres, a plain DROP INDEX elsewhere."""
 
-    def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
-        if is_postgres(schema_editor):
-            super().database_forwards(app_label, schema_editor, from_state, to_state)
-        else:
-            migrations.RemoveIndex.database_forwards(self, app_label, schema_editor, from_state, to_state)
-
-    def database_backwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
-        if is_postgres(schema_editor):
-            super().database_backwards(app_label, schema_editor, from_state, to_state)
-        else:
-            migrations.RemoveIndex.database_backwards(self, app_label, schema_editor, from_state, to_state)
+    plain = migrations.RemoveIndex
