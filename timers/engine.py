@@ -27,6 +27,12 @@ log = logging.getLogger(__name__)
 MAX_BATCHES_PER_TICK = 20
 # How long one reconcile pass may keep arming a backlog (the next pass continues).
 ARM_BUDGET_SECONDS = 3.0
+# How long a tick may wait in its task for its bucket's later timers, in MINOOTS_TICKs from
+# when it started (its bucket is one tick long; the rest is slack for a busy worker), and the
+# shortest sleep between two looks (a timer the worker's clock says is due but the database's
+# does not yet).
+IN_BUCKET_WAIT_TICKS = 3
+MIN_WAIT_SECONDS = 0.001
 
 
 def _next_armed_fire_at(*, bucket: int) -> datetime | None:
@@ -45,33 +51,62 @@ def _next_armed_fire_at(*, bucket: int) -> datetime | None:
 
 
 def fire_due(*, bucket: int | None) -> int:
-    """The tick: claim every due timer in bounded batches; re-publish for the bucket's later timers."""
+    """The tick: claim every due timer in bounded batches, then the bucket's later timers.
+
+    A bucket's tick is published for the bucket's first instant (``ticks.tick_eta``), so it
+    runs before any of its timers is due. Its later timers are then at most one bucket away:
+    the task sleeps until each is due and claims it, rather than publishing itself again (a
+    broker round trip and the worker's ETA timer on top: a timer 4 ms after the bucket's first
+    one fired a whole MINOOTS_TICK late). A timer still not claimable once that wait is over
+    (the worker's clock ahead of the database's, or another worker's claim holding it) gets a
+    tick again, no sooner than one MINOOTS_TICK from now: the wait is bounded whatever the
+    clocks say.
+    """
+    total = 0
+    tick = settings.MINOOTS_TICK.total_seconds()
+    waited_until = time.monotonic() + IN_BUCKET_WAIT_TICKS * tick
+    forgotten = False
+    while True:
+        claimed, handed_over = _claim_due_batches(bucket=bucket)
+        total += claimed
+        if handed_over or bucket is None:
+            return total
+        upcoming = _next_armed_fire_at(bucket=bucket)
+        if upcoming is None and not forgotten:
+            # Forget first, then look: a timer created in this bucket meanwhile either sees no
+            # marker and publishes its own tick, or is committed and found here.
+            ticks.forget_tick(bucket)
+            forgotten = True
+            upcoming = _next_armed_fire_at(bucket=bucket)
+        if upcoming is None:
+            return total
+        now = timezone.now()
+        wait = (upcoming - now).total_seconds()
+        if time.monotonic() + max(wait, 0.0) < waited_until:
+            time.sleep(max(wait, MIN_WAIT_SECONDS))
+            continue
+        # The tick ran early (clock skew, or a later timer of the bucket still locked).
+        ticks.republish_tick(bucket=bucket, eta=max(upcoming, now + settings.MINOOTS_TICK))
+        return total
+
+
+def _claim_due_batches(*, bucket: int | None) -> tuple[int, bool]:
+    """Claim what is due in up to MAX_BATCHES_PER_TICK batches: (how many, handed over).
+    Handed over: more was due than one task should hold on to, a fresh tick continues."""
     batch = settings.MINOOTS_CLAIM_BATCH
     total = 0
     for n in range(MAX_BATCHES_PER_TICK):
         claimed = timers_fire(limit=batch)
         total += len(claimed)
         if len(claimed) < batch:
-            break
+            return total, False
         if n == 0:
             # A full batch means a burst: enlist another worker slot to claim beside this one
             # (SKIP LOCKED keeps them apart). Each helper does the same, so the fan-out follows
             # the backlog and stops when it is drained.
             ticks.publish_tick(bucket=None, eta=None)
-    else:
-        # More is due than one task should hold on to: continue in a fresh task.
-        ticks.publish_tick(bucket=bucket, eta=None)
-        return total
-    if bucket is not None:
-        # Forget first, then look: a timer created in this bucket meanwhile either sees no
-        # marker and publishes its own tick, or is committed and found here.
-        ticks.forget_tick(bucket)
-        upcoming = _next_armed_fire_at(bucket=bucket)
-        if upcoming is not None:
-            # The tick ran early (clock skew, or a later timer of the same bucket).
-            now = timezone.now()
-            ticks.republish_tick(bucket=bucket, eta=max(upcoming, now + settings.MINOOTS_TICK))
-    return total
+    ticks.publish_tick(bucket=bucket, eta=None)
+    return total, True
 
 
 # --- repair --------------------------------------------------------------------------------

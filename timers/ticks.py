@@ -78,6 +78,13 @@ def next_bucket_start(bucket: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=(bucket + 1) * tick_ms())
 
 
+def tick_eta(bucket: int) -> datetime:
+    """When a bucket's tick is due: the bucket's first instant, whichever of its timers made
+    it (a timer created later may fall earlier in the bucket); the tick then waits in its task
+    for each of the bucket's timers (``engine.fire_due``)."""
+    return next_bucket_start(bucket - 1)
+
+
 def _marker_ttl() -> int:
     return int(settings.MINOOTS_ARM_HORIZON.total_seconds()) + 60
 
@@ -110,8 +117,8 @@ def ensure_tick(fire_at: datetime) -> bool:
             return False
     except Exception:  # cache down: publish anyway, a duplicate tick is harmless
         log.warning("tick marker cache unavailable", exc_info=True)
-        return publish_tick(bucket=bucket, eta=fire_at)
-    if publish_tick(bucket=bucket, eta=fire_at):
+        return publish_tick(bucket=bucket, eta=tick_eta(bucket))
+    if publish_tick(bucket=bucket, eta=tick_eta(bucket)):
         return True
     _drop_marker(bucket)
     return False
@@ -136,11 +143,11 @@ def ensure_ticks(fire_ats: list[datetime]) -> int:
         return sum(1 for f in missing.values() if ensure_tick(f))
     published = 0
     for key in marked:
-        fire_at = missing[key]
-        if publish_tick(bucket=bucket_of(fire_at), eta=fire_at):
+        bucket = bucket_of(missing[key])
+        if publish_tick(bucket=bucket, eta=tick_eta(bucket)):
             published += 1
         else:
-            _drop_marker(bucket_of(fire_at))
+            _drop_marker(bucket)
     return published
 
 
@@ -389,4 +396,4 @@ def ticks_restore(firsts: dict[int, datetime], *, now: datetime) -> int:
             extra={"event": "ticks_lost"},
         )
     published = sum(1 for f in missing if ensure_tick(f))
-    return published + sum(1 for bucket in lost if republish_tick(bucket=bucket, eta=firsts[bucket], at=now))
+    return published + sum(1 for bucket in lost if republish_tick(bucket=bucket, eta=tick_eta(bucket), at=now))

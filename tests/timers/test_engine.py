@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -45,7 +46,8 @@ def test_timer_due_within_the_horizon_is_armed_at_creation_with_one_tick(tenant:
     assert event_kinds(timer) == ["created", "armed"]
     [tick] = queued_ticks(broker)
     assert tick.kwargs == {"bucket": ticks.bucket_of(timer.fire_at)}
-    assert tick.eta == timer.fire_at
+    # Due at the bucket's first instant, before any of its timers (a later create may fall earlier).
+    assert tick.eta == ticks.tick_eta(ticks.bucket_of(timer.fire_at)) <= timer.fire_at
 
 
 def test_timers_in_the_same_tick_bucket_share_one_message(tenant: Tenant, broker: redis.Redis) -> None:
@@ -147,6 +149,35 @@ def test_early_tick_fires_nothing_and_republishes_itself_for_the_bucket(tenant: 
     [republished] = queued_ticks(broker)
     assert republished.kwargs == {"bucket": ticks.bucket_of(timer.fire_at)}
     assert republished.eta == timer.fire_at  # the timer's own moment, not a poll
+
+
+def test_one_tick_fires_each_timer_of_its_bucket_when_it_is_due_whatever_the_creation_order(
+    tenant: Tenant, broker: redis.Redis
+) -> None:
+    bucket = ticks.bucket_of(timezone.now() + timedelta(milliseconds=300))
+    start = ticks.tick_eta(bucket)
+    late_one, _ = services.timer_create(
+        tenant=tenant, spec=TimerSpec(name="late", fire_at=start + timedelta(milliseconds=8))
+    )
+    # Created second but due first: its bucket already has a tick, which must not wait for "late".
+    early_one, _ = services.timer_create(
+        tenant=tenant, spec=TimerSpec(name="early", fire_at=start + timedelta(milliseconds=2))
+    )
+    [tick] = queued_ticks(broker)
+    assert tick.eta == start
+    broker.delete("timers")
+    while timezone.now() < start:
+        time.sleep(0.001)
+
+    assert engine.fire_due(bucket=bucket) == 2
+
+    early_one.refresh_from_db()
+    late_one.refresh_from_db()
+    assert early_one.fired_at is not None and late_one.fired_at is not None
+    # Each claimed on its own once it was due (the database's clock), the earlier first, and
+    # without publishing the tick again for the later one.
+    assert early_one.fire_at <= early_one.fired_at < late_one.fire_at <= late_one.fired_at
+    assert queued_ticks(broker) == []
 
 
 def test_cancelled_timer_never_fires(tenant: Tenant, broker: redis.Redis) -> None:
