@@ -16,8 +16,8 @@ from tests.broker import queued_tasks
 from tests.factories import api_client, make_api_key
 from tests.timers.conftest import CreateTimer
 from timers import services
-from timers.ticks import bucket_of, tick_eta
 from timers.models import Role, Tenant, Timer, TimerEvent, TimerStatus
+from timers.ticks import bucket_of, tick_eta
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
