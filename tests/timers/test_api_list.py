@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from tests.assertions import assert_error
+from tests.factories import make_timer, make_timers
 from tests.timers.conftest import CreateTimer
+from timers import selectors
 from timers.models import Timer
 
 
@@ -354,3 +359,163 @@ def test_the_schema_gives_limit_its_range(client: APIClient) -> None:
     schema = client.get("/api/schema/", {"format": "json"}).json()
     (limit,) = [p for p in schema["paths"]["/api/timers"]["get"]["parameters"] if p["name"] == "limit"]
     assert limit["schema"] == {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}
+
+
+# --- label and fireAt filters: by id when few match, the walk in the list's order otherwise --
+
+
+@pytest.fixture(params=["by id", "from the newest match", "as planned"])
+def filtered_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test below three times on Postgres: with the matching timers under the bound (looked
+    up by id, then sorted), above it (a fireAt window: from its newest timer on), and above both
+    (the query as it is). SQLite always runs the query as it is."""
+    by_id, newest = {"by id": (1000, 20_000), "from the newest match": (2, 20_000), "as planned": (2, 2)}[request.param]
+    monkeypatch.setattr(selectors, "LIST_BY_ID_LIMIT", by_id)
+    monkeypatch.setattr(selectors, "WINDOW_NEWEST_LIMIT", newest)
+    return str(request.param)
+
+
+def _timers_at(tenant: Any, specs: Sequence[tuple[int, int, dict[str, str]]]) -> list[Timer]:
+    """Timers of ``tenant``, one per (created seconds ago, fireAt hours ahead, labels); timers
+    created in the same second tie on created_at (the id orders them, as the list does)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    return [
+        make_timer(
+            tenant=tenant,
+            status="scheduled",
+            name=f"t{i}",
+            created_at=now - timedelta(seconds=ago),
+            fire_at=now + timedelta(hours=ahead),
+            labels=labels,
+        )
+        for i, (ago, ahead, labels) in enumerate(specs)
+    ]
+
+
+def _in_list_order(timers: list[Timer]) -> list[str]:
+    return [str(t.id) for t in sorted(timers, key=lambda t: (t.created_at, t.id), reverse=True)]
+
+
+def _at(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_a_label_filter_lists_its_timers_in_order_across_pages_and_back(
+    client: APIClient, tenant: Any, other_tenant: Any, filtered_path: str
+) -> None:
+    specs = [(ago, 1, {"env": "prod" if ago % 3 == 0 else "dev", "n": str(ago)}) for ago in range(20)]
+    specs += [(6, 2, {"env": "prod"}), (6, 3, {"env": "prod"})]  # ties on created_at
+    timers = _timers_at(tenant, specs)
+    _timers_at(other_tenant, [(0, 1, {"env": "prod"})])
+    wanted = _in_list_order([t for t in timers if t.labels["env"] == "prod"])
+    assert len(wanted) == 9
+    seen, responses = _walk(client, "?label=env:prod&limit=2")
+    assert seen == wanted and len(responses) == 5
+    back, _ = _walk(client, responses[-1].json()["previous"].split("/api/timers", 1)[1], backwards=True)
+    assert back == wanted[6:8] + wanted[4:6] + wanted[2:4] + wanted[0:2]
+
+
+def test_repeated_labels_and_a_fire_window_all_filter_across_pages(
+    client: APIClient, tenant: Any, filtered_path: str
+) -> None:
+    specs = [(ago, ago % 5, {"env": "prod", "team": "infra" if ago % 2 else "web"}) for ago in range(24)]
+    timers = _timers_at(tenant, specs)
+    now = min(t.fire_at for t in timers)  # fireAt hours ahead of the same instant
+    window = (now + timedelta(hours=1), now + timedelta(hours=3))
+    wanted = _in_list_order([t for t in timers if t.labels["team"] == "infra" and window[0] <= t.fire_at < window[1]])
+    query = f"?label=env:prod&label=team:infra&fireAfter={_at(window[0])}&fireBefore={_at(window[1])}&limit=2"
+    seen, _ = _walk(client, query)
+    assert seen == wanted and len(wanted) == 5
+
+
+def test_a_fire_window_lists_its_timers_in_order_across_pages(
+    client: APIClient, tenant: Any, other_tenant: Any, filtered_path: str
+) -> None:
+    timers = _timers_at(tenant, [(ago, ago % 4, {}) for ago in range(16)] + [(3, 1, {}), (3, 2, {})])
+    _timers_at(other_tenant, [(0, 1, {})])
+    now = min(t.fire_at for t in timers)
+    window = (now + timedelta(hours=1), now + timedelta(hours=3))
+    in_window = [t for t in timers if window[0] <= t.fire_at < window[1]]
+    seen, _ = _walk(client, f"?fireAfter={_at(window[0])}&fireBefore={_at(window[1])}&limit=3")
+    assert seen == _in_list_order(in_window) and len(in_window) == 10
+    after, _ = _walk(client, f"?fireAfter={_at(now + timedelta(hours=3))}&limit=3")
+    assert after == _in_list_order([t for t in timers if t.fire_at >= now + timedelta(hours=3)])
+
+
+def test_a_label_or_window_no_timer_matches_lists_nothing(client: APIClient, tenant: Any, filtered_path: str) -> None:
+    timers = _timers_at(tenant, [(ago, 1, {"env": "prod"}) for ago in range(5)])
+    assert _get(client, "?label=env:absent").json() == {"timers": [], "next": None, "previous": None}
+    assert _ids(_get(client, "?label=absent:prod")) == []
+    past = _at(min(t.fire_at for t in timers) - timedelta(days=1))
+    assert _ids(_get(client, f"?fireBefore={past}")) == []
+    assert _ids(_get(client, "?label=env:prod&limit=10")) == _in_list_order(timers)
+
+
+def _plan_indexes(node: dict[str, Any]) -> set[str]:
+    found = {node["Index Name"]} if "Index Name" in node else set()
+    for child in node.get("Plans", []):
+        found |= _plan_indexes(child)
+    return found
+
+
+@pytest.mark.postgres_only("Postgres plans")
+@pytest.mark.parametrize(
+    ("query", "index"),
+    [
+        ("?label=env:rare", "timer_labels"),
+        ("?fireAfter={0}T05:00:00Z&fireBefore={0}T05:01:00Z", "timer_tenant_fire_at"),
+    ],
+)
+def test_a_label_or_a_fire_window_is_found_by_its_own_index_then_listed_by_id(
+    client: APIClient, tenant: Any, query: str, index: str
+) -> None:
+    day = (datetime.now(UTC) + timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
+    make_timers(tenant=tenant, fire_ats=[day + timedelta(minutes=i) for i in range(600)], labels={"env": "prod"})
+    rare = make_timers(
+        tenant=tenant, fire_ats=[day + timedelta(hours=5, seconds=i) for i in range(3)], labels={"env": "rare"}
+    )
+    with connection.cursor() as cur:
+        cur.execute("ANALYZE timers_timer")
+    with CaptureQueriesContext(connection) as queries:
+        listed = _ids(_get(client, query.format(day.date().isoformat())))
+    assert set(listed) >= {str(t.id) for t in rare}
+    timer_sqls = [q["sql"] for q in queries.captured_queries if 'FROM "timers_timer"' in q["sql"]]
+    probe, *pages = timer_sqls  # the count up to the bound, then the page's sizes and the page
+    assert "ORDER BY" not in probe and len(pages) == 2
+    with connection.cursor() as cur:
+        # A few hundred rows: a scan of the table would win anyway; what is left is the index.
+        cur.execute("SET LOCAL enable_seqscan = off")
+        cur.execute(f"EXPLAIN (FORMAT JSON) {probe}")
+        (plan,) = cur.fetchone()
+        assert index in _plan_indexes(plan[0]["Plan"]), plan
+        for sql in pages:  # the ids found (by primary key or the filter's index), then sorted
+            assert '"timers_timer"."id" IN (' in sql
+            cur.execute(f"EXPLAIN (FORMAT JSON) {sql}")
+            (plan,) = cur.fetchone()
+            used = _plan_indexes(plan[0]["Plan"])
+            assert used and not used & {"timer_tenant_created", "timer_created"}, plan  # no walk in list order
+
+
+@pytest.mark.postgres_only("Postgres plans")
+def test_a_fire_window_of_more_timers_than_listed_by_id_starts_at_its_newest_read_from_its_index(
+    client: APIClient, tenant: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(selectors, "LIST_BY_ID_LIMIT", 2)
+    day = (datetime.now(UTC) + timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
+    make_timers(tenant=tenant, fire_ats=[day + timedelta(minutes=i) for i in range(600)])
+    with connection.cursor() as cur:
+        cur.execute("ANALYZE timers_timer")
+    with CaptureQueriesContext(connection) as queries:
+        listed = _ids(
+            _get(client, f"?fireAfter={_at(day + timedelta(hours=5))}&fireBefore={_at(day + timedelta(hours=6))}")
+        )
+    assert len(listed) == 50
+    _, newest, *pages = [q["sql"] for q in queries.captured_queries if 'FROM "timers_timer"' in q["sql"]]
+    assert "MAX(" in newest and len(pages) == 2
+    assert all('"timers_timer"."created_at" <= ' in sql for sql in pages)
+    with connection.cursor() as cur:
+        cur.execute("SET LOCAL enable_seqscan = off")
+        cur.execute(f"EXPLAIN (FORMAT JSON) {newest}")
+        (plan,) = cur.fetchone()
+    # An index-only scan once vacuum has marked the pages all-visible (not in a test's transaction).
+    assert _plan_indexes(plan[0]["Plan"]) == {"timer_tenant_fire_at"}, plan
