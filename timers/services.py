@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from timers import metrics, ports, queries, ticks
 from timers.allowlist import bundle_refusal
+from timers.batch_insert import NewTimers
 from timers.limits import oversized_fields
 from timers.models import PENDING_STATUSES, Tenant, Timer, TimerEvent, TimerStatus, has_actions
 from timers.queries import EventRow
@@ -352,8 +353,8 @@ def _batch_insert(
             outcomes[pending.index] = BatchOutcome(timer=existing)
     admission = quota_admit(tenant=tenant, now=now, count=len(new))
     horizon_end = now + settings.MINOOTS_ARM_HORIZON
-    timers: list[Timer] = []
-    events: list[EventRow] = []
+    rows = NewTimers(tenant_id=tenant.id, created_at=now)
+    armed: list[datetime] = []
     for position, pending in enumerate(new):
         refused = admission.refusal(position)
         if refused is not None:
@@ -361,37 +362,29 @@ def _batch_insert(
             continue
         spec, fire_at = pending.item.spec, pending.fire_at
         arm_now = fire_at <= horizon_end
-        timer = _new_timer(
-            id=uuid4(),
-            tenant_id=tenant.id,
+        timer = rows.add(
             name=spec.name,
-            status=TimerStatus.ARMED if arm_now else TimerStatus.SCHEDULED,
+            armed=arm_now,
             duration_ms=pending.duration_ms,
-            created_at=now,
             fire_at=fire_at,
             requested_by=spec.requested_by,
             metadata=spec.metadata,
             labels=spec.labels,
             action_bundle=spec.action_bundle,
             agent_binding=spec.agent_binding,
-            state_version=2 if arm_now else 1,
             idempotency_key=pending.item.idempotency_key or None,
             request_hash=pending.item.fingerprint,
         )
-        timers.append(timer)
-        events.append(EventRow(timer.id, "created", now, 1, {"fireAt": fire_at.isoformat()}))
         if arm_now:
-            events.append(EventRow(timer.id, "armed", now, 2, {}))
+            armed.append(fire_at)
         outcomes[pending.index] = BatchOutcome(timer=timer, created=True)
-    if not timers:
+    if not rows:
         return []
-    queries.insert_timers(timers)
-    queries.insert_events(events)
-    armed = [t.fire_at for t in timers if t.status == TimerStatus.ARMED]
+    rows.insert()  # the timers and their created (+ armed) events, one statement on Postgres
     if armed:
         transaction.on_commit(lambda: ticks.ensure_ticks(armed))
-    _count_on_commit([tenant.id] * len(timers), "created")
-    return timers
+    _count_on_commit([tenant.id] * len(rows), "created")
+    return rows.timers
 
 
 _UNSET_ON_CREATE: dict[str, Any] = {
