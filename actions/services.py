@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from actions.bundle import parse_bundle
 from actions.errors import ParameterError
-from actions.holders import runs_held_by_dead_workers, runs_of_dead_workers, runs_unmark
+from actions.holders import runs_held_by_dead_workers, runs_lost_in_transit, runs_of_dead_workers, runs_unmark
 from actions.models import ActionRun, RunStatus
 from actions.runners import RUNNERS
 from timers.ports import ClaimedTimer
@@ -168,12 +168,16 @@ def runs_recover(now: datetime, limit: int) -> int:
         .values_list("id", flat=True)[: max(0, limit - len(overdue))]
     )
     candidates = overdue + lost
+    overdue_set = set(overdue)
     if candidates:
         try:
             marked = cache.get_many([_marker(run_id) for run_id in candidates])
         except Exception:
             marked = {}
-        orphaned |= set(runs_held_by_dead_workers([r for r in candidates if _marker(r) in marked], running=False))
+        published = [r for r in candidates if _marker(r) in marked]
+        orphaned |= set(runs_held_by_dead_workers(published, running=False))
+        # Published, and its message lost with a worker that died before it could mark it.
+        orphaned |= set(runs_lost_in_transit([r for r in published if r not in orphaned and r in overdue_set]))
         candidates = [run_id for run_id in candidates if _marker(run_id) not in marked or run_id in orphaned]
     if orphaned:
         runs_unmark(list(orphaned))
