@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import empty
@@ -374,6 +375,47 @@ class TimerBatchItemInput(TimerCreateInput):
             raise serializers.ValidationError(problem)
         return value
 
+    def validated_item(self, body: Any) -> dict[str, Any]:
+        """``run_validation(body)``: the same validated attributes, or the same ValidationError.
+
+        A batch validates a thousand bodies, and DRF's generic machinery (a ``run_validation``
+        per field, its validators and empty-value checks, the error collection) is most of the
+        cost of a plain one. So a body whose every value passes its field's checks as it is
+        goes through the same rules without that machinery: the checks of ``refuse_unstrict``,
+        each declared CharField's own settings (a string already trimmed, not blank, within
+        its ``max_length``), the ``validate_<field>`` methods and ``validate``. Anything else
+        (a value DRF would convert, trim or refuse, any error) is left to ``run_validation``,
+        so that a refused body gets exactly a single create's error."""
+        data = self._fast_validation(body)
+        return self.run_validation(body) if data is None else data
+
+    def _fast_validation(self, body: Any) -> dict[str, Any] | None:
+        """The validated attributes of ``body``, or None where ``run_validation`` must decide."""
+        if type(body) is not dict:
+            return None
+        fields = self.fields
+        attrs: dict[str, Any] = {}
+        for name, value in body.items():
+            field = fields.get(name)
+            if field is None or storable_json_problem(value) is not None:
+                return None
+            if isinstance(field, serializers.CharField):
+                if not _plain_string(field, value):
+                    return None
+            elif value is None and not field.allow_null:
+                return None
+            check = getattr(self, f"validate_{name}", None)
+            if check is not None:
+                try:
+                    value = check(value)
+                except (serializers.ValidationError, DjangoValidationError):
+                    return None
+            attrs[name] = value
+        try:
+            return self.validate(attrs)
+        except (serializers.ValidationError, DjangoValidationError):
+            return None
+
     @classmethod
     def batch_item_from(cls, data: dict[str, Any], body: dict[str, Any], *, requested_by: str) -> BatchItem:
         """The ``BatchItem`` of one validated timer (``data``, of ``body`` as sent). Its key's
@@ -384,6 +426,18 @@ class TimerBatchItemInput(TimerCreateInput):
         fingerprint = request_fingerprint({k: v for k, v in body.items() if k != "idempotencyKey"}) if key else ""
         spec = cls.spec_from(data, requested_by=requested_by)
         return BatchItem(spec=spec, idempotency_key=key, fingerprint=fingerprint)
+
+
+def _plain_string(field: serializers.CharField, value: Any) -> bool:
+    """Whether ``field`` takes ``value`` as it is: a string it would neither trim nor refuse
+    (blank, or longer than its ``max_length``); NUL and surrogates are ``refuse_unstrict``'s."""
+    return (
+        type(value) is str
+        and value != ""
+        and (not field.trim_whitespace or value.strip() == value)
+        and (field.max_length is None or len(value) <= field.max_length)
+        and (field.min_length is None or len(value) >= field.min_length)
+    )
 
 
 @extend_schema_field(TimerBatchItemInput(many=True))

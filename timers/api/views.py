@@ -526,7 +526,7 @@ class TimerBatchCreateApi(ApiView):
         positions: list[int] = []
         for index, body in enumerate(bodies):
             try:
-                data = item_input.run_validation(body)
+                data = item_input.validated_item(body)
                 # The batch's tenant: the credential's, or the one a staff session names.
                 if data.get("tenantId") not in (None, tenant.id):
                     raise exceptions.PermissionDenied("tenantId does not match the credential's tenant")
