@@ -10,6 +10,7 @@ import secrets
 from django.db import transaction
 from django.utils import timezone
 
+from timers import queries
 from timers.models import ApiKey, Role, Tenant, default_roles
 
 KEY_PREFIX = "mk_"
@@ -40,7 +41,7 @@ def api_key_verify(*, raw: str) -> ApiKey | None:
     parts = raw.split("_", 2)
     if len(parts) != 3 or f"{parts[0]}_" != KEY_PREFIX or not _PREFIX_RE.fullmatch(parts[1]):
         return None  # also keeps NUL and other junk away from the database query
-    key = ApiKey.objects.select_related("tenant").filter(prefix=parts[1]).first()
+    key = queries.api_key_with_tenant(parts[1])
     if key is None or key.revoked_at is not None:
         return None
     if not hmac.compare_digest(key.key_hash, _hash(raw)):

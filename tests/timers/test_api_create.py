@@ -228,3 +228,26 @@ def test_a_database_outage_during_a_create_is_logged_once_at_warning_not_error(
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
         "database unavailable: OperationalError"
     ]
+
+
+def test_a_create_costs_the_key_lookup_and_one_insert_of_the_timer_with_its_events(client: APIClient) -> None:
+    """The create path's round trips: the API key and its tenant in one SELECT, then the timer
+    and its 'created' and 'armed' events in one statement on Postgres (two inserts elsewhere)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    assert client.post("/api/timers", {"name": "warm-up", "duration": "5s"}, format="json").status_code == 201
+    with CaptureQueriesContext(connection) as captured:
+        response = client.post("/api/timers", {"name": "counted", "duration": "5s"}, format="json")
+    assert response.status_code == 201, response.content
+    statements = [
+        q["sql"]
+        for q in captured.captured_queries
+        if not q["sql"].startswith(("SAVEPOINT", "RELEASE", "BEGIN", "COMMIT"))
+    ]
+    assert len(statements) == (2 if connection.vendor == "postgresql" else 3), statements
+    assert "timers_tenant" in statements[0]
+    timer = Timer.objects.get(pk=response.json()["id"])
+    assert [e.kind for e in TimerEvent.objects.filter(timer=timer).order_by("id")] == ["created", "armed"]
+    assert [e.state_version for e in TimerEvent.objects.filter(timer=timer).order_by("id")] == [1, 2]
+    assert response.json()["stateVersion"] == timer.state_version == 2

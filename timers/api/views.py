@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC
-from typing import Any, cast
+from typing import Any
 from uuid import UUID
 
 from django.db.models import TextField
@@ -389,9 +389,7 @@ class TimerListCreateApi(ApiView):
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(qs, request, view=self)
         assert page is not None  # a page size is always set
-        return paginator.get_paginated_response(
-            paginator.bound_page(cast(list[Any], TimerOutput(page, many=True).data))
-        )
+        return paginator.get_paginated_response(paginator.bound_page([timer_json(timer) for timer in page]))
 
     @extend_schema(
         operation_id="timers_create",
@@ -442,7 +440,7 @@ class TimerListCreateApi(ApiView):
             fingerprint=services.request_fingerprint(request.data),
             refuse_past=True,  # a client's fireAt already past is an input error, not "now"
         )
-        return Response(TimerOutput(timer).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        return Response(timer_json(timer), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
     @staticmethod
     def _tenant_for_create(principal: Principal, data: Any) -> Tenant:
@@ -649,7 +647,7 @@ class TimerDetailApi(ApiView):
             by=_requested_by(principal, data.get("requestedBy")),
             refuse_past=True,
         )
-        return Response(TimerOutput(timer).data, headers={"ETag": _etag(timer)})
+        return Response(timer_json(timer), headers={"ETag": _etag(timer)})
 
 
 class TimerCancelApi(ApiView):
@@ -687,7 +685,7 @@ class TimerCancelApi(ApiView):
         timer = services.timer_cancel(
             timer=timer, reason=data.get("reason", ""), by=_requested_by(principal, data.get("requestedBy"))
         )
-        return Response(TimerOutput(timer).data)
+        return Response(timer_json(timer))
 
 
 class TimerEventsApi(ApiView):
