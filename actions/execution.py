@@ -60,7 +60,7 @@ from django.db.models import F, Q, Sum
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from actions import transitions
+from actions import queries, transitions
 from actions.bundle import RetryPolicy
 from actions.errors import ActionError, ParameterError
 from actions.models import ActionRun, RunStatus
@@ -253,22 +253,23 @@ def _conclude(finished: Sequence[Finished]) -> list[Finished]:
     timer_ids = sorted({f.claim.run.timer_id for f in finished})
     to_publish: list[UUID] = []
     with transaction.atomic():
-        # Serialises outcomes per timer (see module docstring), in id order (no deadlocks).
+        # Serialises outcomes per timer (see module docstring), in id order (no deadlocks);
+        # the status read under the lock says which were cancelled meanwhile.
         # NO KEY: event and run inserts referencing the timer are not blocked.
-        list(
-            Timer.objects.select_for_update(no_key=True)
+        cancelled = {
+            timer_id
+            for timer_id, status in Timer.objects.select_for_update(no_key=True)
             .filter(pk__in=timer_ids)
             .order_by("pk")
-            .values_list("pk", flat=True)
-        )
+            .values_list("pk", "status")
+            if status == TimerStatus.CANCELLED
+        }
         # Runs before attempts, as the claim locks them (a lease-recovery claim closes the
         # attempts it finds open): the same order on both sides, so no deadlock.
-        cancelled = set(
-            Timer.objects.filter(pk__in=timer_ids, status=TimerStatus.CANCELLED).values_list("pk", flat=True)
-        )
-        held = transitions.runs_held(finished)
+        held = transitions.runs_succeed_held([f for f in finished if f.outcome.succeeded], at=now)
+        failures = [f for f in finished if not f.outcome.succeeded]
+        held += transitions.runs_held(failures) if failures else []
         transitions.attempts_record(finished, at=now)
-        transitions.runs_succeed([f for f in held if f.outcome.succeeded], at=now)
         slot_freed: dict[UUID, int] = {
             f.claim.run.timer_id: f.claim.bundle.concurrency for f in held if f.outcome.succeeded
         }
@@ -302,15 +303,13 @@ def _conclude(finished: Sequence[Finished]) -> list[Finished]:
                 transitions.run_fail(f, at=now)
                 slot_freed[f.claim.run.timer_id] = f.claim.bundle.concurrency
             to_publish += _escalate(f.claim, failed_for_good=not retrying, now=now)
-        with_waiting = set(
-            ActionRun.objects.filter(
-                timer_id__in=slot_freed, escalation_level=0, status=RunStatus.PENDING, next_attempt_at__isnull=True
-            ).values_list("timer_id", flat=True)
-        )
+        # One read of where each of these timers' runs stand: a run waiting for a slot is
+        # pending, so a timer given slots below stays busy and is not finished.
+        standing = queries.timers_runs(sorted(slot_freed))
         for timer_id, concurrency in sorted(slot_freed.items()):
-            if timer_id in with_waiting:
+            if standing[timer_id].waiting:
                 to_publish += start_waiting(timer_id=timer_id, concurrency=concurrency, now=now)
-        timers_finish_if_done(sorted(slot_freed))
+        timers_finish(standing)
         if to_publish:
             transaction.on_commit(lambda: runs_publish(to_publish))
     return held
@@ -378,25 +377,18 @@ def start_waiting(*, timer_id: UUID, concurrency: int, now: datetime) -> list[UU
 def timers_finish_if_done(timer_ids: Sequence[UUID]) -> None:
     """Settle (every run succeeded) or fail (naming each failed run's action) the timers of
     ``timer_ids`` that have no run pending or running any more."""
-    if not timer_ids:
-        return
-    runs = ActionRun.objects.filter(timer_id__in=timer_ids)
-    busy = set(runs.filter(status__in=[RunStatus.PENDING, RunStatus.RUNNING]).values_list("timer_id", flat=True))
-    done = [t for t in timer_ids if t not in busy]
-    if not done:
-        return
-    failed: dict[UUID, list[str]] = {}
-    for timer_id, action_id in (
-        runs.filter(timer_id__in=done, status=RunStatus.FAILED)
-        .order_by("escalation_level", "position")
-        .values_list("timer_id", "action_id")
-    ):
-        failed.setdefault(timer_id, []).append(action_id)
-    clean = [t for t in done if t not in failed]
+    timers_finish(queries.timers_runs(timer_ids))
+
+
+def timers_finish(standing: dict[UUID, queries.TimerRuns]) -> None:
+    """``timers_finish_if_done`` from a read of where the timers' runs stand
+    (``queries.timers_runs``, in this transaction): the clean ones settle in one statement."""
+    clean = [t for t, runs in sorted(standing.items()) if not runs.busy and not runs.failed]
     if clean:
         timers_settle(timer_ids=clean)
-    for timer_id, action_ids in failed.items():
-        timer_fail(timer_id=timer_id, failed_actions=action_ids)
+    for timer_id, runs in sorted(standing.items()):
+        if not runs.busy and runs.failed:
+            timer_fail(timer_id=timer_id, failed_actions=list(runs.failed))
 
 
 # --- entry point ---------------------------------------------------------------------------

@@ -156,30 +156,40 @@ def runs_claim(*, run_ids: Sequence[UUID]) -> list[Claim]:
     a pending run held back by it stays ``pending``, due a moment later, and is skipped here
     like an early one.
     """
+    order = {run_id: i for i, run_id in enumerate(run_ids)}
     with transaction.atomic():
-        candidates = list(
-            ActionRun.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(Q(pk__in=run_ids) & _claimable())
-            .values_list("pk", "status", "timer__tenant_id")
-        )
-        order = {run_id: i for i, run_id in enumerate(run_ids)}
+        if queries.is_postgres():
+            candidates = queries.claim_candidates(run_ids)
+        else:
+            candidates = list(
+                ActionRun.objects.select_for_update(skip_locked=True, of=("self",))
+                .filter(Q(pk__in=run_ids) & _claimable())
+                .values_list("pk", "status", "timer__tenant_id")
+            )
         candidates.sort(key=lambda c: order[c[0]])
         ids = _within_tenant_cap(candidates)
         if not ids:
             return []
-        ActionRun.objects.filter(pk__in=ids).update(
-            status=RunStatus.RUNNING,
-            attempts=F("attempts") + 1,
-            lease_expires_at=lease_end(),
-            worker=this_process() or "",
-            next_attempt_at=None if len(ids) == 1 else Case(When(pk=ids[0], then=None), default=Now()),
-        )
-        runs = sorted(ActionRun.objects.select_related("timer").filter(pk__in=ids), key=lambda r: order[r.pk])
         now = timezone.now()
-        lost = _close_lost_attempts(ids, now=now)
+        if queries.is_postgres():
+            marked = queries.runs_mark_running(
+                ids, worker=this_process() or "", lease=settings.MINOOTS_ACTION_LEASE, lost_error=WORKER_LOST, at=now
+            )
+            runs = sorted((m.run for m in marked), key=lambda r: order[r.pk])
+            lost = {m.run.pk: m.last_lost for m in marked if m.last_lost}
+        else:
+            ActionRun.objects.filter(pk__in=ids).update(
+                status=RunStatus.RUNNING,
+                attempts=F("attempts") + 1,
+                lease_expires_at=lease_end(),
+                worker=this_process() or "",
+                next_attempt_at=None if len(ids) == 1 else Case(When(pk=ids[0], then=None), default=Now()),
+            )
+            runs = sorted(ActionRun.objects.select_related("timer").filter(pk__in=ids), key=lambda r: order[r.pk])
+            lost = _close_lost_attempts(ids, now=now)
         bundles: dict[UUID, ActionBundle] = {}
         claims: list[Claim] = []
-        new_attempts: list[ActionAttempt] = []
+        to_open: list[ActionRun] = []
         for run in runs:
             if run.timer_id not in bundles:
                 bundles[run.timer_id] = _stored_bundle(run.timer.action_bundle)
@@ -195,20 +205,23 @@ def runs_claim(*, run_ids: Sequence[UUID]) -> list[Claim]:
                     )
                 )
                 continue
-            new_attempts.append(ActionAttempt(run=run, number=run.attempts, started_at=now))
-        created = {a.run_id: a for a in ActionAttempt.objects.bulk_create(new_attempts)}
-        for run in runs:
-            if run.pk in created:
-                bundle = bundles[run.timer_id]
-                claims.append(
-                    Claim(
-                        run=run,
-                        number=run.attempts,
-                        attempt_id=created[run.pk].pk,
-                        bundle=bundle,
-                        spec=spec_for(bundle, run.action_id),
-                    )
+            to_open.append(run)
+        if queries.is_postgres():
+            opened = queries.attempts_open([(run.pk, run.attempts) for run in to_open], at=now)
+        else:
+            new_attempts = [ActionAttempt(run=run, number=run.attempts, started_at=now) for run in to_open]
+            opened = {a.run_id: a.pk for a in ActionAttempt.objects.bulk_create(new_attempts)}
+        for run in to_open:
+            bundle = bundles[run.timer_id]
+            claims.append(
+                Claim(
+                    run=run,
+                    number=run.attempts,
+                    attempt_id=opened[run.pk],
+                    bundle=bundle,
+                    spec=spec_for(bundle, run.action_id),
                 )
+            )
     claims.sort(key=lambda c: order[c.run.pk])
     return claims
 
@@ -512,6 +525,38 @@ def runs_succeed(held: Sequence[Finished], *, at: datetime) -> None:
         at=at,
     )
     _count_on_commit(held, AttemptOutcome.SUCCEEDED)
+
+
+def runs_succeed_held(finished: Sequence[Finished], *, at: datetime) -> list[Finished]:
+    """running -> succeeded for those of these successful attempts whose run this worker still
+    holds, with their ``action.succeeded`` events; return those (stale ones are dropped, as
+    ``runs_held`` does). Call in a transaction. Postgres: one statement for the batch, its
+    conditional UPDATE being the lock and the check (``queries.runs_succeed_with_events``)."""
+    if not finished:
+        return []
+    if not queries.is_postgres():
+        held = runs_held(finished)
+        runs_succeed(held, at=at)
+        return held
+    moved = set(
+        queries.runs_succeed_with_events(
+            [
+                queries.Success(
+                    run_id=f.claim.run.pk,
+                    number=f.claim.number,
+                    summary=f.outcome.summary[:500],
+                    event=event_data(f.claim, f.outcome, summary=f.outcome.summary[:200]),
+                )
+                for f in finished
+            ],
+            at=at,
+        )
+    )
+    held = [f for f in finished if f.claim.run.pk in moved]
+    if len(held) != len(finished):
+        log.warning("stale action outcomes ignored", extra={"event": "action", "count": len(finished) - len(held)})
+    _count_on_commit(held, AttemptOutcome.SUCCEEDED)
+    return held
 
 
 def run_retry(held: Finished, *, retry_at: datetime) -> None:
