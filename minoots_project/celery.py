@@ -106,3 +106,13 @@ def _reuse_connections(sender: Any = None, **_: Any) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@signals.celeryd_init.connect(weak=False)
+def _yield_unless_firing(options: dict[str, Any] | None = None, **_: Any) -> None:
+    """An action worker (``-Q actions``) runs below the firing worker (minoots_project/priority.py);
+    sent before the worker starts its pool threads, which inherit the priority."""
+    from minoots_project.priority import consumes_firing_queue, yield_to_firing
+
+    if not consumes_firing_queue((options or {}).get("queues")):
+        yield_to_firing("action worker")

@@ -49,7 +49,11 @@ logconfig_dict = build_logging(
 
 
 def post_fork(server: Any, worker: Any) -> None:
-    """psycopg2 waits through gevent's hub, so a query blocks its greenlet, not the process."""
+    """psycopg2 waits through gevent's hub, so a query blocks its greenlet, not the process;
+    the worker yields the CPU to the firing worker (minoots_project/priority.py)."""
     from psycogreen.gevent import patch_psycopg
 
+    from minoots_project.priority import yield_to_firing
+
     patch_psycopg()
+    yield_to_firing("web")

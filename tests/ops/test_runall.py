@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import requests
 from django.conf import settings
@@ -170,11 +171,37 @@ def test_make_run_on_postgres_and_redis_fires_a_timer(
     timer = create_timer(base, key)
     wait_settled(base, key, timer["id"])
     wait_metrics(base, f'minoots_timers_fired_total{{tenant="{tenant.id}"}} 1.0')
+    assert_the_firing_worker_comes_first_on_the_cpu(tree.remember())
 
     output = stop_and_check_clean_exit(tree, signal.SIGTERM)
     for name in ("web", "firing", "worker", "beat"):
         assert re.search(rf"^{name}\s* \| ", output, re.M), f"no line prefixed with {name}"
     assert not (tmp_path / "data" / "minoots.sqlite3").exists()  # Postgres, not the embedded default
+
+
+def assert_the_firing_worker_comes_first_on_the_cpu(pids: list[int]) -> None:
+    """The action worker and the web's gunicorn workers run MINOOTS_YIELD_NICE (5) nice levels
+    below the firing worker, whose level is the supervisor's (minoots_project/priority.py)."""
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    levels: dict[str, set[int]] = {}
+    for pid in pids:
+        try:
+            process = psutil.Process(pid)
+            argv, parent = process.cmdline(), process.parent()
+            role = _role(argv, parent.cmdline() if parent else [])
+            if role:
+                levels.setdefault(role, set()).add(process.nice())
+        except psutil.NoSuchProcess:
+            continue
+    assert levels == {"firing": {base}, "action worker": {base + 5}, "web worker": {base + 5}}, levels
+
+
+def _role(argv: list[str], parent_argv: list[str]) -> str | None:
+    if "worker" in argv and "-Q" in argv:
+        return {"timers": "firing", "actions": "action worker"}.get(argv[argv.index("-Q") + 1])
+    if any("gunicorn" in a for a in argv) and any("gunicorn" in a for a in parent_argv):
+        return "web worker"  # a child of gunicorn's master, which itself stays at the supervisor's level
+    return None
 
 
 # --- The children's command lines ----------------------------------------------------------
