@@ -9,8 +9,9 @@ The request goes through the whole Django stack (middleware, authentication, DRF
 Django's test client, against the local Postgres (``BENCH_DB``, default minoots_prof_batch,
 migrated here) and Redis (``BENCH_BROKER``); the bodies are the bench's batch case's (timers
 due 15-25 s after they are sent, so each batch arms them and publishes the ticks of the
-buckets not seen before). It prints, per request: wall ms, this process's CPU ms, the SQL
-statements and the ms spent waiting on them (Postgres' share), and the ticks published.
+buckets not seen before). It prints, per request: wall ms, this process's CPU ms, the CPU ms
+of its Postgres backend (the server is on this machine), the SQL statements and the ms spent
+waiting on them, and the ticks published.
 """
 
 from __future__ import annotations
@@ -120,6 +121,14 @@ def main() -> None:
             sql["n"] += 1
             sql["s"] += time.perf_counter() - t0
 
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        backend = Path(f"/proc/{cur.fetchone()[0]}/schedstat")
+
+    def backend_ms() -> float:
+        # The first field: nanoseconds this Postgres backend spent on a CPU (same machine).
+        return int(backend.read_text().split()[0]) / 1e6 if backend.exists() else float("nan")
+
     profiler = cProfile.Profile() if args.profile else None
     sampler = None
     if args.pyinstrument:
@@ -135,9 +144,9 @@ def main() -> None:
                 profiler.enable()
             if sampler is not None and i > 0:
                 sampler.start()
-            w0, c0 = time.perf_counter(), time.process_time()
+            w0, c0, p0 = time.perf_counter(), time.process_time(), backend_ms()
             response = client.post("/api/timers/batch", data=body, content_type="application/json")
-            wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+            wall, cpu, pg = time.perf_counter() - w0, time.process_time() - c0, backend_ms() - p0
             if profiler is not None:
                 profiler.disable()
             if sampler is not None and i > 0:
@@ -145,9 +154,9 @@ def main() -> None:
             assert response.status_code == 200, response.content[:500]
             statuses = {r["status"] for r in json.loads(response.content)["results"]}
             assert statuses == {201}, statuses
-            rows.append((wall * 1000, cpu * 1000, sql["n"], sql["s"] * 1000, published))
+            rows.append((wall * 1000, cpu * 1000, pg, sql["n"], sql["s"] * 1000, published))
             print(
-                f"request {i:3d}: wall {wall * 1000:7.1f} ms  cpu {cpu * 1000:7.1f} ms  "
+                f"request {i:3d}: wall {wall * 1000:7.1f} ms  cpu {cpu * 1000:7.1f} ms  postgres cpu {pg:6.1f} ms  "
                 f"sql {sql['n']:3d} statements {sql['s'] * 1000:6.1f} ms  ticks published {published}",
                 flush=True,
             )
@@ -155,7 +164,7 @@ def main() -> None:
     med = [sorted(col)[len(col) // 2] for col in zip(*steady, strict=True)]
     print(
         f"median of requests 1..{len(rows) - 1}: wall {med[0]:.1f} ms, cpu {med[1]:.1f} ms, "
-        f"{med[2]:.0f} statements {med[3]:.1f} ms, ticks published {med[4]:.0f}"
+        f"postgres cpu {med[2]:.1f} ms, {med[3]:.0f} statements {med[4]:.1f} ms, ticks published {med[5]:.0f}"
     )
     if profiler is not None:
         stats = pstats.Stats(profiler)

@@ -612,14 +612,51 @@ def _answers(url: str) -> bool:
         return False
 
 
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` and its live children."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def _backends_cpu() -> dict[int, float]:
+    """CPU seconds of each Postgres backend connected to the bench's database (the web's pooled
+    connections, the workers', beat's): the database's share of the work, whichever other
+    databases the server holds."""
+    with db() as cur:
+        cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [DB_NAME])
+        pids = [r[0] for r in cur.fetchall()]
+    found = {}
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        found[pid] = times.user + times.system
+    return found
+
+
 def batch_case(
-    api: str, key: str, *, total: int, per_request: int, clients: int, lead: float
+    api: str, key: str, *, total: int, per_request: int, clients: int, lead: float, web_pid: int | None = None
 ) -> tuple[Row, list[float]]:
     """``total`` timers created through POST /api/timers/batch, ``per_request`` a request, from
     ``clients`` keep-alive clients at once, as fast as the server answers; each request's timers
     due over the 10 s after ``lead`` seconds from when it is sent (about 1,000 tick buckets in
     all; due from its send, so a slow machine does not make them past). Timers/s is created
-    timers over the wall time from the first request to the last answer."""
+    timers over the wall time from the first request to the last answer. Beside it, the CPU
+    spent per 1,000 timers created by the web process (``web_pid`` and its workers), by the
+    bench database's Postgres backends and by this client: figures a machine shared with other
+    work moves less than the wall time."""
     prefix = "batch-"
     sessions = threading.local()
     headers = {"X-API-Key": key, "Content-Type": "application/json"}
@@ -651,10 +688,15 @@ def batch_case(
             counts[result["status"]] = counts.get(result["status"], 0) + 1
         return elapsed, counts
 
+    web0 = _tree_cpu(web_pid) if web_pid else 0.0
+    pg0, client0 = _backends_cpu(), time.process_time()
     with ThreadPoolExecutor(max_workers=clients) as pool:
         t0 = time.monotonic()
         answers = list(pool.map(post, range(0, total, per_request)))
         wall = time.monotonic() - t0
+    client_cpu = time.process_time() - client0
+    pg_cpu = sum(cpu - pg0.get(pid, 0.0) for pid, cpu in _backends_cpu().items())
+    web_cpu = _tree_cpu(web_pid) - web0 if web_pid else float("nan")
     statuses: dict[int, int] = {}
     for _, counts in answers:
         for code, n in counts.items():
@@ -666,9 +708,12 @@ def batch_case(
         deadline = datetime.now(UTC) + timedelta(seconds=lead + 10 + 20)
         wait_until(lambda: pending(cur, prefix) == 0 or datetime.now(UTC) > deadline, timeout=lead + 120)
         lat, unfired, double, fired = lateness_of(cur, prefix)
+    per_1000 = 1000 / created * 1000 if created else float("nan")  # seconds -> ms per 1,000 timers
+    cpu = {"web": web_cpu * per_1000, "postgres": pg_cpu * per_1000, "client": client_cpu * per_1000}
     note = (
         f"{rate:,.0f} timers/s created ({created:,} in {wall:.2f} s; {per_request} per request, {clients} clients; "
-        f"request p50 {pct(request_ms, 50):.0f} ms, p99 {pct(request_ms, 99):.0f} ms); lateness of them all"
+        f"request p50 {pct(request_ms, 50):.0f} ms, p99 {pct(request_ms, 99):.0f} ms; CPU ms per 1,000 timers: "
+        f"web {cpu['web']:.0f}, Postgres {cpu['postgres']:.0f}, client {cpu['client']:.0f}); lateness of them all"
     )
     other = {code: n for code, n in statuses.items() if code != 201}
     if other:
@@ -687,6 +732,7 @@ def batch_case(
             "timers_per_s": rate,
             "request_p50": pct(request_ms, 50),
             "request_p99": pct(request_ms, 99),
+            "cpu_ms_per_1000": cpu,
             "samples": {"lateness_ms": lat, "at": fired},
         },
         lat,
@@ -1262,6 +1308,7 @@ def main() -> None:
                     per_request=1000,
                     clients=args.batch_clients,
                     lead=15,
+                    web_pid=next(proc.pid for name, proc in reversed(group.procs) if name == "web-batch"),
                 ),
             )
         if "create" in cases:
