@@ -122,10 +122,11 @@ def claim_candidates(run_ids: Sequence[UUID]) -> list[tuple[UUID, str, str]]:
 
 @dataclass(frozen=True)
 class Claimed:
-    """A run the claim moved to ``running`` (with its timer attached), and the number of the
-    last attempt a dead worker left open on it (0: none)."""
+    """A run the claim moved to ``running`` (with its timer attached), its new attempt's row,
+    and the number of the last attempt a dead worker left open on it (0: none)."""
 
     run: ActionRun
+    attempt_id: int
     last_lost: int
 
 
@@ -135,14 +136,16 @@ def runs_mark_running(
     """One statement (Postgres, in the claim's transaction, ``run_ids`` locked by
     ``claim_candidates``): each run ``running`` with one more attempt, a lease of ``lease`` from
     the database's now(), ``worker``; the first run holds the claim's worker slot
-    (``next_attempt_at`` NULL), the others wait behind it (now()). Attempts a dead worker left
-    open on these runs are closed as transient failures (``lost_error``, at ``at``) by the same
-    statement. Return the runs with their timers, as model instances, in no particular order.
+    (``next_attempt_at`` NULL), the others wait behind it (now()). The same statement closes
+    the attempts a dead worker left open on these runs as transient failures (``lost_error``, at
+    ``at``) and opens each run's new attempt row (started ``at``). Return the runs with their
+    timers, as model instances, in no particular order.
     """
     run_fields, timer_fields = ActionRun._meta.concrete_fields, Timer._meta.concrete_fields
     # Aliased: both tables have an ``id``.
     run_columns = ", ".join(f"r.{f.column} AS r{i}" for i, f in enumerate(run_fields))
     timer_columns = ", ".join(f"t.{f.column} AS t{i}" for i, f in enumerate(timer_fields))
+    attempts = next(i for i, f in enumerate(run_fields) if f.column == "attempts")
     sql = f"""
         WITH lost AS (
             UPDATE {ActionAttempt._meta.db_table} a
@@ -157,14 +160,19 @@ def runs_mark_running(
               FROM {Timer._meta.db_table} t
              WHERE r.id = ANY(%s::uuid[]) AND t.id = r.timer_id
             RETURNING {run_columns}, {timer_columns}
+        ), opened AS (
+            INSERT INTO {ActionAttempt._meta.db_table} (run_id, number, started_at, outcome, error, output_excerpt)
+            SELECT claimed.r0, claimed.r{attempts}, %s, '', '', '' FROM claimed
+            RETURNING run_id, id
         )
-        SELECT claimed.*, COALESCE((SELECT max(lost.number) FROM lost WHERE lost.run_id = claimed.r0), 0)
-          FROM claimed
+        SELECT claimed.*, opened.id,
+               COALESCE((SELECT max(lost.number) FROM lost WHERE lost.run_id = claimed.r0), 0)
+          FROM claimed JOIN opened ON opened.run_id = claimed.r0
     """
     ids = list(run_ids)
     with connection.cursor() as cur:
         cur.execute(
-            sql, [at, AttemptOutcome.TRANSIENT.value, lost_error, ids, worker, lease.total_seconds(), ids[0], ids]
+            sql, [at, AttemptOutcome.TRANSIENT.value, lost_error, ids, worker, lease.total_seconds(), ids[0], ids, at]
         )
         rows = cur.fetchall()
     assert run_fields[0].column == "id"  # r0, read by the statement above
@@ -172,26 +180,10 @@ def runs_mark_running(
     claimed = []
     for row in rows:
         run = _instance(ActionRun, row[:n_run])
-        timer = _instance(Timer, row[n_run:-1])
+        timer = _instance(Timer, row[n_run:-2])
         ActionRun.timer.field.set_cached_value(run, timer)
-        claimed.append(Claimed(run=run, last_lost=int(row[-1])))
+        claimed.append(Claimed(run=run, attempt_id=int(row[-2]), last_lost=int(row[-1])))
     return claimed
-
-
-def attempts_open(rows: Sequence[tuple[UUID, int]], *, at: datetime) -> dict[UUID, int]:
-    """Insert an open attempt row per (run id, number), started ``at``, in one statement
-    (Postgres); return run id -> attempt id."""
-    if not rows:
-        return {}
-    with connection.cursor() as cur:
-        cur.execute(
-            f"""INSERT INTO {ActionAttempt._meta.db_table}
-                       (run_id, number, started_at, outcome, error, output_excerpt)
-                SELECT r, n, %s, '', '', '' FROM unnest(%s::uuid[], %s::integer[]) AS v(r, n)
-                RETURNING run_id, id""",
-            [at, [r for r, _ in rows], [n for _, n in rows]],
-        )
-        return {_uuid(run_id): int(attempt_id) for run_id, attempt_id in cur.fetchall()}
 
 
 # --- conclude ------------------------------------------------------------------------------------

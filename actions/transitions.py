@@ -171,12 +171,14 @@ def runs_claim(*, run_ids: Sequence[UUID]) -> list[Claim]:
         if not ids:
             return []
         now = timezone.now()
+        opened: dict[UUID, int] = {}
         if queries.is_postgres():
             marked = queries.runs_mark_running(
                 ids, worker=this_process() or "", lease=settings.MINOOTS_ACTION_LEASE, lost_error=WORKER_LOST, at=now
             )
             runs = sorted((m.run for m in marked), key=lambda r: order[r.pk])
             lost = {m.run.pk: m.last_lost for m in marked if m.last_lost}
+            opened = {m.run.pk: m.attempt_id for m in marked}
         else:
             ActionRun.objects.filter(pk__in=ids).update(
                 status=RunStatus.RUNNING,
@@ -196,8 +198,11 @@ def runs_claim(*, run_ids: Sequence[UUID]) -> list[Claim]:
             bundle = bundles[run.timer_id]
             last_lost = lost.get(run.pk, 0)
             if last_lost >= bundle.retry_policy.max_attempts:
-                # The lost attempt was the last one allowed: conclude without a new attempt.
+                # The lost attempt was the last one allowed: conclude without a new attempt (the
+                # row Postgres' claim opened for one goes again).
                 ActionRun.objects.filter(pk=run.pk).update(attempts=last_lost)
+                if run.pk in opened:
+                    ActionAttempt.objects.filter(pk=opened.pop(run.pk)).delete()
                 run.attempts = last_lost
                 claims.append(
                     Claim(
@@ -206,9 +211,7 @@ def runs_claim(*, run_ids: Sequence[UUID]) -> list[Claim]:
                 )
                 continue
             to_open.append(run)
-        if queries.is_postgres():
-            opened = queries.attempts_open([(run.pk, run.attempts) for run in to_open], at=now)
-        else:
+        if not queries.is_postgres():
             new_attempts = [ActionAttempt(run=run, number=run.attempts, started_at=now) for run in to_open]
             opened = {a.run_id: a.pk for a in ActionAttempt.objects.bulk_create(new_attempts)}
         for run in to_open:

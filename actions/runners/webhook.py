@@ -370,10 +370,17 @@ async def deliver_async(delivery: Delivery) -> ActionResult:
     held: list[asyncio.Semaphore] = []
     try:
         try:
-            async with asyncio.timeout(SLOT_WAIT_SECONDS):
+            if not tenant_slots.locked() and not slots.locked():
+                # Both free: acquire() returns without suspending, so no deadline to arm (an
+                # asyncio.timeout per attempt is a timer handle scheduled and cancelled).
                 for semaphore in (tenant_slots, slots):
                     await semaphore.acquire()
                     held.append(semaphore)
+            else:
+                async with asyncio.timeout(SLOT_WAIT_SECONDS):
+                    for semaphore in (tenant_slots, slots):
+                        await semaphore.acquire()
+                        held.append(semaphore)
         except TimeoutError as exc:
             raise ActionError(
                 f"no connection slot of this worker free within {SLOT_WAIT_SECONDS:g} s "
@@ -435,8 +442,10 @@ async def _lookup(host: str, port: int) -> list[IPAddress]:
 
 async def _send(delivery: Delivery, addresses: list[IPAddress]) -> Any:
     params = delivery.params
-    # The host as aiohttp will ask the resolver for it (IDNA-encoded: 'xn--bcher-kva.example').
-    connect_host = URL(params.url).raw_host or params.host
+    # The host as aiohttp will ask the resolver for it (IDNA-encoded: 'xn--bcher-kva.example');
+    # the parsed URL is what aiohttp gets, so it does not parse the text again.
+    url = URL(params.url)
+    connect_host = url.raw_host or params.host
     try:
         literal: IPAddress | None = ipaddress.ip_address(connect_host)
     except ValueError:
@@ -448,7 +457,7 @@ async def _send(delivery: Delivery, addresses: list[IPAddress]) -> Any:
     try:
         return await send(
             method=params.method,
-            url=params.url,
+            url=url,
             host=connect_host,
             port=params.port,
             addresses=[str(addresses[0])],

@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 import aiohttp
 import certifi
 from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
 T = TypeVar("T")
 
@@ -234,7 +235,7 @@ TRANSPORT = Transport()
 async def send(
     *,
     method: str,
-    url: str,
+    url: str | URL,
     host: str,
     port: int,
     addresses: list[str],
