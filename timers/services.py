@@ -494,17 +494,14 @@ def timers_fire(*, limit: int | None = None) -> list[ports.ClaimedTimer]:
     """
     limit = limit or settings.MINOOTS_CLAIM_BATCH
     with transaction.atomic():
-        claimed = queries.claim_due(limit=limit)
+        # Timers without actions settle at once, at the instant they fired (the same statement).
+        claimed, settled = queries.claim_due_and_settle(limit=limit)
         if not claimed:
             return []
-        queries.insert_fired_events(claimed)
         _count_on_commit((c.tenant_id for c in claimed), "fired")
+        _count_on_commit((tenant_id for _, tenant_id in settled), "settled")
         transaction.on_commit(partial(_observe_lateness, [c.lateness_ms for c in claimed]), robust=True)
         with_actions = [c for c in claimed if has_actions(c.action_bundle)]
-        without = [c.id for c in claimed if not has_actions(c.action_bundle)]
-        if without:
-            # They settle at once, at the instant they fired (one statement, one clock).
-            timers_settle(timer_ids=without, at=claimed[0].fired_at)
         if with_actions:
             ports.fired_handler()(with_actions)
     return claimed

@@ -96,6 +96,46 @@ def test_due_timer_without_actions_is_fired_then_settled_with_its_lateness(tenan
     assert timer.state_version == 4
 
 
+def test_a_batch_without_actions_is_claimed_fired_and_settled_in_one_statement(
+    tenant: Tenant, broker: redis.Redis
+) -> None:
+    """What a burst relies on: on Postgres one statement claims the batch, writes each timer's
+    fired event and settles those without actions (a second UPDATE rewrote every index entry of
+    each row again); the bundles that ask for nothing settle, as ``has_actions`` says."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    Timer.objects.all().delete()
+    due = timezone.now() - timedelta(milliseconds=50)
+    plain = make_timers(tenant=tenant, fire_ats=[due] * 5, name_prefix="plain")
+    odd = make_timers(
+        tenant=tenant,
+        fire_ats=[due] * 3,
+        name_prefix="odd",
+        action_bundle={"actions": []},
+    )
+    Timer.objects.filter(pk=odd[1].pk).update(action_bundle={"actions": "not a list"})
+    Timer.objects.filter(pk=odd[2].pk).update(action_bundle=["not", "an", "object"])
+
+    with CaptureQueriesContext(connection) as captured:
+        claimed = services.timers_fire(limit=100)
+
+    statements = [
+        q["sql"]
+        for q in captured.captured_queries
+        if not q["sql"].startswith(("SAVEPOINT", "RELEASE", "BEGIN", "COMMIT"))
+    ]
+    if connection.vendor == "postgresql":  # SQLite serialises writers anyway: a read, then guarded updates
+        assert len(statements) == 1, statements
+    assert sorted(c.id for c in claimed) == sorted(t.id for t in [*plain, *odd])
+    for timer in [*plain, *odd]:
+        timer.refresh_from_db()
+        assert timer.status == TimerStatus.SETTLED and timer.settled_at == timer.fired_at is not None
+        assert event_kinds(timer) == ["fired", "settled"]  # make_timers writes no created/armed events
+        versions = list(TimerEvent.objects.filter(timer=timer).order_by("id").values_list("state_version", flat=True))
+        assert versions == [timer.state_version - 1, timer.state_version]
+
+
 def test_fired_timer_with_actions_gets_pending_runs_and_stays_fired(tenant: Tenant, broker: redis.Redis) -> None:
     Timer.objects.all().delete()
     timer = make_timer(
