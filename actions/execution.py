@@ -268,8 +268,9 @@ def _conclude(finished: Sequence[Finished]) -> list[Finished]:
         # attempts it finds open): the same order on both sides, so no deadlock.
         held = transitions.runs_succeed_held([f for f in finished if f.outcome.succeeded], at=now)
         failures = [f for f in finished if not f.outcome.succeeded]
-        held += transitions.runs_held(failures) if failures else []
-        transitions.attempts_record(finished, at=now)
+        if failures:
+            held += transitions.runs_held(failures)
+            transitions.attempts_record(failures, at=now)
         slot_freed: dict[UUID, int] = {
             f.claim.run.timer_id: f.claim.bundle.concurrency for f in held if f.outcome.succeeded
         }

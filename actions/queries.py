@@ -191,19 +191,24 @@ def runs_mark_running(
 
 @dataclass(frozen=True)
 class Success:
-    """A held run's successful attempt: its run, attempt number, summary and event data."""
+    """A held run's successful attempt: its run, attempt number, summary, event data, and the
+    attempt's record."""
 
     run_id: UUID
     number: int
     summary: str
     event: dict[str, Any]
+    attempt: AttemptRecord
 
 
 def runs_succeed_with_events(successes: Sequence[Success], *, at: datetime) -> list[UUID]:
     """running -> succeeded for the runs of ``successes`` still ``running`` at that attempt
-    number (row-locked by this UPDATE; a run another worker took over is left alone), and the
-    ``action.succeeded`` event of each run that moved, at its timer's current state version, in
-    the order given. One statement (Postgres); return the ids that moved."""
+    number (row-locked by this UPDATE; a run another worker took over is left alone, and so is
+    its attempt, which the new owner's claim recorded as lost), the ``action.succeeded`` event of
+    each run that moved, at its timer's current state version, in the order given, and its
+    attempt's record (``attempts_close``'s columns; attempts already closed are left alone).
+    One statement (Postgres): the attempts are updated only for runs it moved, so after their
+    runs, as every path locks them; return the ids that moved."""
     if not successes:
         return []
     run_table, timer_table = ActionRun._meta.db_table, Timer._meta.db_table
@@ -211,8 +216,11 @@ def runs_succeed_with_events(successes: Sequence[Success], *, at: datetime) -> l
         cur.execute(
             f"""
             WITH v AS (
-                SELECT * FROM unnest(%s::uuid[], %s::integer[], %s::text[], %s::jsonb[])
-                       WITH ORDINALITY AS v(id, number, summary, data, ord)
+                SELECT * FROM unnest(%s::uuid[], %s::integer[], %s::text[], %s::jsonb[], %s::bigint[],
+                                     %s::integer[], %s::integer[], %s::integer[], %s::text[], %s::text[])
+                       WITH ORDINALITY
+                       AS v(id, number, summary, data, attempt_id, http_status, exit_code, duration_ms, error,
+                            output_excerpt, ord)
             ), moved AS (
                 UPDATE {run_table} r
                    SET status = 'succeeded', finished_at = %s, lease_expires_at = NULL, last_error = '',
@@ -225,6 +233,12 @@ def runs_succeed_with_events(successes: Sequence[Success], *, at: datetime) -> l
                 SELECT moved.timer_id, 'action.succeeded', %s, t.state_version, v.data
                   FROM moved JOIN v ON v.id = moved.id JOIN {timer_table} t ON t.id = moved.timer_id
                  ORDER BY v.ord
+            ), closed AS (
+                UPDATE {ActionAttempt._meta.db_table} a
+                   SET finished_at = %s, outcome = %s, http_status = v.http_status, exit_code = v.exit_code,
+                       duration_ms = v.duration_ms, error = v.error, output_excerpt = v.output_excerpt
+                  FROM moved JOIN v ON v.id = moved.id
+                 WHERE a.id = v.attempt_id AND a.finished_at IS NULL
             )
             SELECT id FROM moved
             """,
@@ -233,8 +247,16 @@ def runs_succeed_with_events(successes: Sequence[Success], *, at: datetime) -> l
                 [s.number for s in successes],
                 [s.summary for s in successes],
                 [json.dumps(s.event) for s in successes],
+                [s.attempt.attempt_id for s in successes],
+                [s.attempt.http_status for s in successes],
+                [s.attempt.exit_code for s in successes],
+                [s.attempt.duration_ms for s in successes],
+                [s.attempt.error for s in successes],
+                [s.attempt.output_excerpt for s in successes],
                 at,
                 at,
+                at,
+                AttemptOutcome.SUCCEEDED.value,
             ],
         )
         return [_uuid(r[0]) for r in cur.fetchall()]

@@ -476,27 +476,26 @@ def runs_held(finished: Sequence[Finished]) -> list[Finished]:
 
 def attempts_record(finished: Sequence[Finished], *, at: datetime) -> None:
     """Close the attempt rows of these outcomes (the recording boundary for every path)."""
-    queries.attempts_close(
-        [
-            AttemptRecord(
-                attempt_id=f.claim.attempt_id,
-                outcome=(
-                    AttemptOutcome.SUCCEEDED
-                    if f.outcome.succeeded
-                    else AttemptOutcome.PERMANENT
-                    if f.outcome.permanent
-                    else AttemptOutcome.TRANSIENT
-                ),
-                http_status=f.outcome.http_status,
-                exit_code=f.outcome.exit_code,
-                duration_ms=max(0, int(f.seconds * 1000)),
-                error=f.outcome.error[:ERROR_CAP],
-                output_excerpt=excerpt(f.outcome.output),
-            )
-            for f in finished
-            if f.claim.attempt_id is not None
-        ],
-        at=at,
+    queries.attempts_close([attempt_record(f) for f in finished if f.claim.attempt_id is not None], at=at)
+
+
+def attempt_record(f: Finished) -> AttemptRecord:
+    """How the attempt of ``f`` ended, as stored (its claim has an attempt row)."""
+    assert f.claim.attempt_id is not None
+    return AttemptRecord(
+        attempt_id=f.claim.attempt_id,
+        outcome=(
+            AttemptOutcome.SUCCEEDED
+            if f.outcome.succeeded
+            else AttemptOutcome.PERMANENT
+            if f.outcome.permanent
+            else AttemptOutcome.TRANSIENT
+        ),
+        http_status=f.outcome.http_status,
+        exit_code=f.outcome.exit_code,
+        duration_ms=max(0, int(f.seconds * 1000)),
+        error=f.outcome.error[:ERROR_CAP],
+        output_excerpt=excerpt(f.outcome.output),
     )
 
 
@@ -532,13 +531,15 @@ def runs_succeed(held: Sequence[Finished], *, at: datetime) -> None:
 
 def runs_succeed_held(finished: Sequence[Finished], *, at: datetime) -> list[Finished]:
     """running -> succeeded for those of these successful attempts whose run this worker still
-    holds, with their ``action.succeeded`` events; return those (stale ones are dropped, as
-    ``runs_held`` does). Call in a transaction. Postgres: one statement for the batch, its
-    conditional UPDATE being the lock and the check (``queries.runs_succeed_with_events``)."""
+    holds, with their ``action.succeeded`` events, and the attempts recorded (as
+    ``attempts_record`` does); return those held (stale ones are dropped, as ``runs_held``
+    does). Call in a transaction. Postgres: one statement for the batch, its conditional UPDATE
+    being the lock and the check (``queries.runs_succeed_with_events``)."""
     if not finished:
         return []
-    if not queries.is_postgres():
+    if not queries.is_postgres() or any(f.claim.attempt_id is None for f in finished):
         held = runs_held(finished)
+        attempts_record(finished, at=at)
         runs_succeed(held, at=at)
         return held
     moved = set(
@@ -549,6 +550,7 @@ def runs_succeed_held(finished: Sequence[Finished], *, at: datetime) -> list[Fin
                     number=f.claim.number,
                     summary=f.outcome.summary[:500],
                     event=event_data(f.claim, f.outcome, summary=f.outcome.summary[:200]),
+                    attempt=attempt_record(f),
                 )
                 for f in finished
             ],

@@ -77,8 +77,8 @@ def test_a_batch_is_claimed_and_concluded_in_a_few_statements_whatever_its_size(
         counts.append((claim_statements, conclude_statements))
     # Claim: the locking read, one statement that moves the runs, closes lost attempts and
     # opens the new ones.
-    # Conclude: the timers' lock, one UPDATE writing the events, the attempts' (a raw cursor,
-    # not captured here), one read of where the timers' runs stand, the settle.
+    # Conclude: the timers' lock, one statement moving the runs and writing their events and
+    # attempts, one read of where the timers' runs stand, the settle.
     assert counts[0] == counts[1]
     assert counts[0][0] <= 2
     assert counts[0][1] <= 4
@@ -166,6 +166,14 @@ def test_a_batch_of_successes_writes_each_run_its_event_and_settles_each_timer(t
     for run in ActionRun.objects.filter(pk__in=ids):
         assert (run.status, run.result_summary, run.lease_expires_at) == (RunStatus.SUCCEEDED, "HTTP 200", None)
         assert run.finished_at is not None
+        attempt = ActionAttempt.objects.get(run=run)
+        assert (attempt.outcome, attempt.http_status, attempt.duration_ms, attempt.error) == (
+            AttemptOutcome.SUCCEEDED,
+            200,
+            10,
+            "",
+        )
+        assert attempt.finished_at == run.finished_at
     for timer in Timer.objects.filter(action_runs__in=ids).distinct():
         assert timer.status == TimerStatus.SETTLED
         events = list(
