@@ -25,3 +25,15 @@ def publish(
 ) -> None:
     """Send task ``name``; raises what the broker raises (callers decide what a failure means)."""
     current_app.send_task(name, args=args, kwargs=kwargs, eta=eta)
+
+
+def publish_each(name: str, calls: Sequence[tuple[dict[str, Any], datetime | None]]) -> None:
+    """Send task ``name`` once per ``(kwargs, eta)`` of ``calls``, in one broker round trip where
+    the transport batches publishes (kombu's ``Producer.batch``: Redis pipelines the LPUSHes).
+    Raises what the broker raises; then none, some or all of them were sent."""
+    if not calls:
+        return
+    app = current_app
+    with app.producer_or_acquire() as producer, producer.batch():
+        for kwargs, eta in calls:
+            app.send_task(name, kwargs=kwargs, eta=eta, producer=producer)

@@ -41,7 +41,7 @@ from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
 from django.utils import timezone
 
-from timers.publishing import FIRE_DUE, publish
+from timers.publishing import FIRE_DUE, publish, publish_each
 
 log = logging.getLogger(__name__)
 
@@ -141,14 +141,23 @@ def ensure_ticks(fire_ats: list[datetime]) -> int:
     marked = _mark_published(list(missing))
     if marked is None:
         return sum(1 for f in missing.values() if ensure_tick(f))
-    published = 0
-    for key in marked:
-        bucket = bucket_of(missing[key])
-        if publish_tick(bucket=bucket, eta=tick_eta(bucket)):
-            published += 1
-        else:
+    buckets = [bucket_of(missing[key]) for key in marked]
+    now = timezone.now()
+    try:
+        # One pipeline for every tick: a round trip per tick was a third of a batch create's
+        # publishing (kombu's Producer.batch).
+        publish_each(FIRE_DUE, [({"bucket": b}, _future(tick_eta(b), now)) for b in buckets])
+    except Exception:
+        log.error("could not publish %d fire_due tick(s); the reconciler will repair them", len(buckets), exc_info=True)
+        for bucket in buckets:  # none, some or all left: unmarked, the reconciler sees them all
             _drop_marker(bucket)
-    return published
+        return 0
+    return len(buckets)
+
+
+def _future(eta: datetime, now: datetime) -> datetime | None:
+    """``eta``, or None (at once) when it is already past, as ``publish_tick`` sends it."""
+    return eta if eta > now else None
 
 
 def _mark_published(keys: list[str]) -> list[str] | None:
@@ -198,7 +207,7 @@ def forget_tick(bucket: int) -> None:
 def publish_tick(*, bucket: int | None, eta: datetime | None) -> bool:
     """Publish ``fire_due`` (immediately when ``eta`` is None or past). False if the broker refused."""
     try:
-        publish(FIRE_DUE, kwargs={"bucket": bucket}, eta=eta if eta is not None and eta > timezone.now() else None)
+        publish(FIRE_DUE, kwargs={"bucket": bucket}, eta=None if eta is None else _future(eta, timezone.now()))
     except Exception:
         log.error("could not publish fire_due tick; the reconciler will repair it", exc_info=True)
         return False

@@ -54,6 +54,34 @@ def holder_heartbeat_stops(holder: str) -> None:
     cache.delete(f"tickholder:{holder}")
 
 
+def test_ticks_of_many_buckets_are_each_queued_with_their_bucket_and_eta_in_one_publish_batch(
+    broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ensure_ticks hands every bucket's tick to one kombu publish batch (Redis pipelines the
+    LPUSHes: one round trip, not one per tick); each still arrives as its own fire_due task with
+    its bucket and its bucket's first instant as ETA, and a bucket already past goes at once."""
+    from kombu import messaging
+
+    batches: list[int] = []
+    real_batch = messaging.Producer.batch
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        batches.append(1)
+        return real_batch(self, *args, **kwargs)
+
+    monkeypatch.setattr(messaging.Producer, "batch", counted)
+    now = timezone.now()
+    fire_ats = [now + timedelta(seconds=30, milliseconds=10 * i) for i in range(40)]
+    past = now - timedelta(seconds=1)
+
+    assert ticks.ensure_ticks([*fire_ats, past]) == 41
+
+    assert batches == [1]
+    queued = {t.kwargs["bucket"]: t.eta for t in queued_ticks(broker)}
+    expected = {ticks.bucket_of(f): ticks.tick_eta(ticks.bucket_of(f)) for f in fire_ats}
+    assert queued == {**expected, ticks.bucket_of(past): None}
+
+
 def test_a_tick_the_broker_refused_after_its_marker_was_set_is_republished_by_the_next_reconcile(
     tenant: Tenant, broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
