@@ -23,7 +23,8 @@ class ActionRun(models.Model):
     """One action of a timer's bundle. ``id`` doubles as the stable Standard Webhooks ``webhook-id``."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    timer = models.ForeignKey(Timer, on_delete=models.CASCADE, related_name="action_runs")
+    # Its lookups and the cascade read actionrun_timer_position (timer_id, position): no index of its own.
+    timer = models.ForeignKey(Timer, on_delete=models.CASCADE, related_name="action_runs", db_index=False)
     action_id = models.CharField(max_length=100)
     kind = models.CharField(max_length=32)
     parameters = models.JSONField(default=dict)
@@ -86,7 +87,8 @@ class AttemptOutcome(models.TextChoices):
 
 
 class ActionAttempt(models.Model):
-    run = models.ForeignKey(ActionRun, on_delete=models.CASCADE, related_name="attempt_records")
+    # Its lookups and the cascade read actionattempt_run_number_unique (run_id, number).
+    run = models.ForeignKey(ActionRun, on_delete=models.CASCADE, related_name="attempt_records", db_index=False)
     number = models.PositiveIntegerField()
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -42,3 +42,31 @@ class RemoveIndexSafely(_PlainOffPostgres, RemoveIndexConcurrently):
     """DROP INDEX CONCURRENTLY on Postgres, a plain DROP INDEX elsewhere."""
 
     plain = migrations.RemoveIndex
+
+
+class DropForeignKeyIndex(migrations.SeparateDatabaseAndState):
+    """``field`` (a ForeignKey of ``model_name``, now ``db_index=False``) loses the index Django
+    made for it, and nothing else: Django's AlterField would also drop and re-create the
+    foreign key, validating every row under a lock. DROP INDEX CONCURRENTLY on Postgres (the
+    migration must be ``atomic = False``); backwards, the index again."""
+
+    def __init__(self, *, model_name: str, name: str, field: Any, table: str, column: str) -> None:
+        def index(schema_editor: Any) -> tuple[str, str]:
+            quote = schema_editor.quote_name
+            return quote(schema_editor._create_index_name(table, [column], suffix="")), (
+                "CONCURRENTLY " if is_postgres(schema_editor) else ""
+            )
+
+        def drop(apps: Any, schema_editor: Any) -> None:
+            quoted, concurrently = index(schema_editor)
+            schema_editor.execute(f"DROP INDEX {concurrently}IF EXISTS {quoted}")
+
+        def restore(apps: Any, schema_editor: Any) -> None:
+            quoted, concurrently = index(schema_editor)
+            quote = schema_editor.quote_name
+            schema_editor.execute(f"CREATE INDEX {concurrently}IF NOT EXISTS {quoted} ON {quote(table)} ({quote(column)})")
+
+        super().__init__(
+            state_operations=[migrations.AlterField(model_name=model_name, name=name, field=field)],
+            database_operations=[migrations.RunPython(drop, restore)],
+        )
