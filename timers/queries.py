@@ -9,7 +9,6 @@ locking clause, never input.
 from __future__ import annotations
 
 import json
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -466,6 +465,9 @@ def api_key_with_tenant(prefix: str) -> ApiKey | None:
     return query.fetch(database, prefix)
 
 
+_CONVERTERS_ATTR = "_minoots_api_key_converters"
+
+
 class _KeyQuery:
     """The SQL of one database alias; the converters of each of its connections (a connection
     belongs to one thread, and the converters may read it)."""
@@ -483,13 +485,14 @@ class _KeyQuery:
             f"{quote(ApiKey._meta.db_table)}.{quote('tenant_id')} "
             f"WHERE {quote(ApiKey._meta.db_table)}.{quote('prefix')} = %s"
         )
-        self.converters: weakref.WeakKeyDictionary[Any, list[list[Any]]] = weakref.WeakKeyDictionary()
 
     def _converters(self, database: Any) -> list[list[Any]]:
-        """What the ORM applies to each column read (JSON parsing; SQLite's datetimes, ...)."""
-        converters = self.converters.get(database)
+        """What the ORM applies to each column read (JSON parsing; SQLite's datetimes, ...),
+        kept on the connection itself: they are its bound methods, so a cache keyed by the
+        connection would keep every connection (one per thread or greenlet) alive."""
+        converters: list[list[Any]] | None = database.__dict__.get(_CONVERTERS_ATTR)
         if converters is None:
-            converters = self.converters[database] = [
+            converters = database.__dict__[_CONVERTERS_ATTR] = [
                 [*database.ops.get_db_converters(f.get_col(table)), *f.get_db_converters(database)]
                 for table, f in self.columns
             ]

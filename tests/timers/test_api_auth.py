@@ -600,3 +600,33 @@ def test_a_revoked_key_is_refused_at_once_and_revoking_again_keeps_the_first_tim
     assert_error(client.get("/api/timers"), 401)
     assert api_key_revoke(key=key) is False
     assert key.revoked_at == first
+
+
+@pytest.mark.django_db(transaction=True)
+def test_authenticating_from_threads_that_ended_keeps_none_of_their_connections_alive(tenant: Tenant) -> None:
+    """Each thread (each greenlet of a gevent web worker) has its own database connection;
+    the API key lookup's per-connection state must die with it, not pile up per client."""
+    import gc
+    import threading
+    import weakref
+
+    from django.db import connections
+
+    _, raw = api_key_create(tenant=tenant)
+    seen: list[weakref.ref[Any]] = []
+    found: list[bool] = []
+
+    def authenticate() -> None:
+        found.append(keys.api_key_verify(raw=raw) is not None)
+        database = connections["default"]  # this thread's own
+        seen.append(weakref.ref(database))
+        database.close()
+
+    for _ in range(8):
+        thread = threading.Thread(target=authenticate)
+        thread.start()
+        thread.join()
+    gc.collect()
+
+    assert found == [True] * 8
+    assert [ref for ref in seen if ref() is not None] == []
