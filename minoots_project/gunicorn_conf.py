@@ -22,6 +22,7 @@ from typing import Any
 import environ
 
 from minoots_project.logconfig import build_logging
+from minoots_project.priority import yield_nice
 
 _DOTENV = Path(__file__).resolve().parent.parent / ".env"
 if _DOTENV.exists():
@@ -46,6 +47,11 @@ logconfig_dict = build_logging(
     fmt=os.environ.get("LOG_FORMAT", "text").lower(),
     gunicorn=True,
 )
+
+
+# MINOOTS_YIELD_NICE is checked here, in the master: a bad value refuses to start instead of
+# failing in every worker gunicorn would start again and again.
+yield_nice()
 
 
 def post_fork(server: Any, worker: Any) -> None:

@@ -36,17 +36,26 @@ def yield_nice() -> int:
     return value
 
 
+# The nice value the process started with, kept across Celery's SIGHUP restart (an execv that
+# keeps the environment and the nice value): the step down is taken from it, not again.
+_BASE_ENV = "MINOOTS_STARTED_AT_NICE"
+
+
 def yield_to_firing(role: str) -> None:
-    """Lower this process's priority by MINOOTS_YIELD_NICE (called once, at its start)."""
+    """Run MINOOTS_YIELD_NICE levels below the nice value this process started with (called
+    at its start; a process that restarts itself in place does not step down again)."""
     increment = yield_nice()
     if increment == 0:
         return
+    base = int(os.environ.setdefault(_BASE_ENV, str(os.getpriority(os.PRIO_PROCESS, 0))))
+    target = min(19, base + increment)
     try:
-        now = os.nice(increment)
+        if os.getpriority(os.PRIO_PROCESS, 0) < target:
+            os.setpriority(os.PRIO_PROCESS, 0, target)
     except OSError as exc:  # a sandbox refusing setpriority: run at the usual priority
         log.warning("could not lower the %s process's priority: %s", role, exc)
         return
-    log.info("%s process runs at nice %d, below the firing worker (MINOOTS_YIELD_NICE)", role, now)
+    log.info("%s process runs at nice %d, below the firing worker (MINOOTS_YIELD_NICE)", role, target)
 
 
 def consumes_firing_queue(queues: Any) -> bool:
