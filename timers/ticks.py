@@ -145,13 +145,20 @@ def ensure_ticks(fire_ats: list[datetime]) -> int:
     now = timezone.now()
     try:
         # One pipeline for every tick: a round trip per tick was a third of a batch create's
-        # publishing (kombu's Producer.batch).
+        # publishing (kombu's Producer.batch, which does not retry a failed flush).
         publish_each(FIRE_DUE, [({"bucket": b}, _future(tick_eta(b), now)) for b in buckets])
     except Exception:
-        log.error("could not publish %d fire_due tick(s); the reconciler will repair them", len(buckets), exc_info=True)
-        for bucket in buckets:  # none, some or all left: unmarked, the reconciler sees them all
-            _drop_marker(bucket)
-        return 0
+        # None, some or all of them left: each again on its own, with Celery's publish retry
+        # (a duplicate tick is harmless); a bucket whose tick still fails loses its marker, so
+        # the reconciler publishes it.
+        log.warning("could not publish %d fire_due tick(s) together; one by one", len(buckets), exc_info=True)
+        published = 0
+        for bucket in buckets:
+            if publish_tick(bucket=bucket, eta=tick_eta(bucket)):
+                published += 1
+            else:
+                _drop_marker(bucket)
+        return published
     return len(buckets)
 
 

@@ -82,6 +82,23 @@ def test_ticks_of_many_buckets_are_each_queued_with_their_bucket_and_eta_in_one_
     assert queued == {**expected, ticks.bucket_of(past): None}
 
 
+def test_ticks_whose_publish_batch_failed_are_published_one_by_one(
+    broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed flush (Redis gone for a moment) does not leave the batch's buckets to the next
+    reconcile pass: each tick goes again on its own, with Celery's publish retry."""
+
+    def flush_fails(*_: Any, **__: Any) -> None:
+        raise OperationalError("Error 111 connecting to redis: Connection refused.")
+
+    monkeypatch.setattr(ticks, "publish_each", flush_fails)
+    fire_ats = [timezone.now() + timedelta(seconds=30, milliseconds=10 * i) for i in range(5)]
+
+    assert ticks.ensure_ticks(fire_ats) == 5
+
+    assert sorted(t.kwargs["bucket"] for t in queued_ticks(broker)) == [ticks.bucket_of(f) for f in fire_ats]
+
+
 def test_a_tick_the_broker_refused_after_its_marker_was_set_is_republished_by_the_next_reconcile(
     tenant: Tenant, broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
