@@ -51,6 +51,7 @@ class DropForeignKeyIndex(migrations.SeparateDatabaseAndState):
     migration must be ``atomic = False``); backwards, the index again."""
 
     def __init__(self, *, model_name: str, name: str, field: Any, table: str, column: str) -> None:
+        self.arguments = {"model_name": model_name, "name": name, "field": field, "table": table, "column": column}
         def index(schema_editor: Any) -> tuple[str, str]:
             quote = schema_editor.quote_name
             return quote(schema_editor._create_index_name(table, [column], suffix="")), (
@@ -70,3 +71,8 @@ class DropForeignKeyIndex(migrations.SeparateDatabaseAndState):
             state_operations=[migrations.AlterField(model_name=model_name, name=name, field=field)],
             database_operations=[migrations.RunPython(drop, restore)],
         )
+
+    def deconstruct(self) -> tuple[str, list[Any], dict[str, Any]]:
+        """Its own arguments (``squashmigrations`` writes the operation back from these), not
+        the state and database operations it builds from them."""
+        return self.__class__.__qualname__, [], dict(self.arguments)
