@@ -4,7 +4,9 @@ Django's ``RedisCacheClient.get_client`` builds a new ``redis.Redis`` around the
 cache call; building one copies its response callbacks and costs about as much as the round
 trip itself, and a create makes three such calls (quota, tick marker, and the marker's check).
 A ``redis.Redis`` holds no per-call state (each command takes a connection from the pool and
-gives it back), so one per pool serves every thread and greenlet of the process.
+gives it back), so one per pool serves every call. Django keeps a cache object (and with it its
+pools) per thread, which under gevent means per greenlet: the reuse is per client connection
+of a web worker, whose requests follow one another on one greenlet.
 """
 
 from __future__ import annotations
