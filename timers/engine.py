@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from timers import metrics, ports, ticks
+from timers import metrics, ports, queries, ticks
 from timers.models import Timer, TimerStatus
 from timers.services import timers_arm, timers_fire
 
@@ -38,16 +38,7 @@ MIN_WAIT_SECONDS = 0.001
 def _next_armed_fire_at(*, bucket: int) -> datetime | None:
     """The earliest armed timer of ``bucket`` (overdue ones of other buckets have their own
     ticks, or the reconciler's repair)."""
-    return (
-        Timer.objects.filter(
-            status=TimerStatus.ARMED,
-            fire_at__gte=ticks.next_bucket_start(bucket - 1),
-            fire_at__lt=ticks.next_bucket_start(bucket),
-        )
-        .order_by("fire_at")
-        .values_list("fire_at", flat=True)
-        .first()
-    )
+    return queries.first_armed_fire_at(start=ticks.next_bucket_start(bucket - 1), end=ticks.next_bucket_start(bucket))
 
 
 def fire_due(*, bucket: int | None) -> int:
