@@ -359,7 +359,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     CACHES = {
         "default": {
-            "BACKEND": "minoots_project.rediscache.ReusingRedisCache",
+            "BACKEND": "minoots_project.rediscache.SharedPoolRedisCache",
             "LOCATION": CELERY_BROKER_URL,
             "KEY_PREFIX": "minoots",
         }
