@@ -330,6 +330,47 @@ class TimerCreateInput(StrictInput):
         except serializers.ValidationError as exc:
             raise serializers.ValidationError({"metadata": exc.detail}) from exc
 
+    def validated_item(self, body: Any) -> dict[str, Any]:
+        """``run_validation(body)``: the same validated attributes, or the same ValidationError.
+
+        A batch validates a thousand bodies (and a single create one per request), and DRF's generic machinery (a ``run_validation``
+        per field, its validators and empty-value checks, the error collection) is most of the
+        cost of a plain one. So a body whose every value passes its field's checks as it is
+        goes through the same rules without that machinery: the checks of ``refuse_unstrict``,
+        each declared CharField's own settings (a string already trimmed, not blank, within
+        its ``max_length``), the ``validate_<field>`` methods and ``validate``. Anything else
+        (a value DRF would convert, trim or refuse, any error) is left to ``run_validation``,
+        so that a refused body gets exactly a single create's error."""
+        data = self._fast_validation(body)
+        return self.run_validation(body) if data is None else data
+
+    def _fast_validation(self, body: Any) -> dict[str, Any] | None:
+        """The validated attributes of ``body``, or None where ``run_validation`` must decide."""
+        if type(body) is not dict:
+            return None
+        fields = self.fields
+        attrs: dict[str, Any] = {}
+        for name, value in body.items():
+            field = fields.get(name)
+            if field is None or storable_json_problem(value) is not None:
+                return None
+            if isinstance(field, serializers.CharField):
+                if not _plain_string(field, value):
+                    return None
+            elif value is None and not field.allow_null:
+                return None
+            check = getattr(self, f"validate_{name}", None)
+            if check is not None:
+                try:
+                    value = check(value)
+                except (serializers.ValidationError, DjangoValidationError):
+                    return None
+            attrs[name] = value
+        try:
+            return self.validate(attrs)
+        except (serializers.ValidationError, DjangoValidationError):
+            return None
+
     def to_spec(self, *, requested_by: str) -> TimerSpec:
         """The parsed body; ``timer_create`` refuses a duration or fireAt its rules do not allow."""
         return self.spec_from(self.validated_data, requested_by=requested_by)
@@ -374,47 +415,6 @@ class TimerBatchItemInput(TimerCreateInput):
         if problem:
             raise serializers.ValidationError(problem)
         return value
-
-    def validated_item(self, body: Any) -> dict[str, Any]:
-        """``run_validation(body)``: the same validated attributes, or the same ValidationError.
-
-        A batch validates a thousand bodies, and DRF's generic machinery (a ``run_validation``
-        per field, its validators and empty-value checks, the error collection) is most of the
-        cost of a plain one. So a body whose every value passes its field's checks as it is
-        goes through the same rules without that machinery: the checks of ``refuse_unstrict``,
-        each declared CharField's own settings (a string already trimmed, not blank, within
-        its ``max_length``), the ``validate_<field>`` methods and ``validate``. Anything else
-        (a value DRF would convert, trim or refuse, any error) is left to ``run_validation``,
-        so that a refused body gets exactly a single create's error."""
-        data = self._fast_validation(body)
-        return self.run_validation(body) if data is None else data
-
-    def _fast_validation(self, body: Any) -> dict[str, Any] | None:
-        """The validated attributes of ``body``, or None where ``run_validation`` must decide."""
-        if type(body) is not dict:
-            return None
-        fields = self.fields
-        attrs: dict[str, Any] = {}
-        for name, value in body.items():
-            field = fields.get(name)
-            if field is None or storable_json_problem(value) is not None:
-                return None
-            if isinstance(field, serializers.CharField):
-                if not _plain_string(field, value):
-                    return None
-            elif value is None and not field.allow_null:
-                return None
-            check = getattr(self, f"validate_{name}", None)
-            if check is not None:
-                try:
-                    value = check(value)
-                except (serializers.ValidationError, DjangoValidationError):
-                    return None
-            attrs[name] = value
-        try:
-            return self.validate(attrs)
-        except (serializers.ValidationError, DjangoValidationError):
-            return None
 
     @classmethod
     def batch_item_from(cls, data: dict[str, Any], body: dict[str, Any], *, requested_by: str) -> BatchItem:

@@ -431,11 +431,12 @@ class TimerListCreateApi(ApiView):
         principal = _principal(request)
         tenant = self._tenant_for_create(principal, request.data)
         key = _idempotency_key(request)
-        body = TimerCreateInput(data=request.data, tenant_id=tenant.id, region=_region(request))
-        body.is_valid(raise_exception=True)
+        body = TimerCreateInput(tenant_id=tenant.id, region=_region(request))
+        # is_valid's rules and errors, without DRF's per-field machinery for a plain body.
+        data = body.validated_item(request.data)
         timer, created = services.timer_create(
             tenant=tenant,
-            spec=body.to_spec(requested_by=_requested_by(principal, body.validated_data.get("requestedBy"))),
+            spec=body.spec_from(data, requested_by=_requested_by(principal, data.get("requestedBy"))),
             idempotency_key=key,
             fingerprint=services.request_fingerprint(request.data),
             refuse_past=True,  # a client's fireAt already past is an input error, not "now"
