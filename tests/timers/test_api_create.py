@@ -251,3 +251,27 @@ def test_a_create_costs_the_key_lookup_and_one_insert_of_the_timer_with_its_even
     assert [e.kind for e in TimerEvent.objects.filter(timer=timer).order_by("id")] == ["created", "armed"]
     assert [e.state_version for e in TimerEvent.objects.filter(timer=timer).order_by("id")] == [1, 2]
     assert response.json()["stateVersion"] == timer.state_version == 2
+
+
+def test_a_plain_create_body_is_validated_without_drfs_per_field_machinery(
+    client: APIClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its rules and errors are run_validation's (tests/timers/test_batch_fast_paths.py), its
+    cost not: a plain body never reaches it, a refused one still does and gets its error."""
+    from timers.api.serializers import TimerCreateInput
+
+    reached: list[Any] = []
+    real = TimerCreateInput.run_validation
+
+    def counted(self: Any, data: Any = None) -> Any:
+        reached.append(data)
+        return real(self, data)
+
+    monkeypatch.setattr(TimerCreateInput, "run_validation", counted)
+    body = {"name": "plain", "duration": "5s", "labels": {"team": "a"}, "metadata": {"k": [1]}}
+    assert client.post("/api/timers", body, format="json").status_code == 201
+    assert reached == []
+    assert_error(
+        client.post("/api/timers", {"name": " padded ", "duration": "-5s"}, format="json"), 400, field="duration"
+    )
+    assert len(reached) == 1
