@@ -78,15 +78,24 @@ def runs_mark_held(*, run_ids: Sequence[str], consumer: Any) -> None:
         log.warning("could not mark %d action run(s) as held", len(run_ids), exc_info=True)
 
 
+def _run_marks(run_ids: Sequence[UUID]) -> dict[str, Any] | None:
+    """The holder marks of ``run_ids`` present in the cache (key -> mark), in one read; None
+    when there is nothing to read or the cache does not answer (nothing can be told then)."""
+    if not run_ids:
+        return None
+    try:
+        marks: dict[str, Any] = cache.get_many([f"{_RUN_PREFIX}{run_id}" for run_id in run_ids])
+    except Exception:
+        return None
+    return marks
+
+
 def runs_held_by_dead_workers(run_ids: Sequence[UUID], *, running: bool) -> list[UUID]:
     """Those of ``run_ids`` held by a worker that is gone (see the module). ``running``: runs
     being executed, which live as long as the worker process (its connection may have been
     replaced meanwhile); otherwise messages waiting in a worker, which go with its connection."""
-    if not run_ids:
-        return []
-    try:
-        marks = cache.get_many([f"{_RUN_PREFIX}{run_id}" for run_id in run_ids])
-    except Exception:
+    marks = _run_marks(run_ids)
+    if marks is None:
         return []
     holder_of = {run_id: marks[f"{_RUN_PREFIX}{run_id}"] for run_id in run_ids if f"{_RUN_PREFIX}{run_id}" in marks}
     if running:
@@ -164,11 +173,8 @@ def runs_lost_in_transit(run_ids: Sequence[UUID]) -> list[UUID]:
     worker marked them and the actions queue does not hold them, now and DEAD_AFTER_SECONDS
     ago. Each is reported once per lease. Nothing (cannot tell) when the cache or the broker
     does not answer, the broker is not Redis, or the queue holds more than QUEUE_SCAN_LIMIT."""
-    if not run_ids:
-        return []
-    try:
-        marks = cache.get_many([f"{_RUN_PREFIX}{run_id}" for run_id in run_ids])
-    except Exception:
+    marks = _run_marks(run_ids)
+    if marks is None:
         return []
     unmarked = [run_id for run_id in run_ids if f"{_RUN_PREFIX}{run_id}" not in marks]
     if not unmarked:

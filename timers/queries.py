@@ -71,51 +71,18 @@ def lateness_ms(*, fire_at: datetime, fired_at: datetime) -> int:
 # --- claim: armed -> fired --------------------------------------------------------------------
 
 
-def claim_due(*, limit: int) -> list[ClaimedTimer]:
-    """armed -> fired for up to ``limit`` due timers, oldest first; nothing else.
-
-    Postgres: one conditional UPDATE with ``SKIP LOCKED`` on the database clock, so a timer is
-    claimed once whatever the number of ticks, workers or reconcilers. SQLite serialises
-    writers (IMMEDIATE transactions), so a read then guarded updates are as safe; ``fired_at``
-    and the lateness both come from one reading of the clock there too.
-    """
-    return _claim_due_postgres(limit) if is_postgres() else _claim_due_sqlite(limit)
-
-
-def _claim_due_postgres(limit: int) -> list[ClaimedTimer]:
-    table = Timer._meta.db_table
-    with connection.cursor() as cur:
-        cur.execute(
-            f"""
-            WITH due AS (
-                SELECT id FROM {table}
-                 WHERE status = 'armed' AND fire_at <= statement_timestamp()
-                 ORDER BY fire_at LIMIT %s FOR UPDATE SKIP LOCKED
-            )
-            UPDATE {table} t
-               SET status = 'fired',
-                   fired_at = statement_timestamp(),
-                   state_version = t.state_version + 1,
-                   lateness_ms = GREATEST(0, FLOOR(EXTRACT(EPOCH FROM (statement_timestamp() - t.fire_at)) * 1000))::bigint
-              FROM due
-             WHERE t.id = due.id AND t.status = 'armed'
-            RETURNING t.id, t.tenant_id, t.fire_at, t.fired_at, t.lateness_ms, t.state_version, t.action_bundle
-            """,
-            [limit],
-        )
-        rows = cur.fetchall()
-    return [
-        ClaimedTimer(
-            id=_as_uuid(r[0]),
-            tenant_id=r[1],
-            fire_at=_as_datetime(r[2]),
-            fired_at=_as_datetime(r[3]),
-            lateness_ms=int(r[4]),
-            state_version=int(r[5]),
-            action_bundle=_as_json(r[6]),
-        )
-        for r in rows
-    ]
+def _claimed(row: Sequence[Any]) -> ClaimedTimer:
+    """A claim's ``RETURNING id, tenant_id, fire_at, fired_at, lateness_ms, state_version,
+    action_bundle`` row."""
+    return ClaimedTimer(
+        id=_as_uuid(row[0]),
+        tenant_id=row[1],
+        fire_at=_as_datetime(row[2]),
+        fired_at=_as_datetime(row[3]),
+        lateness_ms=int(row[4]),
+        state_version=int(row[5]),
+        action_bundle=_as_json(row[6]),
+    )
 
 
 def first_armed_fire_at(*, start: datetime, end: datetime) -> datetime | None:
@@ -133,7 +100,8 @@ def first_armed_fire_at(*, start: datetime, end: datetime) -> datetime | None:
 
 
 def claim_due_and_settle(*, limit: int) -> tuple[list[ClaimedTimer], list[tuple[UUID, str]]]:
-    """``claim_due``, each claimed timer's ``fired`` event, and fired -> settled (with its
+    """armed -> fired for up to ``limit`` due timers, oldest first, exactly once; each claimed
+    timer's ``fired`` event; and fired -> settled (with its
     ``settled`` event, at the instant it fired) for those without actions: (the claimed timers,
     (id, tenant_id) of those settled). What a tick does with each batch, in one transaction.
 
@@ -143,8 +111,8 @@ def claim_due_and_settle(*, limit: int) -> tuple[list[ClaimedTimer], list[tuple[
     of a burst's time. SQLite: the claim, the events, then the settle.
     """
     if not is_postgres():
-        claimed = claim_due(limit=limit)
-        insert_fired_events(claimed)
+        claimed = _claim_due_sqlite(limit)
+        _insert_fired_events_sqlite(claimed)
         without = [c.id for c in claimed if not has_actions(c.action_bundle)]
         settled = (
             finish_fired(timer_ids=without, status="settled", at=claimed[0].fired_at, failure_reason="", event_data={})
@@ -195,18 +163,7 @@ def claim_due_and_settle(*, limit: int) -> tuple[list[ClaimedTimer], list[tuple[
             [limit],
         )
         rows = cur.fetchall()
-    claimed = [
-        ClaimedTimer(
-            id=_as_uuid(r[0]),
-            tenant_id=r[1],
-            fire_at=_as_datetime(r[2]),
-            fired_at=_as_datetime(r[3]),
-            lateness_ms=int(r[4]),
-            state_version=int(r[5]),
-            action_bundle=_as_json(r[6]),
-        )
-        for r in rows
-    ]
+    claimed = [_claimed(r) for r in rows]
     settled = [(c.id, c.tenant_id) for c, r in zip(claimed, rows, strict=True) if r[7] == "settled"]
     return claimed, settled
 
@@ -214,7 +171,7 @@ def claim_due_and_settle(*, limit: int) -> tuple[list[ClaimedTimer], list[tuple[
 def _claim_due_sqlite(limit: int) -> list[ClaimedTimer]:
     # The read and the updates are one claim only inside one (IMMEDIATE) transaction.
     if not connection.in_atomic_block:
-        raise RuntimeError("claim_due must run inside transaction.atomic()")
+        raise RuntimeError("claim_due_and_settle must run inside transaction.atomic()")
     table = Timer._meta.db_table
     now = timezone.now()
     with connection.cursor() as cur:
@@ -314,27 +271,12 @@ def finish_fired(
     return [(timer_id, tenant_id) for timer_id, tenant_id, _ in rows]
 
 
-def insert_fired_events(claimed: Sequence[ClaimedTimer]) -> None:
-    """The ``fired`` event of each claimed timer (its lateness as data), at its claim's version.
-
-    Postgres: written from the claimed rows in one statement, no row through Python.
-    """
-    if not claimed:
-        return
-    if not is_postgres():
-        insert_events(
-            [EventRow(c.id, "fired", c.fired_at, c.state_version, {"latenessMs": c.lateness_ms}) for c in claimed]
-        )
-        return
-    with connection.cursor() as cur:
-        cur.execute(
-            f"""
-            INSERT INTO {TimerEvent._meta.db_table} (timer_id, kind, occurred_at, state_version, data)
-            SELECT id, 'fired', fired_at, state_version, jsonb_build_object('latenessMs', lateness_ms)
-              FROM {Timer._meta.db_table} WHERE id = ANY(%s::uuid[]) AND status = 'fired'
-            """,
-            [[str(c.id) for c in claimed]],
-        )
+def _insert_fired_events_sqlite(claimed: Sequence[ClaimedTimer]) -> None:
+    """The ``fired`` event of each claimed timer (its lateness as data), at its claim's version
+    (Postgres writes them in the claim's own statement)."""
+    insert_events(
+        [EventRow(c.id, "fired", c.fired_at, c.state_version, {"latenessMs": c.lateness_ms}) for c in claimed]
+    )
 
 
 # --- create: many timers at once ----------------------------------------------------------------
@@ -375,20 +317,6 @@ def insert_timers(timers: Sequence[Timer]) -> None:
         return
     with connection.cursor() as cur:
         cur.execute(*_timers_insert(timers))
-    _stored(timers)
-
-
-def insert_timers_with_events(timers: Sequence[Timer], rows: Sequence[EventRow]) -> None:
-    """``insert_timers`` then ``insert_events``; on Postgres in one statement (one round trip,
-    atomic on its own: a single create needs no transaction around it)."""
-    if not timers or not rows or not is_postgres():
-        insert_timers(timers)
-        insert_events(rows)
-        return
-    timers_sql, timers_params = _timers_insert(timers)
-    events_sql, events_params = _events_insert(rows)
-    with connection.cursor() as cur:
-        cur.execute(f"WITH new_timers AS ({timers_sql}) {events_sql}", [*timers_params, *events_params])
     _stored(timers)
 
 

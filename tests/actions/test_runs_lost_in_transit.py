@@ -9,7 +9,7 @@ queue: before, nothing recovered it until its marker expired with the lease (5 m
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,15 +21,17 @@ from actions import holders, services
 from actions.models import ActionRun, RunStatus
 from tests.actions.conftest import FireTimer
 from tests.actions.support import queued_runs, webhook
-from timers.models import Timer
 
 pytestmark = pytest.mark.django_db
 
 
-def pending_run(timer: Timer) -> ActionRun:
+def overdue_webhook_run(fire_timer: FireTimer, settings: Any) -> tuple[ActionRun, datetime]:
+    """A fired timer's pending webhook run, and an instant at which it is overdue past the
+    repair grace (when the reconciler looks for lost runs)."""
+    timer = fire_timer(webhook("a", "https://example.com/hook"))
     run = ActionRun.objects.get(timer=timer)
     assert run.status == RunStatus.PENDING and run.next_attempt_at is not None
-    return run
+    return run, run.next_attempt_at + settings.MINOOTS_REPAIR_GRACE + timedelta(seconds=1)
 
 
 def later_by(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
@@ -45,13 +47,11 @@ def test_a_published_run_in_no_queue_and_held_by_no_worker_is_published_again_on
     monkeypatch: pytest.MonkeyPatch,
     django_capture_on_commit_callbacks: Any,
 ) -> None:
-    timer = fire_timer(webhook("a", "https://example.com/hook"))
-    run = pending_run(timer)
+    run, now = overdue_webhook_run(fire_timer, settings)
     # Published (the marker runs_publish_batches sets), then taken off the queue by a worker
     # that died before it stored or marked it: the queue is empty, no holder mark.
     cache.set(f"run:{run.pk}", 1, timeout=300)
     assert queued_runs(broker) == []
-    now = run.next_attempt_at + settings.MINOOTS_REPAIR_GRACE + timedelta(seconds=1)
 
     # Missing at one look only: a live worker may be between taking and marking it.
     assert services.runs_recover(now=now, limit=100) == 0
@@ -80,10 +80,8 @@ def test_a_published_run_still_waiting_in_the_queue_is_left_to_its_message(
     monkeypatch: pytest.MonkeyPatch,
     django_capture_on_commit_callbacks: Any,
 ) -> None:
-    timer = fire_timer(webhook("a", "https://example.com/hook"))
-    run = pending_run(timer)
+    run, now = overdue_webhook_run(fire_timer, settings)
     assert services.runs_publish_batches([run.pk]) == 1  # queued behind busy workers, say
-    now = run.next_attempt_at + settings.MINOOTS_REPAIR_GRACE + timedelta(seconds=1)
 
     for ahead in (0.0, holders.DEAD_AFTER_SECONDS + 0.1, 2 * holders.DEAD_AFTER_SECONDS + 0.2):
         later_by(monkeypatch, ahead)
@@ -95,12 +93,10 @@ def test_a_published_run_still_waiting_in_the_queue_is_left_to_its_message(
 def test_a_queue_too_long_to_read_leaves_unmarked_runs_to_their_lease(
     fire_timer: FireTimer, broker: redis.Redis, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    timer = fire_timer(webhook("a", "https://example.com/hook"))
-    run = pending_run(timer)
+    run, now = overdue_webhook_run(fire_timer, settings)
     cache.set(f"run:{run.pk}", 1, timeout=300)
     broker.lpush("actions", *[b"{}"] * 3)  # more than the limit below: cannot tell
     monkeypatch.setattr(holders, "QUEUE_SCAN_LIMIT", 2)
-    now = run.next_attempt_at + settings.MINOOTS_REPAIR_GRACE + timedelta(seconds=1)
 
     for ahead in (0.0, holders.DEAD_AFTER_SECONDS + 0.1):
         later_by(monkeypatch, ahead)
