@@ -1,9 +1,10 @@
-"""Where one POST /api/timers/batch of 1,000 timers spends its time, in this process.
+"""Where one POST /api/timers/batch of 1,000 timers (or one POST /api/timers) spends its time, in this process.
 
 Usage (from the repository root):
 
     .venv/bin/python bench/batch_profile.py --requests 20            # figures per 1,000 timers
     .venv/bin/python bench/batch_profile.py --requests 5 --profile   # + cProfile's top functions
+    .venv/bin/python bench/batch_profile.py --single --requests 500  # one POST /api/timers each
 
 The request goes through the whole Django stack (middleware, authentication, DRF) with
 Django's test client, against the local Postgres (``BENCH_DB``, default minoots_prof_batch,
@@ -67,8 +68,11 @@ def _setup() -> None:
     call_command("migrate", verbosity=0)
 
 
-def _body(per_request: int, lead: float, spread: float) -> bytes:
+def _body(per_request: int, lead: float, spread: float, *, single: bool = False) -> bytes:
     sent = datetime.now(UTC)
+    if single:  # the bench's create case's body (bench/timers.py _create_body)
+        fire_at = sent + timedelta(seconds=lead + random.uniform(0, spread))
+        return json.dumps({"name": "prof", "fireAt": fire_at.isoformat(timespec="milliseconds")}).encode()
     timers = [
         {
             "name": f"prof-{i}",
@@ -88,6 +92,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile the requests after the first")
     parser.add_argument("--pyinstrument", action="store_true", help="pyinstrument the requests after the first")
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--cpu", action="store_true", help="with --profile: CPU time instead of wall time")
+    parser.add_argument("--single", action="store_true", help="POST /api/timers, one timer a request")
     args = parser.parse_args()
     _setup()
 
@@ -111,6 +117,15 @@ def main() -> None:
         return real_publish(**kwargs)
 
     ticks.publish_tick = counting_publish  # type: ignore[assignment]
+    real_mark_and_push = ticks._mark_and_push
+
+    def counting_mark_and_push(buckets: list[int]) -> list[int] | None:
+        nonlocal published
+        pushed = real_mark_and_push(buckets)
+        published += len(pushed or ())
+        return pushed
+
+    ticks._mark_and_push = counting_mark_and_push  # type: ignore[assignment]
     sql = {"n": 0, "s": 0.0}
 
     def timing(execute: Callable[..., Any], query: str, params: Any, many: bool, context: Any) -> Any:
@@ -129,7 +144,8 @@ def main() -> None:
         # The first field: nanoseconds this Postgres backend spent on a CPU (same machine).
         return int(backend.read_text().split()[0]) / 1e6 if backend.exists() else float("nan")
 
-    profiler = cProfile.Profile() if args.profile else None
+    # --cpu: cProfile counts this process's CPU time, so waits on Postgres and Redis count for nothing.
+    profiler = (cProfile.Profile(time.process_time) if args.cpu else cProfile.Profile()) if args.profile else None
     sampler = None
     if args.pyinstrument:
         from pyinstrument import Profiler
@@ -138,23 +154,29 @@ def main() -> None:
     rows = []
     with connection.execute_wrapper(timing):
         for i in range(args.requests):
-            body = _body(args.per_request, args.lead, args.spread)
+            body = _body(args.per_request, args.lead, args.spread, single=args.single)
             sql["n"], sql["s"], published = 0, 0.0, 0
             if profiler is not None and i > 0:
                 profiler.enable()
             if sampler is not None and i > 0:
                 sampler.start()
             w0, c0, p0 = time.perf_counter(), time.process_time(), backend_ms()
-            response = client.post("/api/timers/batch", data=body, content_type="application/json")
+            path = "/api/timers" if args.single else "/api/timers/batch"
+            response = client.post(path, data=body, content_type="application/json")
             wall, cpu, pg = time.perf_counter() - w0, time.process_time() - c0, backend_ms() - p0
             if profiler is not None:
                 profiler.disable()
             if sampler is not None and i > 0:
                 sampler.stop()
-            assert response.status_code == 200, response.content[:500]
-            statuses = {r["status"] for r in json.loads(response.content)["results"]}
-            assert statuses == {201}, statuses
+            if args.single:
+                assert response.status_code == 201, response.content[:500]
+            else:
+                assert response.status_code == 200, response.content[:500]
+                statuses = {r["status"] for r in json.loads(response.content)["results"]}
+                assert statuses == {201}, statuses
             rows.append((wall * 1000, cpu * 1000, pg, sql["n"], sql["s"] * 1000, published))
+            if args.requests > 50 and i % 100:
+                continue  # many small requests: every hundredth, then the medians
             print(
                 f"request {i:3d}: wall {wall * 1000:7.1f} ms  cpu {cpu * 1000:7.1f} ms  postgres cpu {pg:6.1f} ms  "
                 f"sql {sql['n']:3d} statements {sql['s'] * 1000:6.1f} ms  ticks published {published}",

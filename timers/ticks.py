@@ -41,6 +41,7 @@ from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
 from django.utils import timezone
 
+from timers import tick_wire
 from timers.publishing import FIRE_DUE, publish, publish_each
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,9 @@ def ensure_tick(fire_at: datetime) -> bool:
     sees a bucket without a tick.
     """
     bucket = bucket_of(fire_at)
+    pushed = _mark_and_push([bucket])
+    if pushed is not None:
+        return bool(pushed)
     try:
         if not cache.add(_marker_key(bucket), _published_mark(), timeout=_marker_ttl()):
             return False
@@ -138,6 +142,9 @@ def ensure_ticks(fire_ats: list[datetime]) -> int:
     except Exception:
         present = {}
     missing = {key: f for key, f in by_key.items() if key not in present}
+    pushed = _mark_and_push([bucket_of(f) for f in missing.values()])
+    if pushed is not None:
+        return len(pushed)
     marked = _mark_published(list(missing))
     if marked is None:
         return sum(1 for f in missing.values() if ensure_tick(f))
@@ -167,6 +174,17 @@ def _future(eta: datetime, now: datetime) -> datetime | None:
     return eta if eta > now else None
 
 
+def _redis_markers(keys: list[str]) -> tuple[Any, list[str], bytes, int]:
+    """For marker ``keys`` on the Redis cache: its client, the keys as the cache names them in
+    Redis, a published marker's value as the cache writes it (so that ``get`` reads it back), and
+    the markers' ttl in seconds."""
+    backend: Any = caches["default"]  # its client's internals, which the stubs do not name
+    made = [backend.make_and_validate_key(k) for k in keys]
+    client = backend._cache.get_client(made[0], write=True)
+    value = backend._cache._serializer.dumps(_published_mark())
+    return client, made, value, int(backend.get_backend_timeout(_marker_ttl()))
+
+
 def _mark_published(keys: list[str]) -> list[str] | None:
     """``cache.add`` of a published marker at each of ``keys`` (marker keys), in one Redis round
     trip: the keys this call marked (their ticks are its to publish). None when the cache is not
@@ -175,13 +193,8 @@ def _mark_published(keys: list[str]) -> list[str] | None:
         return []
     if not isinstance(caches["default"], RedisCache):
         return None
-    backend: Any = caches["default"]  # its client's internals, which the stubs do not name
     try:
-        made = [backend.make_and_validate_key(k) for k in keys]
-        client = backend._cache.get_client(made[0], write=True)
-        # As RedisCacheClient.add writes it, so that get_many reads the marker back.
-        value = backend._cache._serializer.dumps(_published_mark())
-        ttl = int(backend.get_backend_timeout(_marker_ttl()))
+        client, made, value, ttl = _redis_markers(keys)
         pipe = client.pipeline(transaction=False)
         for k in made:
             pipe.set(k, value, ex=ttl, nx=True)
@@ -190,6 +203,27 @@ def _mark_published(keys: list[str]) -> list[str] | None:
         log.warning("tick marker cache unavailable", exc_info=True)
         return None
     return [key for key, ok in zip(keys, results, strict=True) if ok]
+
+
+def _mark_and_push(buckets: list[int]) -> list[int] | None:
+    """Mark each of ``buckets`` published and push its tick, in one Redis round trip where the
+    broker and the cache share it (``tick_wire``): the buckets this call pushed a tick for. None
+    where that does not hold or Redis did not answer; the caller then marks and publishes through
+    the cache and Celery (which retries), and a marker this call did set (the reply was lost)
+    stops it from publishing twice."""
+    if not buckets:
+        return []
+    if not tick_wire.usable():
+        return None
+    now = timezone.now()
+    try:
+        client, made, value, ttl = _redis_markers([_marker_key(b) for b in buckets])
+        messages = [tick_wire.tick_message(b, _future(tick_eta(b), now)) for b in buckets]
+        pushed = tick_wire.mark_and_push(client, markers=made, value=value, ttl=ttl, ticks=messages)
+    except Exception:
+        log.warning("could not mark and push %d tick(s) in one go; through Celery", len(buckets), exc_info=True)
+        return None
+    return [buckets[i] for i in pushed]
 
 
 def republish_tick(*, bucket: int, eta: datetime, at: datetime | None = None) -> bool:

@@ -415,12 +415,13 @@ def test_buckets_whose_tick_the_broker_refused_keep_no_marker_so_the_reconciler_
 ) -> None:
     from django.core.cache import cache
 
-    from timers import ticks
+    from timers import tick_wire, ticks
 
     def refuse(*_: Any, **__: Any) -> None:
         raise ConnectionError("broker down")
 
     fire_ats = [timezone.now() + timedelta(seconds=30, milliseconds=10 * i) for i in range(5)]
+    monkeypatch.setattr(tick_wire, "mark_and_push", refuse)  # the broker's Redis is gone
     monkeypatch.setattr(ticks, "publish", refuse)
     monkeypatch.setattr(ticks, "publish_each", refuse)
     assert ticks.ensure_ticks(fire_ats) == 0

@@ -20,7 +20,7 @@ from kombu.exceptions import OperationalError
 
 from tests.broker import QueuedTask, queued_tasks
 from tests.factories import schedule_timer
-from timers import engine, ticks
+from timers import engine, tick_wire, ticks
 from timers.models import Tenant, Timer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -49,6 +49,12 @@ def ticks_of(broker: redis.Redis, timer: Timer) -> list[QueuedTask]:
     return [t for t in queued_ticks(broker) if t.kwargs == {"bucket": ticks.bucket_of(timer.fire_at)}]
 
 
+def no_wire() -> bool:
+    """For ``tick_wire.usable``: ticks go through the cache and Celery, as with a cache that is
+    not the broker's Redis."""
+    return False
+
+
 def holder_heartbeat_stops(holder: str) -> None:
     """Stand for HOLDER_TTL_SECONDS passing without a beat: the key expires."""
     cache.delete(f"tickholder:{holder}")
@@ -57,7 +63,7 @@ def holder_heartbeat_stops(holder: str) -> None:
 def test_ticks_of_many_buckets_are_each_queued_with_their_bucket_and_eta_in_one_publish_batch(
     broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """ensure_ticks hands every bucket's tick to one kombu publish batch (Redis pipelines the
+    """Through Celery (where tick_wire cannot write them), ensure_ticks hands every bucket's tick to one kombu publish batch (Redis pipelines the
     LPUSHes: one round trip, not one per tick); each still arrives as its own fire_due task with
     its bucket and its bucket's first instant as ETA, and a bucket already past goes at once."""
     from kombu import messaging
@@ -70,6 +76,7 @@ def test_ticks_of_many_buckets_are_each_queued_with_their_bucket_and_eta_in_one_
         return real_batch(self, *args, **kwargs)
 
     monkeypatch.setattr(messaging.Producer, "batch", counted)
+    monkeypatch.setattr(tick_wire, "usable", no_wire)
     now = timezone.now()
     fire_ats = [now + timedelta(seconds=30, milliseconds=10 * i) for i in range(40)]
     past = now - timedelta(seconds=1)
@@ -92,6 +99,7 @@ def test_ticks_whose_publish_batch_failed_are_published_one_by_one(
         raise OperationalError("Error 111 connecting to redis: Connection refused.")
 
     monkeypatch.setattr(ticks, "publish_each", flush_fails)
+    monkeypatch.setattr(tick_wire, "usable", no_wire)
     fire_ats = [timezone.now() + timedelta(seconds=30, milliseconds=10 * i) for i in range(5)]
 
     assert ticks.ensure_ticks(fire_ats) == 5
@@ -106,7 +114,8 @@ def test_a_tick_the_broker_refused_after_its_marker_was_set_is_republished_by_th
         raise OperationalError("Error 111 connecting to redis: Connection refused.")
 
     with monkeypatch.context() as patched:
-        patched.setattr(ticks, "publish", refuse)
+        patched.setattr(tick_wire, "mark_and_push", refuse)  # Redis gone: neither the script
+        patched.setattr(ticks, "publish", refuse)  # nor Celery's publish gets through
         timer = schedule_timer(tenant=tenant, in_=timedelta(seconds=30))  # logged, not raised
     assert ticks_of(broker, timer) == []
 
@@ -130,6 +139,9 @@ def test_a_publisher_killed_between_marking_and_publishing_leaves_a_tick_the_nex
         raise Killed
 
     with monkeypatch.context() as patched:
+        # Where tick_wire writes the marker and the tick in one script this cannot happen; the
+        # path through the cache and Celery marks first.
+        patched.setattr(tick_wire, "usable", no_wire)
         patched.setattr(ticks, "publish", die)
         with pytest.raises(Killed):
             ticks.ensure_tick(timer.fire_at)

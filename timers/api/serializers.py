@@ -348,7 +348,9 @@ class TimerCreateInput(StrictInput):
         """The validated attributes of ``body``, or None where ``run_validation`` must decide."""
         if type(body) is not dict:
             return None
-        fields = self.fields
+        # The declared fields, not ``self.fields``: that one deep-copies every field for each new
+        # serializer (a single create makes one per request), and only their settings are read.
+        fields = self._declared_fields
         attrs: dict[str, Any] = {}
         for name, value in body.items():
             field = fields.get(name)
