@@ -85,18 +85,18 @@ def _claimed(row: Sequence[Any]) -> ClaimedTimer:
     )
 
 
-def first_armed_fire_at(*, start: datetime, end: datetime) -> datetime | None:
-    """The earliest ``fire_at`` of an armed timer in [start, end), or None: what a tick asks
-    after each claim (twice when its bucket is done). Through the pending partial index; the
+def first_armed_fire_ats(*, start: datetime, end: datetime, limit: int = 1) -> list[datetime]:
+    """The earliest ``limit`` ``fire_at`` of armed timers in [start, end), ascending: what a
+    tick asks before its first claim and after a claim. Through the pending partial index; the
     ORM compiling this on every tick cost about as much as the claim's own Python."""
     with connection.cursor() as cur:
         cur.execute(
             f"SELECT fire_at FROM {Timer._meta.db_table}"
-            " WHERE status = 'armed' AND fire_at >= %s AND fire_at < %s ORDER BY fire_at LIMIT 1",
-            [_db_datetime(start), _db_datetime(end)],
+            " WHERE status = 'armed' AND fire_at >= %s AND fire_at < %s ORDER BY fire_at LIMIT %s",
+            [_db_datetime(start), _db_datetime(end), limit],
         )
-        row = cur.fetchone()
-    return None if row is None else _as_datetime(row[0])
+        rows = cur.fetchall()
+    return [_as_datetime(row[0]) for row in rows]
 
 
 def claim_due_and_settle(*, limit: int) -> tuple[list[ClaimedTimer], list[tuple[UUID, str]]]:

@@ -220,6 +220,82 @@ def test_one_tick_fires_each_timer_of_its_bucket_when_it_is_due_whatever_the_cre
     assert queued_ticks(broker) == []
 
 
+def test_a_tick_for_a_bucket_of_one_timer_looks_claims_and_looks_once_each(
+    tenant: Tenant, broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A steady stream of timers is mostly one timer per bucket: its tick sleeps until the timer
+    is due (no claim of nothing at the bucket's first instant), claims it, and after forgetting
+    its marker looks once for a timer created meanwhile (no look before forgetting: the bucket
+    had no other). It used to make two claims and three looks."""
+    from timers import queries
+
+    calls: list[str] = []
+    real_claim, real_look = queries.claim_due_and_settle, queries.first_armed_fire_ats
+
+    def claim(**kwargs: Any) -> Any:
+        calls.append("claim")
+        return real_claim(**kwargs)
+
+    def look(**kwargs: Any) -> Any:
+        calls.append("look")
+        return real_look(**kwargs)
+
+    bucket = ticks.bucket_of(timezone.now() + timedelta(milliseconds=300))
+    start = ticks.tick_eta(bucket)
+    timer, _ = services.timer_create(
+        tenant=tenant, spec=TimerSpec(name="one", fire_at=start + timedelta(milliseconds=5))
+    )
+    broker.delete("timers")
+    while timezone.now() < start:
+        time.sleep(0.001)
+    monkeypatch.setattr(queries, "claim_due_and_settle", claim)
+    monkeypatch.setattr(queries, "first_armed_fire_ats", look)
+
+    assert engine.fire_due(bucket=bucket) == 1
+
+    assert calls == ["look", "claim", "look"]
+    timer.refresh_from_db()
+    assert timer.fired_at is not None and timer.fire_at <= timer.fired_at
+    assert queued_ticks(broker) == []
+
+
+def test_a_timer_created_while_its_buckets_tick_claims_the_one_before_it_fires_in_that_tick(
+    tenant: Tenant, broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tick saw one armed timer in its bucket and skips the look before forgetting; a second
+    timer committed before it forgets is found by the look after, and fired by the same tick."""
+    from timers import queries
+
+    bucket = ticks.bucket_of(timezone.now() + timedelta(milliseconds=300))
+    start = ticks.tick_eta(bucket)
+    first, _ = services.timer_create(
+        tenant=tenant, spec=TimerSpec(name="first", fire_at=start + timedelta(milliseconds=2))
+    )
+    broker.delete("timers")
+    real_claim = queries.claim_due_and_settle
+    second: list[Timer] = []
+
+    def claim_then_create(**kwargs: Any) -> Any:
+        result = real_claim(**kwargs)
+        if not second:
+            made, _ = services.timer_create(
+                tenant=tenant, spec=TimerSpec(name="second", fire_at=start + timedelta(milliseconds=8))
+            )
+            second.append(made)
+        return result
+
+    monkeypatch.setattr(queries, "claim_due_and_settle", claim_then_create)
+    while timezone.now() < start:
+        time.sleep(0.001)
+
+    assert engine.fire_due(bucket=bucket) == 2
+
+    for timer in (first, second[0]):
+        timer.refresh_from_db()
+        assert timer.status == TimerStatus.SETTLED
+    assert queued_ticks(broker) == []  # the bucket's marker was there: the create published no tick
+
+
 def test_cancelled_timer_never_fires(tenant: Tenant, broker: redis.Redis) -> None:
     timer = schedule_timer(tenant=tenant, in_=timedelta(seconds=5))
     services.timer_cancel(timer=timer, reason="no longer needed", by="test")
