@@ -119,9 +119,9 @@ def main() -> None:
     ticks.publish_tick = counting_publish  # type: ignore[assignment]
     real_mark_and_push = ticks._mark_and_push
 
-    def counting_mark_and_push(buckets: list[int]) -> list[int] | None:
+    def counting_mark_and_push(buckets: list[int], **kwargs: Any) -> list[int] | None:
         nonlocal published
-        pushed = real_mark_and_push(buckets)
+        pushed = real_mark_and_push(buckets, **kwargs)
         published += len(pushed or ())
         return pushed
 

@@ -129,22 +129,24 @@ def ensure_tick(fire_at: datetime) -> bool:
 
 
 def ensure_ticks(fire_ats: list[datetime]) -> int:
-    """ensure_tick for many buckets: one cache round trip to skip those already marked, one to
-    mark the others (Redis; one per bucket with other caches), then a tick per bucket marked.
+    """ensure_tick for many buckets: one cache round trip to skip those already marked, then
+    one to mark the others and push their ticks (``tick_wire``). Through Celery instead: one
+    round trip to mark them (Redis; one per bucket with other caches), then their ticks in one
+    publish batch.
 
     A batch create's timers may fall in a thousand buckets: a round trip per marker was most of
     its time, and under gevent each one waits for the other requests of the process."""
     by_key: dict[str, datetime] = {}
     for f in sorted(fire_ats):
         by_key.setdefault(_marker_key(bucket_of(f)), f)
+    pushed = _mark_and_push([bucket_of(f) for f in by_key.values()], skip_marked=True)
+    if pushed is not None:
+        return len(pushed)
     try:
         present = cache.get_many(list(by_key))
     except Exception:
         present = {}
     missing = {key: f for key, f in by_key.items() if key not in present}
-    pushed = _mark_and_push([bucket_of(f) for f in missing.values()])
-    if pushed is not None:
-        return len(pushed)
     marked = _mark_published(list(missing))
     if marked is None:
         return sum(1 for f in missing.values() if ensure_tick(f))
@@ -205,12 +207,13 @@ def _mark_published(keys: list[str]) -> list[str] | None:
     return [key for key, ok in zip(keys, results, strict=True) if ok]
 
 
-def _mark_and_push(buckets: list[int]) -> list[int] | None:
+def _mark_and_push(buckets: list[int], *, skip_marked: bool = False) -> list[int] | None:
     """Mark each of ``buckets`` published and push its tick, in one Redis round trip where the
     broker and the cache share it (``tick_wire``): the buckets this call pushed a tick for. None
     where that does not hold or Redis did not answer; the caller then marks and publishes through
     the cache and Celery (which retries), and a marker this call did set (the reply was lost)
-    stops it from publishing twice."""
+    stops it from publishing twice. ``skip_marked``: first one MGET of the markers, so that no
+    tick is built for a bucket already marked (a batch's buckets mostly are)."""
     if not buckets:
         return []
     if not tick_wire.usable():
@@ -218,6 +221,11 @@ def _mark_and_push(buckets: list[int]) -> list[int] | None:
     now = timezone.now()
     try:
         client, made, value, ttl = _redis_markers([_marker_key(b) for b in buckets])
+        if skip_marked:
+            unmarked = [i for i, v in enumerate(client.mget(made)) if v is None]
+            buckets, made = [buckets[i] for i in unmarked], [made[i] for i in unmarked]
+            if not buckets:
+                return []
         messages = [tick_wire.tick_message(b, _future(tick_eta(b), now)) for b in buckets]
         pushed = tick_wire.mark_and_push(client, markers=made, value=value, ttl=ttl, ticks=messages)
     except Exception:

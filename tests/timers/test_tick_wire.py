@@ -96,9 +96,11 @@ def test_a_create_marks_its_bucket_and_pushes_its_tick_in_one_redis_command(
     assert str(cache.get(f"tick:{bucket}")).startswith("p:")
 
 
-def test_a_batch_pushes_the_ticks_of_its_new_buckets_in_one_redis_command(
+def test_a_batch_pushes_the_ticks_of_its_new_buckets_only_in_one_script(
     broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A bucket already marked gets no tick built nor pushed (one MGET first), the others'
+    ticks all go in one script call."""
     now = timezone.now()
     already = now + timedelta(seconds=30)
     assert ticks.ensure_tick(already)
