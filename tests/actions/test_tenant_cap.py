@@ -308,24 +308,44 @@ def test_a_process_remembers_whether_other_tenants_wait_for_a_moment(
 
 # --- end to end -------------------------------------------------------------------------------
 
-A_RUNS = 360
-SLOW = 0.5  # seconds each of A's webhooks takes
+# Sized so the test takes seconds, not ~50 s per database: A's 180 webhooks in 18 batches of 10
+# (12 on the threads, 6 queued), 0.25 s each, so each wave of batches takes 2.5 s. Without the
+# cap B starts only after the first wave (~126 of A's started); with it, after ~25.
+A_RUNS = 180
+A_BATCH = 10
+SLOW = 0.25  # seconds each of A's webhooks takes
+
+
+def in_flight(receiver: Receiver, path: str) -> int:
+    """Requests to ``path`` the receiver is still answering (its raw replies not yet sent)."""
+    return len(receiver.at(path)) - sum(1 for s in list(receiver.sent) if s.path.split("?")[0] == path)
 
 
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_tenant_b_is_not_starved_by_tenant_a_flooding_the_action_workers_with_the_default_cap(
-    receiver: Receiver, processes: Processes
+    receiver: Receiver, processes: Processes, settings: Any
 ) -> None:
     # 12 action threads taking a batch's webhooks one by one, as they take commands and files
     # (MINOOTS_WEBHOOKS_TOGETHER off; a batch's webhooks are otherwise in flight together, and
-    # this test is about the turns). A's 360 slow webhooks (18 batches of 20, 0.5 s each: 12
-    # batches on the threads, 6 queued), then B's one. Without a cap B's message waits behind
-    # A's queued batches, and B's attempt starts only once the first batches have run all their
-    # 20 attempts (240 of A's 360 started by then). With the default cap (8) A gives slots back
-    # at the next attempt boundary and its queued batches are held back, so B's starts early.
+    # this test is about the turns). A's 180 slow webhooks (18 batches of 10: 12 batches on the
+    # threads, 6 queued), then B's one. Without a cap B's message waits behind A's queued
+    # batches, and B's attempt starts only once the first batches have run all their 10
+    # attempts (~126 of A's 180 started by then). With the default cap (8) A gives slots back at
+    # the next attempt boundary and its queued batches are held back, so B's starts early.
+    #
+    # The batch size must be set here too: this process fires the timers and so publishes A's
+    # batches (MINOOTS_ACTION_BATCH in processes.env reaches only the worker, which re-publishes
+    # held-back runs). With only the worker's set, A's runs went out in batches of the default
+    # 100: 4 batches, 4 threads, ~45 s of webhooks one by one, and A never held more slots than
+    # the cap, so B found a free thread and the test passed with the cap off.
+    settings.MINOOTS_ACTION_BATCH = A_BATCH
     processes.env.update(
-        {"MINOOTS_WEBHOOK_ALLOW_PRIVATE": "true", "MINOOTS_WEBHOOKS_TOGETHER": "false", "MINOOTS_ACTION_BATCH": "20"}
+        {
+            "MINOOTS_WEBHOOK_ALLOW_PRIVATE": "true",
+            "MINOOTS_WEBHOOKS_TOGETHER": "false",
+            "MINOOTS_ACTION_BATCH": str(A_BATCH),
+        }
     )
     processes.worker("actions", queues="actions", concurrency=12)
     a, b = make_tenant(id="flood"), make_tenant(id="quiet")
@@ -334,11 +354,13 @@ def test_tenant_b_is_not_starved_by_tenant_a_flooding_the_action_workers_with_th
     for i in range(A_RUNS):
         make_timer(tenant=a, name=f"a{i}", actions=[webhook("hook", f"{receiver.url}/a")])
     services.timers_fire(limit=1000)
-    wait_for(lambda: len(receiver.at("/a")) >= 12, timeout=30, what="A's attempts to fill the action threads")
+    # Every thread busy with one of A's batches (12 webhooks in flight at once), not just 12
+    # webhooks received: fewer, larger batches would leave threads free for B without any cap.
+    wait_for(lambda: in_flight(receiver, "/a") >= 12, timeout=30, interval=0.02, what="A's batches to fill the threads")
 
     make_timer(tenant=b, name="b", actions=[webhook("hook", f"{receiver.url}/b")])
     services.timers_fire(limit=10)
-    wait_for(lambda: receiver.at("/b"), timeout=60, what="B's webhook")
+    wait_for(lambda: receiver.at("/b"), timeout=60, interval=0.02, what="B's webhook")
 
     a_started = len(receiver.at("/a"))
     assert a_started < A_RUNS / 2, f"B's attempt started only after {a_started} of A's {A_RUNS}"
