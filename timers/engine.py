@@ -35,16 +35,11 @@ IN_BUCKET_WAIT_TICKS = 3
 MIN_WAIT_SECONDS = 0.001
 
 
-def _next_armed_fire_ats(*, bucket: int, limit: int = 1) -> list[datetime]:
-    """The earliest ``limit`` armed timers of ``bucket`` (overdue ones of other buckets have their
-    own ticks, or the reconciler's repair)."""
-    return queries.first_armed_fire_ats(
-        start=ticks.next_bucket_start(bucket - 1), end=ticks.next_bucket_start(bucket), limit=limit
-    )
-
-
 def _next_armed_fire_at(*, bucket: int) -> datetime | None:
-    return next(iter(_next_armed_fire_ats(bucket=bucket)), None)
+    """The earliest armed timer of ``bucket`` (overdue ones of other buckets have their own
+    ticks, or the reconciler's repair)."""
+    found = queries.first_armed_fire_ats(start=ticks.next_bucket_start(bucket - 1), end=ticks.next_bucket_start(bucket))
+    return found[0] if found else None
 
 
 def fire_due(*, bucket: int | None) -> int:
@@ -72,9 +67,13 @@ def fire_due(*, bucket: int | None) -> int:
     forgotten = False
     alone = False  # the bucket's earliest armed timer was its only one, when this tick looked
     if bucket is not None:
-        first = _next_armed_fire_ats(bucket=bucket, limit=2)
+        # By the database's clock, which the claim uses: a worker clock behind it must not
+        # delay the bucket's first timer (the waits after a claim have the claim's answer).
+        first, db_now = queries.first_armed_fire_ats_and_now(
+            start=ticks.next_bucket_start(bucket - 1), end=ticks.next_bucket_start(bucket), limit=2
+        )
         alone = len(first) == 1
-        wait = (first[0] - timezone.now()).total_seconds() if first else 0.0
+        wait = (first[0] - db_now).total_seconds() if first else 0.0
         if 0 < wait and time.monotonic() + wait < waited_until:
             time.sleep(max(wait, MIN_WAIT_SECONDS))
     while True:

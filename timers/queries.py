@@ -99,6 +99,22 @@ def first_armed_fire_ats(*, start: datetime, end: datetime, limit: int = 1) -> l
     return [_as_datetime(row[0]) for row in rows]
 
 
+def first_armed_fire_ats_and_now(*, start: datetime, end: datetime, limit: int) -> tuple[list[datetime], datetime]:
+    """``first_armed_fire_ats`` and the database's clock in the same statement (Postgres
+    ``statement_timestamp()``, the clock the claim compares ``fire_at`` with; on SQLite, the
+    embedded database, this process's clock, which is the claim's there too)."""
+    if not is_postgres():
+        return first_armed_fire_ats(start=start, end=end, limit=limit), timezone.now()
+    with connection.cursor() as cur:
+        cur.execute(
+            f"SELECT statement_timestamp(), ARRAY(SELECT fire_at FROM {Timer._meta.db_table}"
+            " WHERE status = 'armed' AND fire_at >= %s AND fire_at < %s ORDER BY fire_at LIMIT %s)",
+            [_db_datetime(start), _db_datetime(end), limit],
+        )
+        now, fire_ats = cur.fetchone()
+    return [_as_datetime(f) for f in fire_ats], _as_datetime(now)
+
+
 def claim_due_and_settle(*, limit: int) -> tuple[list[ClaimedTimer], list[tuple[UUID, str]]]:
     """armed -> fired for up to ``limit`` due timers, oldest first, exactly once; each claimed
     timer's ``fired`` event; and fired -> settled (with its

@@ -59,16 +59,24 @@ return pushed
 """
 
 _origin: tuple[int, str] | None = None  # (pid, Celery's anonymous node name of that process)
+# Set when this Redis refuses scripts (an ACL, a proxy): the process then stops trying, rather
+# than paying a refused round trip and a warning on every create.
+_refused: str | None = None
 
 
 def usable() -> bool:
-    """Whether ticks may be written here rather than through Celery (see the module's docstring)."""
-    cache_conf = settings.CACHES.get("default", {})
+    """Whether ticks may be written here rather than through Celery (see the module's docstring):
+    the cache's Redis is the one Celery publishes to (its write URL), through kombu's Redis
+    transport without a key prefix, and fire_due goes to a direct queue at priority 0."""
+    if _refused is not None:
+        return False
+    conf: Any = current_app.conf
     return (
         isinstance(caches["default"], RedisCache)
         and str(getattr(settings, "CELERY_BROKER_TRANSPORT", "")).endswith("redis_transport:Transport")
-        and cache_conf.get("LOCATION") == settings.CELERY_BROKER_URL
-        and not getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}).get("global_keyprefix")
+        and settings.CACHES.get("default", {}).get("LOCATION") == conf.broker_write_url
+        and not (conf.broker_transport_options or {}).get("global_keyprefix")
+        and conf.task_default_priority in (None, 0)
         and _fire_due_queue() is not None
     )
 
@@ -76,13 +84,21 @@ def usable() -> bool:
 @lru_cache(maxsize=1)
 def _fire_due_queue() -> str | None:
     """The queue Celery routes ``fire_due`` to, when it publishes there through the default
-    exchange (a direct queue); None otherwise."""
-    queue = current_app.amqp.router.route({}, FIRE_DUE, args=(), kwargs={}).get("queue")
-    if queue is None or queue.exchange is None or queue.exchange.type != "direct":
+    exchange (a direct queue) at the default priority; None otherwise."""
+    route = current_app.amqp.router.route({}, FIRE_DUE, args=(), kwargs={})
+    queue = route.get("queue")
+    if route.get("priority") not in (None, 0) or queue is None or queue.exchange is None:
         return None
-    if queue.routing_key not in (None, "", queue.name):
+    if queue.exchange.type != "direct" or queue.routing_key not in (None, "", queue.name):
         return None
     return str(queue.name)
+
+
+def refuse(reason: str) -> None:
+    """Redis refused the script (not a missing script, which redis-py loads again): ticks go
+    through Celery for the rest of this process."""
+    global _refused
+    _refused = reason
 
 
 def _origin_name() -> str:
@@ -138,6 +154,9 @@ def tick_message(bucket: int, eta: datetime | None) -> str:
         "delivery_mode": 2,
         "priority": 0,
     }
+    # Sent as Celery sends it before a publish, for its receivers' headers (the trace id),
+    # also for a tick the script then does not push (its bucket was marked meanwhile);
+    # after_task_publish is not sent (no receiver here needs it).
     before_task_publish.send(
         sender=FIRE_DUE,
         body=body,

@@ -40,6 +40,7 @@ from django.conf import settings
 from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
 from django.utils import timezone
+from redis.exceptions import ResponseError
 
 from timers import tick_wire
 from timers.publishing import FIRE_DUE, publish, publish_each
@@ -216,10 +217,10 @@ def _mark_and_push(buckets: list[int], *, skip_marked: bool = False) -> list[int
     tick is built for a bucket already marked (a batch's buckets mostly are)."""
     if not buckets:
         return []
-    if not tick_wire.usable():
-        return None
     now = timezone.now()
     try:
+        if not tick_wire.usable():
+            return None
         client, made, value, ttl = _redis_markers([_marker_key(b) for b in buckets])
         if skip_marked:
             unmarked = [i for i, v in enumerate(client.mget(made)) if v is None]
@@ -228,6 +229,15 @@ def _mark_and_push(buckets: list[int], *, skip_marked: bool = False) -> list[int
                 return []
         messages = [tick_wire.tick_message(b, _future(tick_eta(b), now)) for b in buckets]
         pushed = tick_wire.mark_and_push(client, markers=made, value=value, ttl=ttl, ticks=messages)
+    except ResponseError as exc:
+        # NOSCRIPT is redis-py's to handle; an ACL without scripting or a proxy without EVALSHA
+        # refuses every call alike: stop trying. Anything else (OOM...) may pass.
+        if str(exc).startswith("NOPERM") or "unknown command" in str(exc):
+            log.warning("Redis refused the tick script (%s); ticks go through Celery from now on", exc)
+            tick_wire.refuse(str(exc))
+        else:
+            log.warning("could not mark and push %d tick(s) in one go; through Celery", len(buckets), exc_info=True)
+        return None
     except Exception:
         log.warning("could not mark and push %d tick(s) in one go; through Celery", len(buckets), exc_info=True)
         return None

@@ -231,6 +231,7 @@ def test_a_tick_for_a_bucket_of_one_timer_looks_claims_and_looks_once_each(
 
     calls: list[str] = []
     real_claim, real_look = queries.claim_due_and_settle, queries.first_armed_fire_ats
+    real_first_look = queries.first_armed_fire_ats_and_now
 
     def claim(**kwargs: Any) -> Any:
         calls.append("claim")
@@ -239,6 +240,12 @@ def test_a_tick_for_a_bucket_of_one_timer_looks_claims_and_looks_once_each(
     def look(**kwargs: Any) -> Any:
         calls.append("look")
         return real_look(**kwargs)
+
+    def first_look(**kwargs: Any) -> Any:
+        calls.append("look")
+        with monkeypatch.context() as inner:  # on SQLite it looks through first_armed_fire_ats
+            inner.setattr(queries, "first_armed_fire_ats", real_look)
+            return real_first_look(**kwargs)
 
     bucket = ticks.bucket_of(timezone.now() + timedelta(milliseconds=300))
     start = ticks.tick_eta(bucket)
@@ -250,6 +257,7 @@ def test_a_tick_for_a_bucket_of_one_timer_looks_claims_and_looks_once_each(
         time.sleep(0.001)
     monkeypatch.setattr(queries, "claim_due_and_settle", claim)
     monkeypatch.setattr(queries, "first_armed_fire_ats", look)
+    monkeypatch.setattr(queries, "first_armed_fire_ats_and_now", first_look)
 
     assert engine.fire_due(bucket=bucket) == 1
 
@@ -257,6 +265,33 @@ def test_a_tick_for_a_bucket_of_one_timer_looks_claims_and_looks_once_each(
     timer.refresh_from_db()
     assert timer.fired_at is not None and timer.fire_at <= timer.fired_at
     assert queued_ticks(broker) == []
+
+
+@pytest.mark.postgres_only(reason="on SQLite the database's clock is this process's")
+def test_a_worker_clock_behind_the_databases_does_not_delay_its_buckets_first_timer(
+    tenant: Tenant, broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tick's first wait is measured on the database's clock, the one its claim uses: a
+    worker 40 ms behind would otherwise sleep 40 ms past the timer's fire_at before claiming it."""
+    bucket = ticks.bucket_of(timezone.now() + timedelta(milliseconds=300))
+    start = ticks.tick_eta(bucket)
+    services.timer_create(tenant=tenant, spec=TimerSpec(name="one", fire_at=start + timedelta(milliseconds=8)))
+    while timezone.now() < start:
+        time.sleep(0.001)
+    real_now, real_sleep = timezone.now, time.sleep
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr(timezone, "now", lambda: real_now() - timedelta(milliseconds=40))
+    monkeypatch.setattr(time, "sleep", sleep)
+
+    assert engine.fire_due(bucket=bucket) == 1
+
+    # At most the 8 ms to its fire_at (none if the claim came later than that), never the 48.
+    assert not slept or slept[0] < 0.03, slept
 
 
 def test_a_timer_created_while_its_buckets_tick_claims_the_one_before_it_fires_in_that_tick(

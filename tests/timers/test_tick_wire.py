@@ -68,6 +68,42 @@ def test_the_tick_written_here_is_the_message_celery_sends(
         assert json.loads(written_here)["headers"]["trace_id"] == traced
 
 
+class _ParentRequest:
+    called_directly = False
+    id = "parent-task-id"
+    root_id = "root-task-id"
+    delivery_info: dict[str, Any] = {}
+
+
+class _ParentTask:
+    """What Celery reads of the task a worker is running when that task publishes another."""
+
+    request = _ParentRequest()
+
+    def add_trail(self, result: Any) -> Any:
+        return result
+
+
+def test_a_tick_written_from_inside_a_task_links_to_it_as_celerys_does(broker: redis.Redis) -> None:
+    """Published by a running task (the reconciler, a fire that arms): root and parent ids as
+    send_task sets them, the rest as above."""
+    from celery._state import _task_stack  # type: ignore[attr-defined]  # not in celery's stubs
+
+    _task_stack.push(_ParentTask())
+    try:
+        publishing.publish(publishing.FIRE_DUE, kwargs={"bucket": 7}, eta=None)
+        broker.lpush("timers", tick_wire.tick_message(7, None))
+    finally:
+        _task_stack.pop()
+    messages = [json.loads(raw) for raw in broker.lrange("timers", 0, -1)]
+
+    assert [(m["headers"]["root_id"], m["headers"]["parent_id"]) for m in messages] == [
+        ("root-task-id", "parent-task-id")
+    ] * 2
+    written_here, from_celery = broker.lrange("timers", 0, -1)
+    assert _comparable(written_here) == _comparable(from_celery)
+
+
 def test_a_create_marks_its_bucket_and_pushes_its_tick_in_one_redis_command(
     broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -81,6 +117,7 @@ def test_a_create_marks_its_bucket_and_pushes_its_tick_in_one_redis_command(
         commands.append(" ".join(map(str, args[:2])))
         return real(self, *args, **options)
 
+    broker.script_load(tick_wire._MARK_AND_PUSH)  # a fresh Redis: redis-py would load it first
     monkeypatch.setattr(redis.Redis, "execute_command", counted)
     fire_at = timezone.now() + timedelta(seconds=30)
 
@@ -165,3 +202,26 @@ def test_ticks_go_through_celery_where_the_cache_is_not_the_brokers_redis(settin
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
     assert not tick_wire.usable()
+
+
+def test_a_redis_that_refuses_scripts_sends_ticks_through_celery_from_then_on(
+    broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ACL without scripting: the first create learns it and every later one goes straight
+    through Celery, without a refused round trip and a warning each."""
+    calls: list[int] = []
+
+    def noperm(*_: Any, **__: Any) -> list[int]:
+        calls.append(1)
+        raise redis.ResponseError("NOPERM this user has no permissions to run the 'evalsha' command")
+
+    monkeypatch.setattr(tick_wire, "mark_and_push", noperm)
+    monkeypatch.setattr(tick_wire, "_refused", None)
+    now = timezone.now()
+
+    assert ticks.ensure_tick(now + timedelta(seconds=30)) is True
+    assert ticks.ensure_tick(now + timedelta(seconds=31)) is True
+
+    assert calls == [1]
+    assert not tick_wire.usable()
+    assert len(queued_tasks(broker, "timers", task=publishing.FIRE_DUE)) == 2
