@@ -4,6 +4,7 @@ Usage (from the repository root, with .venv and the local Postgres and Redis run
 
     .venv/bin/python bench/dashboard.py                 # 1,000,000 timers, 20 renders
     .venv/bin/python bench/dashboard.py --timers 100000 --renders 50
+    .venv/bin/python bench/dashboard.py --timers 100000 --recent-fires 720000   # a busy hour: 200 fires/s
 
 It re-creates its own Postgres database (``minoots_bench_dashboard``), migrates it, inserts
 the timers with one ``INSERT ... SELECT FROM generate_series`` (10 tenants; 45 % scheduled
@@ -72,6 +73,21 @@ FROM (
 """
 
 
+# Settled timers fired over the last hour (the window the dashboard's lateness reads), lateness
+# 0-39 ms with a tail.
+INSERT_RECENT_FIRES = """
+INSERT INTO timers_timer (id, tenant_id, name, status, duration_ms, created_at, fire_at, requested_by, metadata,
+    labels, fired_at, lateness_ms, settled_at, cancelled_at, cancel_reason, cancelled_by, failure_reason,
+    state_version, request_hash)
+SELECT gen_random_uuid(), 't' || (i %% 10), 'recent-' || i, 'settled', 60000, f.at - interval '1 minute', f.at,
+    '', '{}', '{}', f.at + f.late, (extract(epoch FROM f.late) * 1000)::bigint, f.at + f.late + interval '5 ms',
+    NULL, '', '', '', 4, ''
+FROM generate_series(1::bigint, %(n)s::bigint) AS i,
+LATERAL (SELECT now() - interval '59 min 59 s' + (i * interval '3599 s') / greatest(%(n)s, 1) AS at,
+                ((i * 7919) %% 40 + CASE WHEN i %% 97 = 0 THEN 900 ELSE 0 END) * interval '1 ms' AS late) AS f
+"""
+
+
 def recreate_database() -> None:
     conn = psycopg2.connect(f"{PG}/postgres")
     conn.autocommit = True
@@ -101,6 +117,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--timers", type=int, default=1_000_000)
     parser.add_argument("--renders", type=int, default=20)
+    parser.add_argument(
+        "--recent-fires", type=int, default=0, help="timers more, fired over the last hour (200/s is 720,000)"
+    )
     args = parser.parse_args()
 
     recreate_database()
@@ -135,6 +154,7 @@ def main() -> None:
         started = time.perf_counter()
         cur.execute(INSERT_TIMERS, {"n": args.timers})
         cur.execute(INSERT_RUNS)
+        cur.execute(INSERT_RECENT_FIRES, {"n": args.recent_fires})
         inserted = time.perf_counter() - started
         cur.execute("ANALYZE")
         cur.execute("SELECT count(*) FROM timers_timer")
