@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -291,8 +292,28 @@ def _read(tenant_id: str | None, since: datetime, until: datetime, unit: timedel
     return found
 
 
-def _key(tenant_id: str | None, unit: timedelta, start: datetime) -> str:
-    return f"dashboard:lateness:{'h' if unit == _HOUR else 'm'}:{tenant_id or '*'}:{int(start.timestamp())}"
+_GENERATION_KEY = "dashboard:lateness:generation"
+
+
+def histograms_forget() -> None:
+    """Fires were deleted (``minoots prune``): the histograms kept so far count them, so the
+    next render reads every final minute and hour again (the kept ones expire unread)."""
+    try:
+        cache.set(_GENERATION_KEY, time.time_ns(), timeout=None)
+    except Exception:
+        log.warning("dashboard cache unavailable", exc_info=True)
+
+
+def _generation() -> str:
+    try:
+        return str(cache.get(_GENERATION_KEY) or 0)
+    except Exception:
+        return "0"
+
+
+def _key(tenant_id: str | None, unit: timedelta, start: datetime, generation: str) -> str:
+    unit_name = "h" if unit == _HOUR else "m"
+    return f"dashboard:lateness:{generation}:{unit_name}:{tenant_id or '*'}:{int(start.timestamp())}"
 
 
 def _final(tenant_id: str | None, slots: list[datetime], unit: timedelta) -> dict[datetime, Histogram]:
@@ -300,7 +321,8 @@ def _final(tenant_id: str | None, slots: list[datetime], unit: timedelta) -> dic
     statement over their span and kept."""
     if not slots:
         return {}
-    keys = {slot: _key(tenant_id, unit, slot) for slot in slots}
+    generation = _generation()
+    keys = {slot: _key(tenant_id, unit, slot, generation) for slot in slots}
     try:
         cached = cache.get_many(list(keys.values()))
     except Exception:  # the cache is down: read them all

@@ -17,6 +17,7 @@ from uuid import UUID
 from django.db import transaction
 from django.db.models import Q, QuerySet
 
+from timers import dashboard
 from timers.models import TERMINAL_STATUSES, Timer, TimerEvent
 
 
@@ -36,6 +37,13 @@ def prunable_counts(*, ended_before: datetime, tenant_id: str | None = None) -> 
         "timers": timers.count(),
         "events": TimerEvent.objects.filter(timer__in=timers.values("pk")).count(),
     }
+
+
+def _forgotten(deleted: Counter[str]) -> Counter[str]:
+    """``deleted``, once the dashboard forgot the histograms that count those timers' fires."""
+    if deleted:
+        dashboard.histograms_forget()
+    return deleted
 
 
 def timers_prune(
@@ -61,7 +69,7 @@ def timers_prune(
             qs = qs.filter(pk__gt=after)
         ids = list(qs.values_list("pk", flat=True)[:batch])
         if not ids:
-            return deleted
+            return _forgotten(deleted)
         with transaction.atomic():
             _, per_model = timers_prunable(ended_before=ended_before, tenant_id=tenant_id).filter(pk__in=ids).delete()
         deleted.update(per_model)
@@ -70,4 +78,4 @@ def timers_prune(
         if on_batch is not None:
             on_batch(n)
         if len(ids) < batch:
-            return deleted
+            return _forgotten(deleted)

@@ -102,3 +102,21 @@ def test_a_final_minute_is_read_once_and_the_current_one_every_time() -> None:
     assert first == again and first.fires == 2 and first.p50 == 10
     assert len(read.captured_queries) <= 2, [q["sql"][:80] for q in read.captured_queries]
     assert later.fires == 3 and later.max == 30
+
+
+def test_pruned_fires_leave_the_figures_at_the_next_render() -> None:
+    """``minoots prune`` deleting timers that fired within the window: the kept histograms
+    counted them, so they are read again."""
+    from timers import retention
+
+    acme = make_tenant(id="acme")
+    now = timezone.now()
+    fires(acme, [now - timedelta(minutes=30), now - timedelta(minutes=20)], [10, 20])
+    since = now - timedelta(hours=1)
+    assert dashboard.lateness(tenant_id=None, since=since, until=now).fires == 2
+
+    deleted = retention.timers_prune(ended_before=now - timedelta(minutes=25))
+
+    assert deleted[Timer._meta.label] == 1
+    after = dashboard.lateness(tenant_id=None, since=since, until=now)
+    assert (after.fires, after.max) == (1, 20)
